@@ -1,0 +1,1 @@
+"""The distillation stage: shards -> student; evaluation, export, predict."""

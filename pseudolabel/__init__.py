@@ -1,0 +1,1 @@
+"""The pseudo-labelling stage: images -> teacher -> WebDataset shards of relative inverse depth."""

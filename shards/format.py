@@ -1,0 +1,166 @@
+"""The sample format: keys, sizes, label kinds, the 16-bit label code and the metadata record.
+
+This module is the contract between the pseudo-labelling and the distillation stages. Everything a shard
+holds is defined here; ``codec.py`` turns it into bytes, ``writer.py`` and ``reader.py`` move it on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Size of every sample in a shard, (width, height). The reference recipe's 512x384 crop.
+SAMPLE_WIDTH = 512
+SAMPLE_HEIGHT = 384
+SAMPLE_SIZE = (SAMPLE_WIDTH, SAMPLE_HEIGHT)
+
+#: The student's training resolution, (width, height).
+STUDENT_SIZE = (256, 192)
+
+#: JPEG quality of the stored image (recorded in every sample's json as well).
+JPEG_QUALITY = 95
+
+#: Label kinds. A relative teacher's output is unitless inverse depth; a sensor gives metres.
+RELATIVE_INVERSE_DEPTH = "relative_inverse_depth"
+METRIC_DEPTH = "metric_depth"
+LABEL_KINDS = (RELATIVE_INVERSE_DEPTH, METRIC_DEPTH)
+
+#: The 16-bit code: 0 marks an invalid pixel; valid values map linearly onto 1..65535 over ``label_range``.
+INVALID_CODE = 0
+FIRST_VALID_CODE = 1
+LAST_VALID_CODE = 65535
+VALID_CODE_STEPS = LAST_VALID_CODE - FIRST_VALID_CODE  # 65534 intervals between min and max
+
+#: How invalid pixels are marked, written into every sample's json so a reader never guesses.
+MASK_POLICY = "code_0_is_invalid"
+
+#: Reject reasons for labels (pseudolabel adds its own for inputs).
+REJECT_NO_VALID_PIXELS = "no_valid_pixels"
+REJECT_CONSTANT_LABEL = "constant_label"
+REJECT_NON_FINITE = "non_finite_label"
+
+
+class LabelError(ValueError):
+    """A label that cannot be stored; ``reason`` is a short machine-readable name for reject lists."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def key_from_relative_path(relative_path: str) -> str:
+    """The sample key of a file: its relative path without the extension, other dots in the name -> ``_``.
+
+    WebDataset splits a member name at the first dot of the *file name*, so ``x.jpg.json`` would split
+    wrongly; dots in folder names are harmless. ``a/airfield/00000001.jpg`` -> ``a/airfield/00000001``.
+    """
+    normalised = relative_path.replace("\\", "/")
+    while normalised.startswith("./"):
+        normalised = normalised[2:]
+    folder, name = posixpath.split(normalised)
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = stem.replace(".", "_")
+    if not stem:
+        raise ValueError(f"cannot derive a sample key from {relative_path!r}: empty file name")
+    return posixpath.join(folder, stem) if folder else stem
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that WebDataset would split or that escape the shard (absolute, ``..``)."""
+    name = posixpath.basename(key)
+    if not key or "." in name or key.startswith("/") or ".." in key.split("/"):
+        raise ValueError(f"invalid sample key {key!r}: the file-name part may hold no '.', and no '/..' or leading '/'")
+    return key
+
+
+def encode_label_codes(values: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Float map (H, W) -> uint16 codes (H, W) and the (min, max) range that undoes them.
+
+    Pixels that are non-finite or outside ``valid`` get code 0. Raises :class:`LabelError` for a map with no
+    valid pixel or a constant one: neither carries depth.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"a label is a (H, W) map, got shape {values.shape}")
+    mask = np.isfinite(values)
+    if valid is not None:
+        mask &= np.asarray(valid, dtype=bool)
+    if not mask.any():
+        raise LabelError(REJECT_NO_VALID_PIXELS, "label has no valid pixel")
+    low = float(values[mask].min())
+    high = float(values[mask].max())
+    if not high > low:
+        raise LabelError(REJECT_CONSTANT_LABEL, f"label is constant ({low})")
+    codes = np.zeros(values.shape, dtype=np.uint16)
+    scaled = (values[mask] - low) / (high - low) * VALID_CODE_STEPS
+    codes[mask] = (np.rint(scaled) + FIRST_VALID_CODE).astype(np.uint16)
+    return codes, (low, high)
+
+
+def decode_label_codes(codes: np.ndarray, label_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """uint16 codes -> float32 values and a bool validity mask; invalid pixels hold 0.0."""
+    if codes.dtype != np.uint16:
+        raise ValueError(f"label codes must be uint16, got {codes.dtype}: an 8-bit decode destroys the label")
+    low, high = label_range
+    valid = codes != INVALID_CODE
+    values = low + (codes.astype(np.float32) - FIRST_VALID_CODE) * np.float32((high - low) / VALID_CODE_STEPS)
+    values = np.where(valid, values, np.float32(0.0)).astype(np.float32)
+    return values, valid
+
+
+@dataclass
+class SampleMeta:
+    """The json record of one sample. Every field is written; unknown fields are kept in ``extra``."""
+
+    source: str  # the original path / row id the sample came from
+    kind: str  # one of LABEL_KINDS
+    label_range: tuple[float, float] = (0.0, 0.0)  # filled by the encoder
+    source_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded source image
+    scale: float = 1.0  # resize factor applied to the source before the crop
+    crop_box: tuple[int, int, int, int] = (0, 0, SAMPLE_WIDTH, SAMPLE_HEIGHT)  # left, top, right, bottom after scaling
+    size: tuple[int, int] = SAMPLE_SIZE  # (width, height) of the stored image and label
+    teacher: str | None = None  # hub id or folder of the teacher (None for sensor ground truth)
+    teacher_revision: str | None = None
+    depth_codec: str = ""  # extension of the label member, filled by the encoder
+    jpeg_quality: int = JPEG_QUALITY
+    mask_policy: str = MASK_POLICY
+    depth_scale: float | None = None  # sensor units per metre for imported ground truth (information only)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in LABEL_KINDS:
+            raise ValueError(f"unknown label kind {self.kind!r}; expected one of {LABEL_KINDS}")
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict) -> SampleMeta:
+        record = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = dict(record.pop("extra", {}) or {})
+        extra.update({k: record.pop(k) for k in list(record) if k not in known})
+        for name in ("label_range", "source_size", "crop_box", "size"):
+            if name in record and record[name] is not None:
+                record[name] = tuple(record[name])
+        return cls(**record, extra=extra)
+
+
+@dataclass
+class DepthSample:
+    """One decoded sample: what the reader yields and the writer takes.
+
+    ``image``: uint8 (H, W, 3) RGB. ``depth``: float32 (H, W), inverse depth or metres per ``meta.kind``,
+    0 where invalid. ``valid``: bool (H, W).
+    """
+
+    key: str
+    image: np.ndarray
+    depth: np.ndarray
+    valid: np.ndarray
+    meta: SampleMeta
