@@ -1,0 +1,427 @@
+"""Deployment latency on this machine: PyTorch eager, ONNX Runtime fp32 and int8, against the compute lower bound.
+
+``python -m distill.benchmark --student <folder> [--student <folder2> ...] [--json out.json]``
+
+For each student: parameters and MACs (``distill.complexity``) at 1 x 3 x H x W; latency at batch 1 (median of
+``--repeats`` calls) and throughput at batch 8 for each backend; the compute lower bound, 2 x MACs divided by this
+machine's measured fp32 matrix-multiply FLOP/s (a large ``torch.matmul``, median); and each figure's ratio to it.
+
+Each backend (and the matmul) is timed in its OWN subprocess, one after the other: PyTorch's and ONNX Runtime's
+thread pools both spin, and in one process they steal each other's cores (STACK.md). The parent only prepares
+(export, quantisation, counting) and prints. Backends: ``torch_eager`` (channels_last, ``inference_mode``),
+``ort_fp32`` (``ORT_ENABLE_ALL``) and ``ort_int8`` (static QDQ int8, calibrated on generated scenes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shards.format import STUDENT_SIZE
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch_eager", "ort_fp32", "ort_int8")
+BACKEND_LABELS = {"torch_eager": "torch eager", "ort_fp32": "ORT fp32", "ort_int8": "ORT int8"}
+#: Batch sizes: latency at 1, throughput at 8 (issue 6).
+LATENCY_BATCH = 1
+THROUGHPUT_BATCH = 8
+#: CPU flags of int8 dot-product instructions; without one, int8 convolutions are not faster than fp32.
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing (runs inside the workers)
+
+
+def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def measure_matmul_flops(size: int = 2048, warmup: int = 2, repeats: int = 10, threads: int | None = None) -> dict:
+    """This machine's fp32 matrix-multiply rate: median FLOP/s of ``size`` x ``size`` @ ``size`` x ``size``."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    left = torch.rand(size, size, generator=generator)
+    right = torch.rand(size, size, generator=generator)
+    result = torch.empty(size, size)
+    seconds = time_calls(lambda: torch.matmul(left, right, out=result), warmup, repeats)
+    flops = 2.0 * size**3
+    return {
+        "size": size,
+        "repeats": len(seconds),
+        "flops_per_s_median": flops / statistics.median(seconds),
+        "flops_per_s_max": flops / min(seconds),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _backend_runner(backend: str, model: str, threads: int | None) -> tuple[Callable[[np.ndarray], Callable], object]:
+    """Load ``model`` once for ``backend``; returns ``bind(images) -> call`` (input prepared outside the timing) and
+    the thread count in use."""
+    if backend == "torch_eager":
+        import torch
+
+        from distill.student import load_student
+
+        if threads:
+            torch.set_num_threads(threads)
+        network, _ = load_student(model)
+        network = network.to(memory_format=torch.channels_last)
+
+        def bind_torch(images: np.ndarray) -> Callable[[], object]:
+            tensor = torch.from_numpy(images).contiguous(memory_format=torch.channels_last)
+
+            def run() -> object:
+                with torch.inference_mode():
+                    return network(tensor)
+
+            return run
+
+        return bind_torch, torch.get_num_threads()
+    from distill.runtime import INPUT_NAME, onnx_session
+
+    session = onnx_session(model, threads=threads, optimization="all", providers=["CPUExecutionProvider"])
+
+    def bind_ort(images: np.ndarray) -> Callable[[], object]:
+        return lambda: session.run(None, {INPUT_NAME: images})
+
+    return bind_ort, threads or "default"
+
+
+def measure_backend(
+    backend: str,
+    model: str,
+    height: int,
+    width: int,
+    warmup: int,
+    repeats: int,
+    throughput_repeats: int,
+    threads: int | None = None,
+) -> dict:
+    """Latency at batch 1 and throughput at batch 8 of one backend (call it in a process of its own)."""
+    bind, used_threads = _backend_runner(backend, model, threads)
+    result: dict = {"backend": backend, "threads": used_threads}
+    rng = np.random.default_rng(0)
+    for batch, count in ((LATENCY_BATCH, repeats), (THROUGHPUT_BATCH, throughput_repeats)):
+        images = rng.random((batch, 3, height, width), dtype=np.float32)  # (B, 3, H, W) RGB in [0, 1]
+        seconds = time_calls(bind(images), warmup, count)
+        median = statistics.median(seconds)
+        result[f"batch{batch}"] = {
+            "batch": batch,
+            "repeats": len(seconds),
+            "median_ms": median * 1e3,
+            "min_ms": min(seconds) * 1e3,
+            "images_per_s": batch / median,
+        }
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The parent: one subprocess per measurement
+
+
+def run_worker(arguments: list[str], timeout: float = 1800.0) -> dict:
+    """``python -m distill.benchmark --worker ...`` in a fresh process; its last stdout line is the JSON result."""
+    command = [sys.executable, "-m", "distill.benchmark", *arguments]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({' '.join(arguments)}):\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def cpu_info() -> dict:
+    """Processor name, cores and whether it has int8 dot-product instructions (from /proc/cpuinfo on Linux)."""
+    import os
+
+    flags: set[str] = set()
+    name = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    found = sorted(flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags)
+    return {
+        "processor": name,
+        "logical_cores": os.cpu_count(),
+        "avx2": "avx2" in flags,
+        "int8_dot_product": found,
+    }
+
+
+def int8_note(cpu: dict) -> str:
+    if cpu["int8_dot_product"]:
+        return f"this CPU has int8 dot-product instructions ({', '.join(cpu['int8_dot_product'])})"
+    return (
+        "this CPU has no int8 dot-product instructions (AVX-VNNI, AVX512-VNNI, AMX or ARM dotprod): int8 "
+        "convolutions run on widening AVX2 multiply-adds and pay for the (de)quantisation around each of them, so "
+        "int8 is expected to be SLOWER than fp32 here; it pays off on CPUs with VNNI or ARM dot-product"
+    )
+
+
+def prepare_student(folder: str, name: str, workdir: Path, height: int, width: int, calibration_count: int = 8) -> dict:
+    """Count parameters and MACs, export fp32 ONNX (parity-checked on random inputs) and a static int8 model."""
+    from distill.complexity import count_macs, count_parameters
+    from distill.export import calibration_pictures, check_parity, export_onnx, quantize_int8
+    from distill.student import load_student
+
+    model, config = load_student(folder)
+    fp32_path = workdir / f"{name}.onnx"
+    int8_path = workdir / f"{name}.int8.onnx"
+    export_onnx(model, fp32_path, height=height, width=width)
+    rng = np.random.default_rng(0)
+    random_pictures = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(3)]
+    check_parity(model, fp32_path, {"random": random_pictures})
+    quantize_int8(fp32_path, int8_path, "static", calibration_pictures(None, calibration_count, width, height))
+    return {
+        "name": name,
+        "folder": str(folder),
+        "encoder": config.encoder,
+        "upsample": config.upsample,
+        "input": [1, 3, height, width],
+        "params": count_parameters(model),
+        "macs": count_macs(model, (1, 3, height, width)),
+        "models": {"torch_eager": str(folder), "ort_fp32": str(fp32_path), "ort_int8": str(int8_path)},
+    }
+
+
+def student_names(folders: Sequence[str]) -> list[str]:
+    """Folder names, made unique (``student``, ``student_2``) for the table and the exported files."""
+    names: list[str] = []
+    for folder in folders:
+        base = Path(folder).resolve().name or "student"
+        name, number = base, 1
+        while name in names:
+            number += 1
+            name = f"{base}_{number}"
+        names.append(name)
+    return names
+
+
+def run_benchmark(
+    students: Sequence[str],
+    names: Sequence[str] | None = None,
+    height: int = STUDENT_SIZE[1],
+    width: int = STUDENT_SIZE[0],
+    warmup: int = 5,
+    repeats: int = 50,
+    throughput_repeats: int = 10,
+    matmul_size: int = 2048,
+    matmul_repeats: int = 10,
+    threads: int | None = None,
+    backends: Sequence[str] = BACKENDS,
+    workdir: str | Path | None = None,
+) -> dict:
+    """Prepare every student, then time the matmul and each (student, backend) in its own subprocess, in turn."""
+    import onnxruntime
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="deploy-bench-") as scratch:
+        folder = Path(workdir) if workdir else Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = list(names) if names else student_names(students)
+        prepared = [prepare_student(student, name, folder, height, width) for student, name in zip(students, names)]
+        thread_args = ["--threads", str(threads)] if threads else []
+        logger.info("timing the fp32 matmul (%d^3)", matmul_size)
+        matmul = run_worker(
+            ["--worker", "matmul", "--matmul-size", str(matmul_size), "--repeats", str(matmul_repeats), *thread_args]
+        )
+        flops = matmul["flops_per_s_median"]
+        for student in prepared:
+            student["lower_bound_ms"] = {
+                f"batch{batch}": 2.0 * student["macs"] * batch / flops * 1e3
+                for batch in (LATENCY_BATCH, THROUGHPUT_BATCH)
+            }
+            student["backends"] = {}
+            for backend in backends:
+                logger.info("timing %s on %s", BACKEND_LABELS[backend], student["name"])
+                measured = run_worker(
+                    [
+                        "--worker",
+                        backend,
+                        "--model",
+                        student["models"][backend],
+                        "--height",
+                        str(height),
+                        "--width",
+                        str(width),
+                        "--warmup",
+                        str(warmup),
+                        "--repeats",
+                        str(repeats),
+                        "--throughput-repeats",
+                        str(throughput_repeats),
+                        *thread_args,
+                    ]
+                )
+                for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+                    measured[key]["ratio_to_lower_bound"] = measured[key]["median_ms"] / student["lower_bound_ms"][key]
+                student["backends"][backend] = measured
+            student["ratios"] = _ratios(student["backends"])
+    cpu = cpu_info()
+    return {
+        "machine": {
+            **cpu,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "threads": threads or "default",
+        },
+        "settings": {
+            "height": height,
+            "width": width,
+            "warmup": warmup,
+            "repeats_batch1": repeats,
+            "repeats_batch8": throughput_repeats,
+            "each_backend_in_own_subprocess": True,
+        },
+        "matmul": matmul,
+        "int8_note": int8_note(cpu),
+        "students": prepared,
+    }
+
+
+def _ratios(backends: dict) -> dict:
+    """Speed-ups (> 1 = faster): ORT fp32 over eager, int8 over ORT fp32, at both batch sizes."""
+    ratios = {}
+    pairs = {"ort_fp32_vs_torch_eager": ("torch_eager", "ort_fp32"), "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8")}
+    for name, (slow, fast) in pairs.items():
+        if slow in backends and fast in backends:
+            for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+                ratios[f"{name}_speedup_{key}"] = backends[slow][key]["median_ms"] / backends[fast][key]["median_ms"]
+    return ratios
+
+
+def format_report(result: dict) -> str:
+    """The printed table: one row per (student, backend), then the ratios and the int8 note."""
+    machine, matmul = result["machine"], result["matmul"]
+    lines = [
+        f"machine: {machine['processor']}, {machine['logical_cores']} logical cores; torch {machine['torch']}, "
+        f"onnxruntime {machine['onnxruntime']}; threads {machine['threads']}",
+        f"fp32 matmul {matmul['size']}^3: {matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (median of "
+        f"{matmul['repeats']}, {matmul['threads']} threads)",
+        "",
+        f"{'student':<22} {'params':>7} {'GMAC':>6} {'backend':<12} {'b1 ms':>8} {'b1 bound':>9} {'x bound':>8} "
+        f"{'b8 img/s':>9} {'x bound':>8}",
+    ]
+    for student in result["students"]:
+        first = True
+        bound = student["lower_bound_ms"]
+        for backend, measured in student["backends"].items():
+            head = (
+                f"{student['name']:<22} {student['params'] / 1e6:>6.2f}M {student['macs'] / 1e9:>6.3f}"
+                if first
+                else " " * 37
+            )
+            b1, b8 = measured["batch1"], measured["batch8"]
+            lines.append(
+                f"{head} {BACKEND_LABELS[backend]:<12} {b1['median_ms']:>8.2f} {bound['batch1']:>9.2f} "
+                f"{b1['ratio_to_lower_bound']:>8.2f} {b8['images_per_s']:>9.1f} {b8['ratio_to_lower_bound']:>8.2f}"
+            )
+            first = False
+        for name, value in student["ratios"].items():
+            lines.append(f"{'':<22} {name}: {value:.2f}x")
+    lines += ["", "int8: " + result["int8_note"]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.benchmark",
+        description="Latency and throughput of students: PyTorch eager, ONNX Runtime fp32 and int8.",
+    )
+    parser.add_argument("--student", action="append", default=[], help="a student folder (repeat for several)")
+    parser.add_argument("--json", help="write the figures to this json file")
+    parser.add_argument("--height", type=int, default=STUDENT_SIZE[1])
+    parser.add_argument("--width", type=int, default=STUDENT_SIZE[0])
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls before each timing")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls at batch 1")
+    parser.add_argument("--throughput-repeats", type=int, default=10, help="timed calls at batch 8")
+    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square fp32 matmul")
+    parser.add_argument("--matmul-repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="threads for every backend (default: each runtime's choice)")
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="only these backends (default: all)")
+    parser.add_argument("--workdir", help="keep the exported models here (default: a temporary folder)")
+    # Internal: one measurement in this process (the parent starts these).
+    parser.add_argument("--worker", choices=("matmul", *BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        if args.worker == "matmul":
+            result = measure_matmul_flops(args.matmul_size, repeats=args.matmul_repeats, threads=args.threads)
+        else:
+            result = measure_backend(
+                args.worker,
+                args.model,
+                args.height,
+                args.width,
+                args.warmup,
+                args.repeats,
+                args.throughput_repeats,
+                args.threads,
+            )
+        print(json.dumps(result))
+        return 0
+    if not args.student:
+        build_parser().error("give at least one --student folder")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run_benchmark(
+        args.student,
+        height=args.height,
+        width=args.width,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        throughput_repeats=args.throughput_repeats,
+        matmul_size=args.matmul_size,
+        matmul_repeats=args.matmul_repeats,
+        threads=args.threads,
+        backends=args.backend or BACKENDS,
+        workdir=args.workdir,
+    )
+    print(format_report(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

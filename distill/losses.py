@@ -1,0 +1,248 @@
+"""Training losses: a table name -> loss class; every loss returns a dict of named parts and ``loss``.
+
+All losses take ``prediction`` (B, 1, H, W) relative inverse depth, ``target`` (B, 1, H, W) as stored in the shard
+(inverse depth, or metres where ``is_metric``), ``valid`` (B, 1, H, W) bool and ``is_metric`` (B,) bool. Metric labels
+are turned into inverse depth (1 / metres) first, so every loss compares inverse depths. Pixels that are invalid,
+or whose label is non-finite (or a non-positive depth), never reach the loss: garbage there changes nothing.
+The reduction is per image (over its valid pixels), then the mean over the images that have valid pixels.
+A non-finite prediction gives a non-finite loss on purpose: the training loop's guard skips that step.
+
+- ``ssi`` (default): MiDaS scale-and-shift-invariant loss (Ranftl et al., TPAMI 2022, sec. 5): prediction and label
+  each normalised by their median and mean absolute deviation, the absolute residuals trimmed to the smallest
+  ``1 - trim`` fraction per image, summed and divided by 2M (M = valid pixels, the paper's constant), plus
+  ``gradient_weight`` x the multi-scale gradient-matching term on that residual.
+- ``ssi_lsq``: the label normalised by median / MAD, the prediction mapped onto it by least-squares scale and shift,
+  squared error / 2M, plus the same gradient term.
+- ``l1``, ``mse``: plain mean absolute / squared error on inverse depth (labels with a consistent scale only).
+- ``ssim_l1_smooth``: 0.85 (1 - SSIM) / 2 + 0.15 L1 plus an edge-aware smoothness term on the mean-normalised
+  prediction (Godard et al., Monodepth); needs the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from distill.align import fit_scale_shift, normalise_median_mad
+
+_EPS = 1e-6
+
+
+@dataclass
+class LossConfig:
+    """Which loss and its weights; defaults are the reference recipe (MiDaS SSI, trimmed 20%, gradient weight 0.5)."""
+
+    name: str = "ssi"  # one of LOSSES: ssi, ssi_lsq, l1, mse, ssim_l1_smooth
+    trim: float = 0.2  # ssi: fraction of the largest residuals per image left out
+    gradient_weight: float = 0.5  # ssi, ssi_lsq: weight of the multi-scale gradient-matching term (0 = off)
+    gradient_scales: int = 4  # each scale half the resolution of the previous
+    ssim_weight: float = 0.85  # ssim_l1_smooth: SSIM share; L1 gets 1 - ssim_weight
+    smoothness_weight: float = 1e-3  # ssim_l1_smooth: edge-aware smoothness weight
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            raise ValueError(f"unknown loss {self.name!r}; choose one of {sorted(LOSSES)}")
+        if not 0.0 <= self.trim < 1.0:
+            raise ValueError(f"loss.trim is the fraction of residuals left out, in [0, 1); got {self.trim}")
+
+
+def prepare_target(
+    target: torch.Tensor, valid: torch.Tensor, is_metric: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label -> (inverse depth (B, 1, H, W) float32, valid mask). Metric rows become 1 / metres over pixels with a
+    positive depth; non-finite labels are invalid; invalid pixels hold 0 so nothing non-finite flows on."""
+    target = target.float()
+    valid = valid.bool() & torch.isfinite(target)
+    if is_metric is not None:
+        metric = is_metric.bool().view(-1, 1, 1, 1).expand_as(target)
+        valid = valid & ~(metric & (target <= 0))
+        inverse = 1.0 / torch.where(valid & metric, target, torch.ones_like(target))
+        target = torch.where(metric, inverse, target)
+    return torch.where(valid, target, torch.zeros_like(target)), valid
+
+
+def _per_image_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).sum(1)
+
+
+def _batch_mean(per_image: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Mean over images with at least one valid pixel; 0 (with a gradient path) when there is none."""
+    has_pixels = count > 0
+    if not bool(has_pixels.any()):
+        return per_image.sum() * 0.0
+    return per_image[has_pixels].mean()
+
+
+def gradient_matching(residual: torch.Tensor, valid: torch.Tensor, scales: int) -> torch.Tensor:
+    """Multi-scale gradient-matching term per image, (B,): sum over scales of sum(|dx R| + |dy R|) / M over pixel
+    pairs that are both valid, R sub-sampled by 2 at each scale (MiDaS sec. 5)."""
+    total = residual.new_zeros(residual.shape[0])
+    for scale in range(scales):
+        step = 2**scale
+        r = residual[..., ::step, ::step]
+        m = valid[..., ::step, ::step]
+        count = _per_image_sum(m.float())
+        m_x = m[..., :, 1:] & m[..., :, :-1]
+        m_y = m[..., 1:, :] & m[..., :-1, :]
+        grad_x = torch.where(m_x, (r[..., :, 1:] - r[..., :, :-1]).abs(), torch.zeros_like(r[..., :, 1:]))
+        grad_y = torch.where(m_y, (r[..., 1:, :] - r[..., :-1, :]).abs(), torch.zeros_like(r[..., 1:, :]))
+        total = total + (_per_image_sum(grad_x) + _per_image_sum(grad_y)) / count.clamp(min=1.0)
+    return total
+
+
+def trimmed_sum(absolute: torch.Tensor, valid: torch.Tensor, trim: float) -> torch.Tensor:
+    """Per image, (B,): the sum of the smallest ``floor((1 - trim) * M)`` absolute residuals over valid pixels."""
+    flat = absolute.flatten(1)
+    mask = valid.flatten(1)
+    count = mask.sum(1)
+    keep = torch.floor((1.0 - trim) * count.double()).long()
+    ordered, _ = torch.sort(torch.where(mask, flat, torch.full_like(flat, float("inf"))), dim=1)
+    rank = torch.arange(flat.shape[1], device=flat.device).unsqueeze(0)
+    kept = rank < keep.unsqueeze(1)
+    return torch.where(kept, ordered, torch.zeros_like(ordered)).sum(1)
+
+
+class DepthLoss(nn.Module):
+    """Base: converts the label, then :meth:`compute` on inverse depth; returns named parts and ``loss``."""
+
+    def __init__(self, config: LossConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        valid: torch.Tensor,
+        is_metric: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if prediction.shape != target.shape or target.shape != valid.shape:
+            raise ValueError(
+                f"prediction {tuple(prediction.shape)}, target {tuple(target.shape)} and valid {tuple(valid.shape)} "
+                "must have one shape, (B, 1, H, W)"
+            )
+        target_inverse, valid = prepare_target(target, valid, is_metric)
+        # float32 at least (autocast may hand us bf16 / fp16); float64 stays float64
+        prediction = prediction.to(torch.promote_types(prediction.dtype, torch.float32))
+        return self.compute(prediction, target_inverse.to(prediction.dtype), valid, image)
+
+    def compute(
+        self, prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, image: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class ScaleShiftInvariantLoss(DepthLoss):
+    """``ssi``: median / MAD normalisation, trimmed absolute residual, gradient matching (MiDaS)."""
+
+    def compute(self, prediction, target, valid, image):
+        count = _per_image_sum(valid.float())
+        residual = normalise_median_mad(prediction, valid) - normalise_median_mad(target, valid)
+        residual = torch.where(valid, residual, torch.zeros_like(residual))
+        ssi = trimmed_sum(residual.abs(), valid, self.config.trim) / (2.0 * count.clamp(min=1.0))
+        return _with_gradient_term(self.config, "ssi", ssi, residual, valid, count)
+
+
+class LeastSquaresScaleShiftLoss(DepthLoss):
+    """``ssi_lsq``: least-squares scale and shift of the prediction onto the (median / MAD normalised) label."""
+
+    def compute(self, prediction, target, valid, image):
+        count = _per_image_sum(valid.float())
+        target_normalised = normalise_median_mad(target, valid)
+        scale, shift = fit_scale_shift(prediction, target_normalised, valid)
+        aligned = prediction * scale.view(-1, 1, 1, 1) + shift.view(-1, 1, 1, 1)
+        residual = torch.where(valid, aligned - target_normalised, torch.zeros_like(aligned))
+        mse = _per_image_sum(residual**2) / (2.0 * count.clamp(min=1.0))
+        return _with_gradient_term(self.config, "ssi_mse", mse, residual, valid, count)
+
+
+def _with_gradient_term(
+    config: LossConfig, name: str, data_term: torch.Tensor, residual: torch.Tensor, valid: torch.Tensor,
+    count: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    parts = {name: _batch_mean(data_term, count)}
+    loss = parts[name]
+    if config.gradient_weight > 0 and config.gradient_scales > 0:
+        parts["grad"] = _batch_mean(gradient_matching(residual, valid, config.gradient_scales), count)
+        loss = loss + config.gradient_weight * parts["grad"]
+    parts["loss"] = loss
+    return parts
+
+
+class L1Loss(DepthLoss):
+    """``l1``: mean |prediction - label| over valid pixels (no alignment)."""
+
+    def compute(self, prediction, target, valid, image):
+        count = _per_image_sum(valid.float())
+        error = torch.where(valid, (prediction - target).abs(), torch.zeros_like(prediction))
+        l1 = _batch_mean(_per_image_sum(error) / count.clamp(min=1.0), count)
+        return {"l1": l1, "loss": l1}
+
+
+class MSELoss(DepthLoss):
+    """``mse``: mean squared error over valid pixels (no alignment)."""
+
+    def compute(self, prediction, target, valid, image):
+        count = _per_image_sum(valid.float())
+        error = torch.where(valid, (prediction - target) ** 2, torch.zeros_like(prediction))
+        mse = _batch_mean(_per_image_sum(error) / count.clamp(min=1.0), count)
+        return {"mse": mse, "loss": mse}
+
+
+def _ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM over 3x3 windows (reflection padded), as in Monodepth; values up to 1."""
+    c1, c2 = 0.01**2, 0.03**2
+    x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x**2
+    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y**2
+    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
+    return numerator / denominator
+
+
+class SsimL1SmoothLoss(DepthLoss):
+    """``ssim_l1_smooth``: SSIM + L1 on inverse depth over valid pixels (3x3 windows wholly valid for SSIM), plus an
+    edge-aware smoothness of the mean-normalised prediction weighted by exp(-|image gradient|)."""
+
+    def compute(self, prediction, target, valid, image):
+        if image is None:
+            raise ValueError("loss 'ssim_l1_smooth' needs the input image for its edge-aware smoothness term")
+        count = _per_image_sum(valid.float())
+        window_valid = -F.max_pool2d(-valid.float(), 3, 1, padding=1) > 0.5  # all 9 pixels valid
+        ssim_count = _per_image_sum(window_valid.float())
+        dissimilarity = ((1.0 - _ssim_map(prediction, target)) / 2.0).clamp(0.0, 1.0)
+        ssim = _per_image_sum(torch.where(window_valid, dissimilarity, torch.zeros_like(dissimilarity)))
+        ssim = _batch_mean(ssim / ssim_count.clamp(min=1.0), ssim_count)
+        error = torch.where(valid, (prediction - target).abs(), torch.zeros_like(prediction))
+        l1 = _batch_mean(_per_image_sum(error) / count.clamp(min=1.0), count)
+        normalised = prediction / (prediction.mean(dim=(2, 3), keepdim=True) + _EPS)
+        image = image.float()
+        weight_x = torch.exp(-(image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
+        weight_y = torch.exp(-(image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
+        smooth = (weight_x * (normalised[..., :, 1:] - normalised[..., :, :-1]).abs()).mean() + (
+            weight_y * (normalised[..., 1:, :] - normalised[..., :-1, :]).abs()
+        ).mean()
+        cfg = self.config
+        loss = cfg.ssim_weight * ssim + (1.0 - cfg.ssim_weight) * l1 + cfg.smoothness_weight * smooth
+        return {"ssim": ssim, "l1": l1, "smooth": smooth, "loss": loss}
+
+
+#: The loss table: config name -> class. Add a loss here and it is a config choice.
+LOSSES: dict[str, type[DepthLoss]] = {
+    "ssi": ScaleShiftInvariantLoss,
+    "ssi_lsq": LeastSquaresScaleShiftLoss,
+    "l1": L1Loss,
+    "mse": MSELoss,
+    "ssim_l1_smooth": SsimL1SmoothLoss,
+}
+
+
+def build_loss(config: LossConfig | None = None) -> DepthLoss:
+    config = config or LossConfig()
+    return LOSSES[config.name](config)

@@ -1,0 +1,230 @@
+"""NYU evaluation protocols as data: which depth, which pixels, which resize, which alignment, which cap.
+
+A :class:`Protocol` is a frozen record written in full into every report, so a figure always says how it was
+made. Presets (``PRESETS``):
+
+- ``reference`` (default): the reference recipe. Raw sensor depth (``rawDepths``, holes invalid); pixels with
+  0 < d < 10 m inside the Eigen crop ``[45:471, 41:601]`` (rows, columns of 480x640, end-exclusive); input resized
+  bicubically to the model's size, prediction resized bicubically back to 640x480; per image, least-squares scale
+  and shift of the predicted inverse depth onto the ground truth's inverse depth over the valid pixels; the aligned
+  inverse depth clamped to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
+- ``common``: in-painted depth (``depths``), 1e-3 < d < 10 m, Eigen crop; alignment as ``reference``.
+- ``midas``: as ``common`` without the crop (MiDaS / PyDNet).
+- ``median``: as ``common``, but the prediction turned into depth and scaled by median(gt) / median(pred);
+  predicted depth clamped into [1e-3, 10] m (the monodepth convention).
+- ``metric``: as ``common`` without alignment (metric models); predicted depth clamped into [1e-3, 10] m.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from distill.align import fit_median_scale, fit_scale_shift
+
+#: The Eigen crop of a 480x640 NYU frame as (top, bottom, left, right), end-exclusive: ``depth[45:471, 41:601]``.
+EIGEN_CROP = (45, 471, 41, 601)
+EIGEN_FRAME = (480, 640)  # (height, width) the Eigen crop is defined on
+
+DEPTH_SOURCES = ("raw", "inpainted")
+ALIGNMENTS = ("lsq_inverse", "median_depth", "none")
+RESIZE_MODES = ("bicubic", "bilinear")
+PREDICTION_KINDS = ("relative_inverse_depth", "metric_depth")
+
+#: Inverse depth below this is treated as this when inverted (a floor against division by zero, far below 1/cap).
+_INVERSE_FLOOR = 1e-8
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol. Depths in metres; ``crop`` is (top, bottom, left, right), end-exclusive."""
+
+    name: str = "reference"
+    depth_source: str = "raw"  # "raw": rawDepths, holes invalid; "inpainted": depths
+    depth_min: float = 0.0  # valid ground truth: depth_min < d (or <= with min_inclusive)
+    depth_max: float = 10.0  # ... and d < depth_max (or <= with max_inclusive)
+    min_inclusive: bool = False
+    max_inclusive: bool = False
+    crop: tuple[int, int, int, int] | None = EIGEN_CROP  # None: every pixel of the frame
+    input_resize: str = "bicubic"  # frame -> model input size
+    output_resize: str = "bicubic"  # prediction -> ground-truth size (640x480)
+    alignment: str = "lsq_inverse"  # "lsq_inverse" | "median_depth" | "none"
+    depth_cap: float = 10.0  # predicted inverse depth clamped to >= 1 / depth_cap, i.e. predicted depth <= cap
+    min_prediction: float | None = None  # predicted depth clamped to >= this (None: no lower clamp)
+
+    def __post_init__(self) -> None:
+        if self.depth_source not in DEPTH_SOURCES:
+            raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {self.depth_source!r}")
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
+        for field_name in ("input_resize", "output_resize"):
+            if getattr(self, field_name) not in RESIZE_MODES:
+                raise ValueError(f"{field_name} must be one of {RESIZE_MODES}, got {getattr(self, field_name)!r}")
+        if not 0 <= self.depth_min < self.depth_max:
+            raise ValueError(f"depth range needs 0 <= depth_min < depth_max, got {self.depth_min}, {self.depth_max}")
+        if self.depth_cap <= 0:
+            raise ValueError(f"depth_cap must be positive metres, got {self.depth_cap}")
+        if self.min_prediction is not None and not 0 < self.min_prediction < self.depth_cap:
+            raise ValueError(f"min_prediction must lie in (0, depth_cap), got {self.min_prediction}")
+        if self.crop is not None:
+            top, bottom, left, right = self.crop
+            if not (0 <= top < bottom and 0 <= left < right):
+                raise ValueError(f"crop (top, bottom, left, right) must be a non-empty box, got {self.crop}")
+
+    def to_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["crop"] = None if self.crop is None else list(self.crop)
+        return record
+
+
+PRESETS: dict[str, Protocol] = {
+    "reference": Protocol(),
+    "common": Protocol(name="common", depth_source="inpainted", depth_min=1e-3),
+    "midas": Protocol(name="midas", depth_source="inpainted", depth_min=1e-3, crop=None),
+    "median": Protocol(
+        name="median", depth_source="inpainted", depth_min=1e-3, alignment="median_depth", min_prediction=1e-3
+    ),
+    "metric": Protocol(name="metric", depth_source="inpainted", depth_min=1e-3, alignment="none", min_prediction=1e-3),
+}
+
+
+def get_protocol(name: str = "reference", **overrides: object) -> Protocol:
+    """A preset by name with some fields replaced; a changed preset keeps its name with a ``+custom`` mark."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown protocol {name!r}; presets: {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    changed = {key: value for key, value in overrides.items() if getattr(preset, key) != value}
+    if not changed:
+        return preset
+    return dataclasses.replace(preset, name=f"{name}+custom", **changed)
+
+
+def crop_mask(height: int, width: int, crop: tuple[int, int, int, int] | None, device=None) -> torch.Tensor:
+    """bool (height, width): True inside the crop box (everywhere when ``crop`` is None)."""
+    mask = torch.zeros((height, width), dtype=torch.bool, device=device)
+    if crop is None:
+        mask[:] = True
+        return mask
+    top, bottom, left, right = crop
+    if tuple(crop) == EIGEN_CROP and (height, width) != EIGEN_FRAME:
+        raise ValueError(
+            f"the Eigen crop is defined on 480x640 NYU frames, these are {height}x{width}: use --crop none "
+            "or give a crop box for this size (--crop top,bottom,left,right)"
+        )
+    if bottom > height or right > width:
+        raise ValueError(f"crop {crop} (top, bottom, left, right) does not fit a {height}x{width} frame")
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def valid_mask(protocol: Protocol, depth: torch.Tensor) -> torch.Tensor:
+    """Ground-truth depth (B, H, W) metres -> bool (B, H, W): finite, inside the depth range and the crop."""
+    above = depth >= protocol.depth_min if protocol.min_inclusive else depth > protocol.depth_min
+    below = depth <= protocol.depth_max if protocol.max_inclusive else depth < protocol.depth_max
+    inside = crop_mask(depth.shape[-2], depth.shape[-1], protocol.crop, device=depth.device)
+    return torch.isfinite(depth) & above & below & (depth > 0) & inside
+
+
+def resize_images(images: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    """float (B, C, h, w) -> (B, C, height, width); antialiased when shrinking (as PIL's bicubic resize)."""
+    if images.shape[-2:] == (height, width):
+        return images
+    shrinking = height < images.shape[-2] or width < images.shape[-1]
+    return F.interpolate(images, size=(height, width), mode=mode, align_corners=False, antialias=shrinking)
+
+
+def _to_inverse(prediction: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "metric_depth":
+        return 1.0 / prediction.clamp(min=_INVERSE_FLOOR)
+    return prediction
+
+
+def _to_depth(prediction: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "metric_depth":
+        return prediction
+    return 1.0 / prediction.clamp(min=_INVERSE_FLOOR)
+
+
+def predicted_depth(
+    protocol: Protocol, prediction: torch.Tensor, kind: str, target: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply the protocol's alignment and caps to a batch of predictions at ground-truth size.
+
+    ``prediction`` (B, H, W): relative inverse depth, or metres when ``kind == "metric_depth"``; ``target``
+    (B, H, W) metres; ``valid`` from :func:`valid_mask`. Returns predicted depth in metres (B, H, W, float64,
+    positive wherever the metrics look), and the per-image scale and shift (B,) that were applied (1 and 0 when
+    none; for ``median_depth`` the scale multiplies depth).
+    """
+    if kind not in PREDICTION_KINDS:
+        raise ValueError(f"prediction kind must be one of {PREDICTION_KINDS}, got {kind!r}")
+    prediction = prediction.double()
+    target = target.double()
+    batch = prediction.shape[0]
+    scale = torch.ones(batch, dtype=torch.float64, device=prediction.device)
+    shift = torch.zeros_like(scale)
+    if protocol.alignment == "lsq_inverse":
+        target_inverse = torch.where(valid, 1.0 / target.clamp(min=_INVERSE_FLOOR), torch.zeros_like(target))
+        scale, shift = fit_scale_shift(_to_inverse(prediction, kind), target_inverse, valid)
+        aligned = _to_inverse(prediction, kind) * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
+        depth = 1.0 / aligned.clamp(min=1.0 / protocol.depth_cap)
+    elif protocol.alignment == "median_depth":
+        depth = _to_depth(prediction, kind)
+        scale = fit_median_scale(depth, target, valid)
+        depth = (depth * scale.view(-1, 1, 1)).clamp(max=protocol.depth_cap)
+    else:
+        depth = _to_depth(prediction, kind).clamp(max=protocol.depth_cap)
+    if protocol.min_prediction is not None:
+        depth = depth.clamp(min=protocol.min_prediction)
+    return depth, scale, shift
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def _crop_argument(text: str) -> tuple[int, int, int, int] | None:
+    if text == "eigen":
+        return EIGEN_CROP
+    if text == "none":
+        return None
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError("crop is 'eigen', 'none' or top,bottom,left,right (end-exclusive)")
+    return tuple(int(part) for part in parts)  # type: ignore[return-value]
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--protocol PRESET`` and one override flag per :class:`Protocol` field (default: the preset's value)."""
+    group = parser.add_argument_group("protocol", "a preset, then any field overridden (all written into the report)")
+    group.add_argument("--protocol", default=None, choices=sorted(PRESETS), help="preset (default: reference)")
+    group.add_argument("--depth-source", choices=DEPTH_SOURCES, help="raw (rawDepths, holes invalid) or inpainted")
+    group.add_argument("--depth-min", type=float, help="valid ground truth is above this (metres)")
+    group.add_argument("--depth-max", type=float, help="valid ground truth is below this (metres)")
+    group.add_argument("--min-inclusive", action=argparse.BooleanOptionalAction, help="depth_min <= d instead of <")
+    group.add_argument("--max-inclusive", action=argparse.BooleanOptionalAction, help="d <= depth_max instead of <")
+    group.add_argument("--crop", type=_crop_argument, default=argparse.SUPPRESS, help="eigen | none | t,b,l,r")
+    group.add_argument("--input-resize", choices=RESIZE_MODES, help="frame -> model size")
+    group.add_argument("--output-resize", choices=RESIZE_MODES, help="prediction -> 640x480")
+    group.add_argument("--alignment", choices=ALIGNMENTS, help="per-image alignment before the metrics")
+    group.add_argument("--depth-cap", type=float, help="predicted depth capped here (metres): inverse >= 1/cap")
+    group.add_argument(
+        "--min-prediction", type=_optional_float, default=argparse.SUPPRESS, help="lower clamp of predicted depth"
+    )
+
+
+def protocol_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The protocol fields given on the command line (flags left out are not overrides)."""
+    names = [f.name for f in dataclasses.fields(Protocol) if f.name != "name"]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None or _given(args, name)}
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    """True for the flags whose value may legitimately be None (``--crop none``, ``--min-prediction none``)."""
+    return name in ("crop", "min_prediction") and name in vars(args)

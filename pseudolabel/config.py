@@ -1,0 +1,127 @@
+"""The pseudo-labelling config: one dataclass per section, the reference recipe as defaults.
+
+The reference recipe (MiDaS v3 training data): 450,000 random Places365 images, resized and centre-cropped to
+512x384, labelled by DPT-Hybrid. Read with :func:`shards.config.parse_config`: ``--config recipe.yaml`` plus dotted
+overrides such as ``--source.path DIR``; an unknown key stops with its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shards.codec import DEFAULT_LABEL_CODEC
+from shards.format import JPEG_QUALITY, SAMPLE_HEIGHT, SAMPLE_WIDTH
+
+#: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+SOURCE_KINDS = ("auto", "folder", "list", "datasets", "shards")
+CROP_MODES = ("center", "random")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class SourceConfig:
+    """Where the images come from. ``kind: auto`` decides from ``path``: a saved ``datasets`` folder, a folder of
+    images, a ``.txt`` list of paths, ``.tar`` shards (file, glob or brace pattern), else a hub dataset name."""
+
+    kind: str = "auto"
+    path: str = "data/places365/data_large"
+    name: str | None = None  # key prefix for datasets rows and image shards; default: derived from path
+    split: str = "train"  # datasets split
+    image_column: str = "image"  # datasets column holding the image
+    id_column: str | None = None  # datasets column used as key instead of the row index
+    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    sample_count: int = 450_000  # seeded random subset of the sorted list; 0 = every input
+    sample_seed: int = 0
+
+
+@dataclass
+class PreprocessConfig:
+    """Resize by ``max(width / W, height / H)`` (bicubic, antialiased), then crop ``width`` x ``height``."""
+
+    width: int = SAMPLE_WIDTH
+    height: int = SAMPLE_HEIGHT
+    crop: str = "center"  # center | random (the box is drawn per key from crop_seed, so reruns agree)
+    crop_seed: int = 0
+    min_short_side: int = 32  # pixels; far below 384 so a 1242x375 street frame is upscaled, not dropped
+    max_pixels: int = 200_000_000  # larger sources are rejected as too_large (decompression-bomb guard)
+    jpeg_draft: bool = True  # let libjpeg decode big JPEGs at 1/2, 1/4, 1/8 when the result stays >= the target
+
+
+@dataclass
+class TeacherConfig:
+    """The teacher: a hub id or a local folder (config.json + weights), or ``identity`` for pipeline timing."""
+
+    model: str = "Intel/dpt-hybrid-midas"
+    revision: str | None = None  # hub branch, tag or commit; the resolved commit goes into the manifest
+    flip_tta: bool = False  # average the map and the un-flipped map of the flipped image
+    short_side: int = 384  # the network sees the crop with this short side (sides floored to 32, or 14 for DA)
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+
+
+@dataclass
+class OutputConfig:
+    """The shard set: ``{prefix}-{process:03d}-{job:06d}.tar`` + stats json per job, manifest and summary."""
+
+    dir: str = "out/pseudolabel/places365_dpt_hybrid"
+    prefix: str = "train"
+    samples_per_shard: int = 1000  # inputs per job; one job = one shard
+    label_codec: str = DEFAULT_LABEL_CODEC
+    jpeg_quality: int = JPEG_QUALITY
+
+
+@dataclass
+class RuntimeConfig:
+    """How the work is run; changing these never changes a label."""
+
+    batch_size: int = 16  # images per teacher forward, per process
+    num_workers: int = 8  # DataLoader workers per process (decode, resize, crop, JPEG encode)
+    prefetch_factor: int = 4  # batches each worker keeps ready
+    encode_threads: int = 4  # label-encoding threads in the writer
+    queue_batches: int = 8  # labelled batches waiting for the writer before inference waits
+    progress: bool = True  # tqdm bar on the main process
+    log_level: str = "INFO"
+
+
+@dataclass
+class PseudolabelConfig:
+    """``accelerate launch pseudolabel.py --config configs/pseudolabel/<recipe>.yaml [--section.key value ...]``"""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+def check_config(config: PseudolabelConfig) -> None:
+    """Refuse values the schema's types cannot express, naming the key and the accepted values."""
+    choices = (
+        ("source.kind", config.source.kind, SOURCE_KINDS),
+        ("preprocess.crop", config.preprocess.crop, CROP_MODES),
+        ("teacher.precision", config.teacher.precision, PRECISIONS),
+    )
+    for name, value, accepted in choices:
+        if value not in accepted:
+            raise ValueError(f"{name} is {value!r}; expected one of {list(accepted)}")
+    positive = (
+        ("preprocess.width", config.preprocess.width),
+        ("preprocess.height", config.preprocess.height),
+        ("preprocess.min_short_side", config.preprocess.min_short_side),
+        ("teacher.short_side", config.teacher.short_side),
+        ("output.samples_per_shard", config.output.samples_per_shard),
+        ("runtime.batch_size", config.runtime.batch_size),
+        ("runtime.encode_threads", config.runtime.encode_threads),
+        ("runtime.queue_batches", config.runtime.queue_batches),
+    )
+    for name, value in positive:
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if config.source.sample_count < 0:
+        raise ValueError(f"source.sample_count must be 0 (every input) or more, got {config.source.sample_count}")
+    if "-" in config.output.prefix or "/" in config.output.prefix or not config.output.prefix:
+        raise ValueError(f"output.prefix {config.output.prefix!r} must be non-empty and hold no '-' or '/'")

@@ -1,0 +1,189 @@
+"""Jobs, the manifest and the state of an output folder: what makes a rerun continue where it stopped.
+
+Per DECISIONS.md: the sorted input list is cut into jobs of ``output.samples_per_shard`` inputs, numbered from 0; one
+job -> one shard ``{prefix}-{process:03d}-{job:06d}.tar`` whose stats json, written last, marks it done. A job is done
+when its stats json exists and a header scan of its tar holds the stated count. ``manifest.json`` records everything
+that decides the labels; a rerun with a different one is refused, naming what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shards.writer import SHARD_SUFFIX, STATS_SUFFIX, TMP_SUFFIX, read_stats, stats_path
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SUMMARY_NAME = "summary.json"
+REJECTS_NAME = "rejects.jsonl"
+MANIFEST_FORMAT = 1
+
+
+class ManifestMismatchError(RuntimeError):
+    """The output folder was made with other settings; the message names every difference."""
+
+
+def cut_jobs(count: int, job_size: int) -> list[range]:
+    """Positions in the input list of each job: job ``j`` is ``[j * job_size, (j + 1) * job_size)``."""
+    return [range(start, min(start + job_size, count)) for start in range(0, count, job_size)]
+
+
+def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in record.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def manifest_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``key: stored -> current`` for every field that differs (after a JSON round trip, so tuples equal lists)."""
+    before = _flatten(json.loads(json.dumps(stored)))
+    after = _flatten(json.loads(json.dumps(current)))
+    return [
+        f"{name}: {before.get(name, '<absent>')!r} -> {after.get(name, '<absent>')!r}"
+        for name in sorted(set(before) | set(after))
+        if before.get(name, "<absent>") != after.get(name, "<absent>")
+    ]
+
+
+def write_json_atomic(path: Path, record: Any) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "w") as handle:
+        json.dump(record, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def check_or_write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> bool:
+    """Write the manifest into a new folder, or check it against the stored one. Returns True when resuming."""
+    path = out_dir / MANIFEST_NAME
+    if not path.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, manifest)
+        return False
+    differences = manifest_differences(json.loads(path.read_text()), manifest)
+    if differences:
+        raise ManifestMismatchError(
+            f"output folder {out_dir} was made with other settings, and its shards would mix with this run's:\n  "
+            + "\n  ".join(differences)
+            + f"\nUse a new output.dir, or rerun with the settings of {out_dir / 'config.yaml'}."
+        )
+    return True
+
+
+def shard_pattern(prefix: str) -> re.Pattern[str]:
+    """Matches ``{prefix}-{process:03d}-{job:06d}.tar`` and captures process and job."""
+    return re.compile(rf"^{re.escape(prefix)}-(\d{{3,}})-(\d{{6,}}){re.escape(SHARD_SUFFIX)}$")
+
+
+def count_tar_samples(path: Path) -> int:
+    """Distinct sample keys in a tar by a header scan (no member is read); -1 when the tar is unreadable."""
+    try:
+        with tarfile.open(path) as tar:
+            keys = set()
+            for member in tar:
+                folder, name = os.path.split(member.name)
+                keys.add(os.path.join(folder, name.split(".", 1)[0]))
+            return len(keys)
+    except (tarfile.TarError, OSError, EOFError):
+        return -1
+
+
+def _remove(path: Path, why: str) -> None:
+    logger.info("removing %s (%s)", path.name, why)
+    path.unlink(missing_ok=True)
+
+
+def clean_and_scan(out_dir: Path, prefix: str, job_sizes: list[int]) -> dict[int, Path]:
+    """Main process, before any rank starts: remove every unfinished trace, return the done jobs' shards.
+
+    Removed: every ``*.tmp``; every tar without a stats json (whatever its process field); stats without a tar;
+    shards whose header scan disagrees with their stats or whose job does not exist in this list; and, should two
+    finished shards claim one job, all but the first.
+    """
+    for path in sorted(out_dir.glob(f"*{TMP_SUFFIX}")):
+        _remove(path, "temporary file of an interrupted write")
+    pattern = shard_pattern(prefix)
+    done: dict[int, Path] = {}
+    for path in sorted(out_dir.glob(f"{prefix}-*{SHARD_SUFFIX}")):
+        match = pattern.match(path.name)
+        if match is None:
+            continue
+        job = int(match.group(2))
+        stats = read_stats(path) if stats_path(path).exists() else None
+        if stats is None:
+            _remove(path, "no stats json: the job did not finish")
+            continue
+        problem = None
+        if job >= len(job_sizes):
+            problem = f"job {job} does not exist in a list of {len(job_sizes)} jobs"
+        elif stats.get("inputs") != job_sizes[job]:
+            problem = f"stats say {stats.get('inputs')} inputs, job {job} has {job_sizes[job]}"
+        elif count_tar_samples(path) != stats.get("count"):
+            problem = f"the tar does not hold the {stats.get('count')} samples its stats state"
+        elif job in done:
+            problem = f"job {job} is already done by {done[job].name}"
+        if problem is not None:
+            _remove(path, problem)
+            _remove(stats_path(path), problem)
+            continue
+        done[job] = path
+    for path in sorted(out_dir.glob(f"{prefix}-*{STATS_SUFFIX}")):
+        shard = path.with_name(path.name[: -len(STATS_SUFFIX)] + SHARD_SUFFIX)
+        if not shard.exists():
+            _remove(path, "stats json without its shard")
+    return done
+
+
+def summarise(out_dir: Path, prefix: str, job_sizes: list[int], this_run: Mapping[str, Any]) -> dict[str, Any]:
+    """Totals over every finished shard of the folder (earlier runs included), plus this run's figures."""
+    done = clean_and_scan(out_dir, prefix, job_sizes) if out_dir.exists() else {}
+    labeled, by_reason, details = 0, {}, []
+    for job in sorted(done):
+        stats = read_stats(done[job]) or {}
+        labeled += int(stats.get("count", 0))
+        for reason, keys in stats.get("rejects", {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + len(keys)
+        details.extend(stats.get("reject_details", []))
+    rejected = sum(by_reason.values())
+    inputs = sum(job_sizes)
+    seconds = float(this_run.get("seconds", 0.0))
+    processed = int(this_run.get("inputs", 0))
+    return {
+        "output": str(out_dir),
+        "complete": len(done) == len(job_sizes) and labeled + rejected == inputs,
+        "inputs": inputs,
+        "labeled": labeled,
+        "rejected": rejected,
+        "rejected_by_reason": dict(sorted(by_reason.items())),
+        "shards": len(done),
+        "jobs": len(job_sizes),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(processed / seconds, 2) if seconds > 0 else None,
+        "this_run": dict(this_run),
+        "_reject_details": sorted(details, key=lambda record: record["key"]),
+    }
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` and ``rejects.jsonl`` (one ``{key, reason, source, message}`` per line, by key)."""
+    details = summary.pop("_reject_details", [])
+    write_json_atomic(out_dir / SUMMARY_NAME, summary)
+    tmp = out_dir / (REJECTS_NAME + TMP_SUFFIX)
+    with open(tmp, "w") as handle:
+        for record in details:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+    os.replace(tmp, out_dir / REJECTS_NAME)
+    return summary

@@ -1,0 +1,176 @@
+"""Image bytes -> the uint8 RGB crop a teacher sees, or a named reject.
+
+Per DECISIONS.md: EXIF orientation is applied first; 16-bit greyscale is divided by 257 (PIL's ``convert`` would
+clip it to white); CMYK, palette, greyscale and alpha images become RGB (alpha composited onto white); the image is
+scaled by ``max(width / W, height / H)`` (bicubic, antialiased: a 512x512 source becomes 512x512, not 384x384) and a
+``width`` x ``height`` box is cropped (centre, or random drawn per key from a seed). The scale and the crop box (in
+scaled pixels) are recorded, so every label can be traced to its source pixels.
+
+Only the crop region is resampled (PIL ``resize(box=...)``), which gives the same pixels as resizing the whole image
+and cropping; big JPEGs are first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``draft``) when the result is still
+at least the scaled size, which keeps decoding a 4000x3000 photo cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pseudolabel.config import PreprocessConfig
+
+#: Reject reasons for inputs (labels add theirs from ``shards.format``).
+REJECT_EMPTY_FILE = "empty_file"
+REJECT_NOT_AN_IMAGE = "not_an_image"
+REJECT_TRUNCATED = "truncated"
+REJECT_UNREADABLE = "unreadable"
+REJECT_TOO_SMALL = "too_small"
+REJECT_TOO_LARGE = "too_large"
+REJECT_UNSUPPORTED_MODE = "unsupported_mode"
+REJECT_READ_ERROR = "read_error"
+REJECT_DUPLICATE_KEY = "duplicate_key"
+REJECT_NO_IMAGE_MEMBER = "no_image_member"
+
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 or 270 degrees: width and height trade places
+_SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
+
+
+class InputRejected(Exception):
+    """An input that yields no sample; ``reason`` is one of the ``REJECT_*`` names."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Preprocessed:
+    """The teacher's input: ``image`` uint8 (height, width, 3) RGB, and where it came from in the source."""
+
+    image: np.ndarray
+    source_size: tuple[int, int]  # (W, H) after EXIF orientation
+    scale: float  # max(width / W, height / H)
+    crop_box: tuple[int, int, int, int]  # (left, top, right, bottom) in the scaled image
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def scaled_size(source_size: tuple[int, int], width: int, height: int) -> tuple[float, tuple[int, int]]:
+    """The scale ``max(width / W, height / H)`` and the scaled image size (at least ``width`` x ``height``)."""
+    source_width, source_height = source_size
+    scale = max(width / source_width, height / source_height)
+    return scale, (max(width, round(source_width * scale)), max(height, round(source_height * scale)))
+
+
+def crop_box(
+    scaled: tuple[int, int], width: int, height: int, mode: str = "center", seed: int = 0, key: str = ""
+) -> tuple[int, int, int, int]:
+    """The crop in scaled pixels: centred, or drawn from ``(seed, key)`` so a rerun or another process agrees."""
+    spare_x, spare_y = scaled[0] - width, scaled[1] - height
+    if mode == "center":
+        left, top = spare_x // 2, spare_y // 2
+    elif mode == "random":
+        draw = random.Random(f"{seed}/{key}")  # str seeds hash with sha512: the same in every process
+        left, top = draw.randint(0, spare_x), draw.randint(0, spare_y)
+    else:
+        raise ValueError(f"unknown crop mode {mode!r}; expected center or random")
+    return left, top, left + width, top + height
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Identify the image without decoding its pixels."""
+    if not data:
+        raise InputRejected(REJECT_EMPTY_FILE, "the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, corrupt EXIF: handled below or harmless
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InputRejected(REJECT_NOT_AN_IMAGE, "not an image PIL can identify") from None
+    except Image.DecompressionBombError as error:
+        raise InputRejected(REJECT_TOO_LARGE, str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputRejected(REJECT_UNREADABLE, f"{type(error).__name__}: {error}") from None
+    if image.width * image.height > max_pixels:
+        raise InputRejected(REJECT_TOO_LARGE, f"{image.width}x{image.height} is more than {max_pixels} pixels")
+    return image
+
+
+def decode_pixels(image: Image.Image) -> None:
+    """Decode in place; truncated and corrupt files become named rejects (never ``LOAD_TRUNCATED_IMAGES``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+    except OSError as error:
+        text = str(error)
+        reason = REJECT_TRUNCATED if "truncated" in text or "broken data stream" in text else REJECT_UNREADABLE
+        raise InputRejected(reason, f"{type(error).__name__}: {text}") from None
+    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError) as error:
+        raise InputRejected(REJECT_UNREADABLE, f"{type(error).__name__}: {error}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: 16-bit grey / 257, alpha over white, CMYK / palette / grey converted."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_GREY:
+        grey = np.asarray(image, dtype=np.float64) / _SIXTEEN_TO_EIGHT
+        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode == "F":
+        raise InputRejected(REJECT_UNSUPPORTED_MODE, "floating-point image (mode F): no defined 8-bit scale")
+    has_alpha = mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as error:
+        raise InputRejected(REJECT_UNSUPPORTED_MODE, f"cannot convert mode {mode} to RGB: {error}") from None
+
+
+def preprocess_image(data: bytes, key: str, config: PreprocessConfig) -> Preprocessed:
+    """Bytes of one source image -> the ``config.width`` x ``config.height`` crop. Raises :class:`InputRejected`."""
+    width, height = config.width, config.height
+    image = open_image(data, config.max_pixels)
+    stored_size = image.size
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if hasattr(image, "getexif") else 1
+    orientation = orientation if orientation in range(1, 9) else 1
+    swapped = orientation in _SWAPPING_ORIENTATIONS
+    source_size = (stored_size[1], stored_size[0]) if swapped else stored_size
+    if min(source_size) < config.min_short_side:
+        raise InputRejected(
+            REJECT_TOO_SMALL, f"{source_size[0]}x{source_size[1]}: shorter side below {config.min_short_side} px"
+        )
+    scale, scaled = scaled_size(source_size, width, height)
+    if config.jpeg_draft and image.format in ("JPEG", "MPO"):
+        wanted = (scaled[1], scaled[0]) if swapped else scaled
+        image.draft(None, wanted)  # decodes at 1/s (s = 8, 4, 2 or 1) keeping every side >= wanted
+    decode_pixels(image)
+    source_mode = image.mode
+    decoded_size = image.size
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    rgb = to_rgb(image)
+    box = crop_box(scaled, width, height, config.crop, config.crop_seed, key)
+    # The crop box in the decoded image's pixels: resizing only this box gives the pixels of resize-then-crop.
+    factor_x, factor_y = rgb.width / scaled[0], rgb.height / scaled[1]
+    source_box = (box[0] * factor_x, box[1] * factor_y, box[2] * factor_x, box[3] * factor_y)
+    cropped = rgb.resize((width, height), Image.Resampling.BICUBIC, box=source_box, reducing_gap=None)
+    pixels = np.asarray(cropped, dtype=np.uint8)
+    if pixels.shape != (height, width, 3):
+        raise InputRejected(REJECT_UNREADABLE, f"decoded to an unexpected shape {pixels.shape}")
+    extra = {"crop": config.crop, "source_mode": source_mode, "exif_orientation": orientation}
+    if decoded_size != stored_size:
+        extra["jpeg_draft_size"] = list(decoded_size)
+    return Preprocessed(image=pixels, source_size=source_size, scale=scale, crop_box=box, extra=extra)

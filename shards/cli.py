@@ -1,0 +1,156 @@
+"""``python -m shards verify|show|import-rgbd|scenes``: the shard tools. ``main(argv)`` is the only reader of argv."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+
+from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS
+from shards.format import SAMPLE_SIZE
+
+
+def _add_scenes(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "scenes",
+        help="write generated RGB-D scenes as an image/depth folder",
+        description="Write N generated scenes: OUT/rgb/scene_NNNNNN.png (8-bit RGB) and OUT/depth/scene_NNNNNN.png "
+        "(16-bit, value / depth-scale = metres, 0 = invalid). Scene i uses seed S + i, so folders are reproducible.",
+    )
+    parser.add_argument("--n", type=int, required=True, help="number of scenes")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first scene (default 0)")
+    parser.add_argument("--width", type=int, default=640, help="image width (default 640, NYU's)")
+    parser.add_argument("--height", type=int, default=480, help="image height (default 480, NYU's)")
+    parser.add_argument("--depth-scale", type=float, default=1000.0, help="depth PNG units per metre (default 1000)")
+    parser.add_argument("--holes", action="store_true", help="add sensor-like holes (invalid pixels, stored as 0)")
+
+
+def _add_verify(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "verify",
+        help="decode every sample of a shard set and check it against the format",
+        description="Read every shard, decode every label, check members, sizes, finite values, keys unique across "
+        "shards and counts against the stats files. Prints one line per problem and a summary; exit 1 on any problem.",
+    )
+    parser.add_argument("shards", nargs="+", help="folder(s), brace pattern, glob, comma list or urls of shards")
+    parser.add_argument("--workers", type=int, default=1, help="shards checked in parallel (processes, default 1)")
+    parser.add_argument("--quiet", action="store_true", help="print only problems and the summary")
+
+
+def _add_show(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "show",
+        help="draw a grid of samples: image beside its colour-mapped depth",
+        description="A picture of the first N samples: one row per sample (its key on the left), the image and its "
+        "label colour-mapped (near = warm; invalid pixels black).",
+    )
+    parser.add_argument("shards", nargs="+", help="folder(s), brace pattern, glob, comma list or urls of shards")
+    parser.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    parser.add_argument("--out", default="grid.png", help="output picture (default grid.png)")
+    parser.add_argument("--cell-height", type=int, default=192, help="height of each picture in the grid (px)")
+
+
+def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "import-rgbd",
+        help="write metric ground truth (image/depth folders or NYU Depth v2) as shards",
+        description=f"Write metric_depth shards at {SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]} from an RGB-D folder pair "
+        "(--images, --depths, --depth-scale) or from NYU Depth v2 (--nyu-mat, --nyu-splits).",
+    )
+    parser.add_argument("--images", help="folder of RGB images (jpg/png), searched recursively")
+    parser.add_argument("--depths", help="folder of depth maps (16-bit png or .npy in metres), matched by stem")
+    parser.add_argument("--depth-scale", type=float, help="depth png units per metre (e.g. 1000 for mm); .npy: 1")
+    parser.add_argument("--nyu-mat", help="nyu_depth_v2_labeled.mat (NYU mode)")
+    parser.add_argument("--nyu-splits", help="splits.mat (NYU mode)")
+    parser.add_argument("--nyu-split", default="train", choices=("train", "test"), help="NYU split (default train)")
+    parser.add_argument(
+        "--nyu-depth", default="raw", choices=("raw", "inpainted"),
+        help="NYU depths: raw (rawDepths, holes invalid; default) or inpainted (depths)",
+    )
+    parser.add_argument("--out", required=True, help="output folder for the shards")
+    parser.add_argument("--prefix", default=None, help="shard name prefix (default: rgbd, or nyu<split>)")
+    parser.add_argument("--samples-per-shard", type=int, default=1000, help="samples per shard (default 1000)")
+    parser.add_argument("--crop", default="center", choices=("center", "random"), help="crop position")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random crop")
+    parser.add_argument(
+        "--codec", default=DEFAULT_LABEL_CODEC, choices=sorted(LABEL_CODECS), help="label codec (default %(default)s)"
+    )
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    """The ``import-rgbd`` command on parsed arguments; prints the summary and the rejects. Exit 2 on bad usage."""
+    from shards import rgbd
+
+    nyu = args.nyu_mat is not None or args.nyu_splits is not None
+    folders = args.images is not None or args.depths is not None
+    if nyu == folders:
+        print("import-rgbd: give either --images, --depths and --depth-scale, or --nyu-mat and --nyu-splits")
+        return 2
+    if nyu:
+        if args.nyu_mat is None or args.nyu_splits is None:
+            print("import-rgbd: NYU mode needs both --nyu-mat (nyu_depth_v2_labeled.mat) and --nyu-splits (splits.mat)")
+            return 2
+        summary = rgbd.import_nyu(
+            args.nyu_mat, args.nyu_splits, args.out, split=args.nyu_split, depth=args.nyu_depth, prefix=args.prefix,
+            samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec,
+        )
+    else:
+        if args.images is None or args.depths is None or args.depth_scale is None:
+            print("import-rgbd: folder mode needs --images, --depths and --depth-scale (depth units per metre)")
+            return 2
+        if not math.isfinite(args.depth_scale) or args.depth_scale <= 0:
+            print(f"import-rgbd: --depth-scale must be a positive number of units per metre, not {args.depth_scale}")
+            return 2
+        summary = rgbd.import_rgbd_folder(
+            args.images, args.depths, args.depth_scale, args.out, prefix=args.prefix or "rgbd",
+            samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec,
+        )
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_verify(commands)
+    _add_show(commands)
+    _add_import_rgbd(commands)
+    _add_scenes(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.command == "scenes":
+        from shards.scenes import write_scene_folder
+
+        paths = write_scene_folder(
+            args.out, args.n, seed=args.seed, width=args.width, height=args.height,
+            depth_scale=args.depth_scale, holes=args.holes,
+        )
+        print(f"wrote {len(paths)} scenes ({args.width}x{args.height}) to {args.out}/rgb and {args.out}/depth")
+        return 0
+    if args.command == "verify":
+        from shards.verify import verify_shards
+
+        report = verify_shards(args.shards, workers=args.workers, progress=not args.quiet)
+        print(report.summary())
+        return 0 if report.ok else 1
+    if args.command == "show":
+        from shards.show import show_samples
+
+        path = show_samples(args.shards, count=args.n, out=args.out, cell_height=args.cell_height)
+        print(f"wrote {path}")
+        return 0
+    if args.command == "import-rgbd":
+        return _run_import(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

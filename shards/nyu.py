@@ -1,0 +1,537 @@
+"""NYU Depth v2 and other RGB + metric-depth sources, read frame by frame and checked as they are read.
+
+The official files:
+
+- ``nyu_depth_v2_labeled.mat``: MATLAB v7.3, i.e. HDF5 (read with h5py). MATLAB writes column-major, so the
+  arrays come out transposed: ``images`` N x 3 x W x H (uint8), ``depths`` (in-painted) and ``rawDepths``
+  (sensor, 0 = hole) N x W x H, in metres. 1449 frames of 480 x 640.
+- ``splits.mat``: MATLAB v5 (read with ``scipy.io.loadmat``, not HDF5): ``trainNdxs`` (795) and ``testNdxs``
+  (654), 1-based frame numbers.
+
+Every source here yields :class:`DepthFrame` (uint8 RGB (H, W, 3), float32 depth (H, W) in metres with
+0 = invalid, a 0-based index and a name); each depth map is checked to be metres when it is read, so a file in
+millimetres or with a transposed layout is refused with a message that says what is wrong. A source is lazy:
+only the frames asked for are read, so the 654 test frames never need the whole file in memory.
+
+``write_nyu_labeled`` and ``write_nyu_splits`` write the official layouts, for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import scipy.io
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+#: Frame size of NYU Depth v2, (height, width).
+NYU_HEIGHT = 480
+NYU_WIDTH = 640
+#: Frame counts of the official files.
+NYU_LABELED_FRAMES = 1449
+NYU_TEST_FRAMES = 654
+NYU_TRAIN_FRAMES = 795
+
+#: Depth sources of the labeled file: our name -> the MATLAB variable.
+DEPTH_VARIABLES = {"raw": "rawDepths", "inpainted": "depths"}
+SPLIT_VARIABLES = {"train": "trainNdxs", "test": "testNdxs"}
+
+#: Plausibility of metric depth per frame (metres): indoor sensors stay under 20 m, and a median under 10 cm
+#: means the frame is not in metres (or is almost all holes, which the check then skips).
+MAX_PLAUSIBLE_DEPTH = 20.0
+MIN_PLAUSIBLE_MEDIAN = 0.1
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
+
+
+class NyuFormatError(ValueError):
+    """A file that does not hold what the official NYU layout (or a depth source) promises."""
+
+
+@dataclass(frozen=True)
+class DepthFrame:
+    """One RGB-D frame: ``image`` uint8 (H, W, 3); ``depth`` float32 (H, W) metres, 0 = invalid."""
+
+    image: np.ndarray
+    depth: np.ndarray
+    index: int  # 0-based position in the source's own numbering (the labeled file's frame id for NYU)
+    name: str
+
+
+@dataclass
+class NyuFrames:
+    """Frames read into memory: ``images`` uint8 (N, 480, 640, 3), ``depths`` float32 (N, 480, 640) metres with
+    0 = invalid, ``indices`` int64 (N,) 0-based frame ids in the labeled file."""
+
+    images: np.ndarray
+    depths: np.ndarray
+    indices: np.ndarray
+    depth_source: str = "raw"
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> DepthFrame:
+        index = int(self.indices[position])
+        return DepthFrame(self.images[position], self.depths[position], index, f"nyu_{index:04d}")
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.description, count=len(self))
+
+
+def check_metric_depth(depth: np.ndarray, where: str) -> None:
+    """Refuse a depth map that is not metres: max >= 20 m, or a median over 100 (millimetres) or under 0.1.
+
+    Zeros are holes and are ignored; a frame without valid pixels passes (the metrics skip it).
+    """
+    values = depth[np.isfinite(depth) & (depth > 0)]
+    if values.size == 0:
+        return
+    median = float(np.median(values))
+    highest = float(values.max())
+    if median > 100.0:
+        raise NyuFormatError(
+            f"{where}: depth median {median:.1f} looks like millimetres, not metres: NYU depths are metres; "
+            "for a folder or dataset of integer depths give the right depth scale (units per metre, e.g. 1000)"
+        )
+    if highest >= MAX_PLAUSIBLE_DEPTH or median <= MIN_PLAUSIBLE_MEDIAN:
+        raise NyuFormatError(
+            f"{where}: depth max {highest:.3f}, median {median:.3f} is not indoor depth in metres "
+            f"(expected max < {MAX_PLAUSIBLE_DEPTH:g} m and median > {MIN_PLAUSIBLE_MEDIAN:g} m): check the units "
+            "and the depth scale"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- the labeled file
+
+
+def _dataset(file: h5py.File, name: str, path: str) -> h5py.Dataset:
+    if name not in file:
+        raise NyuFormatError(
+            f"{path} has no variable {name!r} (found {sorted(file.keys())}): use the official "
+            "nyu_depth_v2_labeled.mat, which holds images, depths and rawDepths"
+        )
+    return file[name]
+
+
+class NyuLabeledFile:
+    """The official ``nyu_depth_v2_labeled.mat`` opened for lazy reads; checks the layout when opened.
+
+    ``frame(index, depth)`` returns one frame with a 0-based ``index``, transposed back to (480, 640).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise NyuFormatError(
+                f"{self.path} is not an HDF5 (MATLAB v7.3) file ({error}): the official nyu_depth_v2_labeled.mat "
+                "is v7.3; download it from https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html"
+            ) from error
+        self.images = _dataset(self._file, "images", self.path)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        shape = self.images.shape
+        if len(shape) != 4 or shape[1] != 3 or shape[2:] != (NYU_WIDTH, NYU_HEIGHT):
+            hint = ""
+            if len(shape) == 4 and shape[1:] == (NYU_HEIGHT, NYU_WIDTH, 3):
+                hint = " (this is the non-transposed N x H x W x 3 layout, which MATLAB never writes)"
+            raise NyuFormatError(
+                f"{self.path}: 'images' has shape {shape}, expected the official transposed layout N x 3 x "
+                f"{NYU_WIDTH} x {NYU_HEIGHT} (MATLAB's column-major 480x640x3xN){hint}"
+            )
+        if self.images.dtype != np.uint8:
+            raise NyuFormatError(f"{self.path}: 'images' is {self.images.dtype}, expected uint8")
+        for variable in DEPTH_VARIABLES.values():
+            if variable not in self._file:
+                continue  # checked when that depth source is asked for
+            self._check_depth_layout(variable)
+
+    def _check_depth_layout(self, variable: str) -> h5py.Dataset:
+        depths = _dataset(self._file, variable, self.path)
+        expected = (len(self), NYU_WIDTH, NYU_HEIGHT)
+        if depths.shape != expected:
+            hint = ""
+            if depths.shape == (len(self), NYU_HEIGHT, NYU_WIDTH):
+                hint = " (this is the non-transposed N x H x W layout, which MATLAB never writes)"
+            raise NyuFormatError(
+                f"{self.path}: {variable!r} has shape {depths.shape}, expected the official transposed layout "
+                f"{expected} (N x W x H) to match {len(self)} images{hint}"
+            )
+        if not np.issubdtype(depths.dtype, np.floating):
+            raise NyuFormatError(f"{self.path}: {variable!r} is {depths.dtype}, expected float metres")
+        return depths
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def frame(self, index: int, depth: str = "raw") -> DepthFrame:
+        """Frame ``index`` (0-based): image (480, 640, 3) uint8, depth (480, 640) float32 metres, checked."""
+        if depth not in DEPTH_VARIABLES:
+            raise ValueError(f"depth must be one of {sorted(DEPTH_VARIABLES)}, got {depth!r}")
+        variable = DEPTH_VARIABLES[depth]
+        depths = self._check_depth_layout(variable)
+        image = np.ascontiguousarray(self.images[index].transpose(2, 1, 0))  # (3, W, H) -> (H, W, 3)
+        depth_map = np.ascontiguousarray(depths[index].T, dtype=np.float32)  # (W, H) -> (H, W)
+        depth_map[~np.isfinite(depth_map)] = 0.0
+        check_metric_depth(depth_map, f"{self.path} {variable} frame {index} (0-based)")
+        return DepthFrame(image, depth_map, index, f"nyu_{index:04d}")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> NyuLabeledFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_nyu_splits(path: str | Path, frame_count: int | None = None) -> dict[str, np.ndarray]:
+    """``splits.mat`` -> {"train": 0-based int64 (795,), "test": 0-based int64 (654,)}, checked.
+
+    Reads MATLAB v5 with scipy (the official format); a v7.3 (HDF5) copy is read with h5py as a courtesy.
+    Indices must be 1-based, unique, disjoint between train and test, and within ``frame_count`` when given.
+    """
+    path = str(path)
+    try:
+        variables = scipy.io.loadmat(path)
+    except NotImplementedError:  # scipy's answer to a v7.3 file
+        with h5py.File(path, "r") as file:
+            variables = {name: np.asarray(file[name]) for name in file.keys()}
+    except (ValueError, OSError) as error:
+        raise NyuFormatError(f"{path} is not a MATLAB splits file ({error}): use the official splits.mat") from error
+    splits = {}
+    for split, variable in SPLIT_VARIABLES.items():
+        if variable not in variables:
+            found = sorted(name for name in variables if not name.startswith("__"))
+            raise NyuFormatError(f"{path} has no variable {variable!r} (found {found}): use the official splits.mat")
+        numbers = np.asarray(variables[variable]).reshape(-1)
+        if numbers.size == 0 or not np.all(numbers == np.round(numbers)) or numbers.min() < 1:
+            raise NyuFormatError(
+                f"{path}: {variable} must hold 1-based frame numbers (MATLAB), got min {numbers.min()}"
+            )
+        indices = numbers.astype(np.int64) - 1
+        if len(np.unique(indices)) != len(indices):
+            raise NyuFormatError(f"{path}: {variable} repeats frame numbers")
+        if frame_count is not None and indices.max() >= frame_count:
+            raise NyuFormatError(
+                f"{path}: {variable} refers to frame {indices.max() + 1} but the labeled file has {frame_count} frames"
+            )
+        splits[split] = indices
+    if np.intersect1d(splits["train"], splits["test"]).size:
+        raise NyuFormatError(f"{path}: trainNdxs and testNdxs share frames")
+    if frame_count == NYU_LABELED_FRAMES and (len(splits["test"]), len(splits["train"])) != (
+        NYU_TEST_FRAMES,
+        NYU_TRAIN_FRAMES,
+    ):
+        log.warning(
+            "%s: %d test / %d train frames, the official split has %d / %d",
+            path,
+            len(splits["test"]),
+            len(splits["train"]),
+            NYU_TEST_FRAMES,
+            NYU_TRAIN_FRAMES,
+        )
+    return splits
+
+
+class NyuSplit:
+    """A lazy sequence of one split of the labeled file: ``len()``, ``split[i] -> DepthFrame``, ``describe()``.
+
+    ``split``: "test" (654 frames), "train" (795) or "all" (every frame; no splits file needed).
+    ``depth``: "raw" (``rawDepths``, holes = 0 = invalid) or "inpainted" (``depths``).
+    """
+
+    def __init__(
+        self,
+        labeled_mat: str | Path,
+        splits_mat: str | Path | None,
+        split: str = "test",
+        depth: str = "raw",
+        limit: int | None = None,
+    ) -> None:
+        if depth not in DEPTH_VARIABLES:
+            raise ValueError(f"depth must be one of {sorted(DEPTH_VARIABLES)}, got {depth!r}")
+        self.file = NyuLabeledFile(labeled_mat)
+        try:
+            self.file._check_depth_layout(DEPTH_VARIABLES[depth])
+            if split == "all":
+                indices = np.arange(len(self.file), dtype=np.int64)
+            elif split in SPLIT_VARIABLES:
+                if splits_mat is None:
+                    raise ValueError(f"split {split!r} needs the official splits.mat (--splits)")
+                indices = read_nyu_splits(splits_mat, len(self.file))[split]
+            else:
+                raise ValueError(f"split must be 'test', 'train' or 'all', got {split!r}")
+        except Exception:
+            self.file.close()
+            raise
+        self.indices = indices[:limit] if limit is not None else indices
+        self.depth = depth
+        self.split = split
+        self.splits_mat = None if splits_mat is None else str(splits_mat)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> DepthFrame:
+        return self.file.frame(int(self.indices[position]), self.depth)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": "nyu_labeled_mat",
+            "labeled_mat": self.file.path,
+            "splits_mat": self.splits_mat,
+            "split": self.split,
+            "depth_source": self.depth,
+            "depth_variable": DEPTH_VARIABLES[self.depth],
+            "count": len(self),
+        }
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> NyuSplit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_nyu(
+    labeled_mat: str | Path,
+    splits_mat: str | Path | None,
+    split: str = "test",
+    depth: str = "raw",
+    limit: int | None = None,
+) -> NyuFrames:
+    """Read one split of the official labeled file into memory (the test split: about 1.4 GB), checked.
+
+    ``depth="raw"`` reads ``rawDepths`` (holes are 0 = invalid); ``"inpainted"`` reads ``depths``. For a
+    frame-at-a-time reader use :class:`NyuSplit`.
+    """
+    with NyuSplit(labeled_mat, splits_mat, split=split, depth=depth, limit=limit) as frames:
+        count = len(frames)
+        images = np.empty((count, NYU_HEIGHT, NYU_WIDTH, 3), dtype=np.uint8)
+        depths = np.empty((count, NYU_HEIGHT, NYU_WIDTH), dtype=np.float32)
+        for position in range(count):
+            frame = frames[position]
+            images[position] = frame.image
+            depths[position] = frame.depth
+        return NyuFrames(images, depths, frames.indices.copy(), depth, frames.describe())
+
+
+# --------------------------------------------------------------------------------------------------- writers
+
+
+def _matlab_v73_header() -> bytes:
+    """The 512-byte user block MATLAB puts before the HDF5 data of a v7.3 file (so scipy recognises v7.3)."""
+    created = time.strftime("%a %b %d %H:%M:%S %Y")
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
+    header = text.encode("ascii").ljust(116, b" ") + b" " * 8 + b"\x00\x02" + b"IM"
+    return header.ljust(512, b"\x00")
+
+
+def write_nyu_labeled(path: str | Path, images: np.ndarray, depths: np.ndarray, raw_depths: np.ndarray) -> Path:
+    """Write frames in the official ``nyu_depth_v2_labeled.mat`` layout (MATLAB v7.3 / HDF5, transposed).
+
+    ``images`` uint8 (N, H, W, 3); ``depths`` (in-painted) and ``raw_depths`` (0 = hole) float (N, H, W) in
+    metres. Stored as MATLAB does: ``images`` N x 3 x W x H, depths N x W x H float32, one chunk per frame.
+    """
+    images = np.asarray(images)
+    depths = np.asarray(depths, dtype=np.float32)
+    raw_depths = np.asarray(raw_depths, dtype=np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if depths.shape != images.shape[:3] or raw_depths.shape != images.shape[:3]:
+        raise ValueError(
+            f"depths {depths.shape} and raw_depths {raw_depths.shape} must be (N, H, W) {images.shape[:3]}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, height, width = depths.shape
+    with h5py.File(path, "w", userblock_size=512) as file:
+        stored = file.create_dataset("images", data=images.transpose(0, 3, 2, 1), chunks=(1, 3, width, height))
+        stored.attrs["MATLAB_class"] = np.bytes_("uint8")
+        for name, values in (("depths", depths), ("rawDepths", raw_depths)):
+            stored = file.create_dataset(name, data=values.transpose(0, 2, 1), chunks=(1, width, height))
+            stored.attrs["MATLAB_class"] = np.bytes_("single")
+    with open(path, "r+b") as raw:
+        raw.write(_matlab_v73_header())
+    return path
+
+
+def write_nyu_splits(path: str | Path, train_1based: Sequence[int], test_1based: Sequence[int]) -> Path:
+    """Write ``splits.mat`` as the official file is: MATLAB v5, ``trainNdxs`` and ``testNdxs`` as 1-based
+    column vectors of doubles."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = {
+        "trainNdxs": np.asarray(train_1based, dtype=np.float64).reshape(-1, 1),
+        "testNdxs": np.asarray(test_1based, dtype=np.float64).reshape(-1, 1),
+    }
+    scipy.io.savemat(str(path), columns, format="5")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ other depth sources
+
+
+def _to_metres(values: np.ndarray, depth_scale: float | None, where: str) -> np.ndarray:
+    """Integer depth / ``depth_scale`` (units per metre); float depth is taken as metres. 0 and NaN -> invalid."""
+    if np.issubdtype(values.dtype, np.integer):
+        if depth_scale is None:
+            raise NyuFormatError(f"{where}: integer depth ({values.dtype}) needs a depth scale (units per metre)")
+        metres = values.astype(np.float32) / np.float32(depth_scale)
+    else:
+        metres = values.astype(np.float32)
+    metres[~np.isfinite(metres) | (metres < 0)] = 0.0
+    return metres
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def _read_depth_file(path: Path, depth_scale: float | None) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        values = np.load(path)
+    else:
+        with Image.open(path) as picture:
+            values = np.asarray(picture)
+    if values.ndim != 2:
+        raise NyuFormatError(f"{path}: a depth map is one channel (H, W), got shape {values.shape}")
+    return _to_metres(values, depth_scale, str(path))
+
+
+class DepthFolder:
+    """RGB + metric depth pairs in ``folder/rgb/<stem>.<image>`` and ``folder/depth/<stem>.{png,tif,npy}``.
+
+    Integer depth files (16-bit PNG) are divided by ``depth_scale`` (units per metre; 1000 = millimetres, as
+    ``shards.scenes.write_scene_folder`` writes); float files (``.npy``, float TIFF) are metres. 0 = invalid.
+    Pairs are matched by stem, sorted; a stem with only one half is an error naming it.
+    """
+
+    def __init__(self, folder: str | Path, depth_scale: float = 1000.0, limit: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.depth_scale = depth_scale
+        rgb_dir, depth_dir = self.folder / "rgb", self.folder / "depth"
+        if not rgb_dir.is_dir() or not depth_dir.is_dir():
+            raise NyuFormatError(f"{self.folder}: a depth folder holds rgb/ and depth/ subfolders of matching stems")
+        images = {p.stem: p for p in sorted(rgb_dir.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
+        depths = {p.stem: p for p in sorted(depth_dir.iterdir()) if p.suffix.lower() in _DEPTH_SUFFIXES}
+        unmatched = sorted(set(images) ^ set(depths))
+        if unmatched:
+            raise NyuFormatError(f"{self.folder}: no rgb/depth pair for {unmatched[:5]} ({len(unmatched)} unmatched)")
+        if not images:
+            raise NyuFormatError(f"{self.folder}: rgb/ and depth/ hold no images")
+        self.stems = sorted(images)[:limit] if limit is not None else sorted(images)
+        self._images, self._depths = images, depths
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, position: int) -> DepthFrame:
+        stem = self.stems[position]
+        image = _read_rgb(self._images[stem])
+        depth = _read_depth_file(self._depths[stem], self.depth_scale)
+        if depth.shape != image.shape[:2]:
+            raise NyuFormatError(f"{self.folder}: {stem}: image {image.shape[:2]} and depth {depth.shape} differ")
+        check_metric_depth(depth, str(self._depths[stem]))
+        return DepthFrame(image, depth, position, stem)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "folder", "folder": str(self.folder), "depth_scale": self.depth_scale, "count": len(self)}
+
+
+class HfDepthDataset:
+    """A Hugging Face ``datasets`` copy of the NYU test split (hub name or a local folder), read lazily.
+
+    ``depth="raw"`` needs ``raw_depth_column``; copies that carry only in-painted depth stop with a message
+    telling to choose the in-painted depth explicitly, so the protocol never changes silently. Depth columns may
+    hold float metres (PIL mode "F", arrays) or integers with ``depth_scale`` units per metre.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        split: str = "test",
+        depth: str = "raw",
+        image_column: str = "image",
+        depth_column: str = "depth_map",
+        raw_depth_column: str | None = None,
+        depth_scale: float | None = None,
+        limit: int | None = None,
+    ) -> None:
+        import datasets  # heavy; only this source needs it
+
+        self.name = name_or_path
+        self.split = split
+        self.depth = depth
+        self.depth_scale = depth_scale
+        if Path(name_or_path).is_dir() and (Path(name_or_path) / "dataset_info.json").exists():
+            loaded = datasets.load_from_disk(name_or_path)
+            dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            dataset = datasets.load_dataset(name_or_path, split=split)
+        if depth == "raw":
+            if raw_depth_column is None or raw_depth_column not in dataset.column_names:
+                raise NyuFormatError(
+                    f"dataset {name_or_path!r} ({split}) has no raw depth column "
+                    f"({raw_depth_column!r}; columns {dataset.column_names}): the default protocol uses the raw sensor "
+                    "depth; choose the in-painted depth explicitly (--protocol common, or --depth-source inpainted), "
+                    "or name the raw column (--raw-depth-column)"
+                )
+            self.depth_column = raw_depth_column
+        elif depth == "inpainted":
+            self.depth_column = depth_column
+        else:
+            raise ValueError(f"depth must be 'raw' or 'inpainted', got {depth!r}")
+        for column in (image_column, self.depth_column):
+            if column not in dataset.column_names:
+                raise NyuFormatError(
+                    f"dataset {name_or_path!r} has no column {column!r} (columns {dataset.column_names}): "
+                    "name the image and depth columns (--image-column, --depth-column)"
+                )
+        self.image_column = image_column
+        self.dataset = dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> DepthFrame:
+        row = self.dataset[position]
+        image = row[self.image_column]
+        image = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image, np.uint8)
+        values = np.asarray(row[self.depth_column])
+        where = f"dataset {self.name} row {position} column {self.depth_column}"
+        depth = _to_metres(values.squeeze(), self.depth_scale, where)
+        if depth.shape != image.shape[:2]:
+            raise NyuFormatError(f"{where}: depth {depth.shape} and image {image.shape[:2]} differ in size")
+        check_metric_depth(depth, where)
+        return DepthFrame(image, depth, position, f"{self.split}_{position:06d}")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": "huggingface_datasets",
+            "dataset": self.name,
+            "split": self.split,
+            "depth_source": self.depth,
+            "depth_column": self.depth_column,
+            "depth_scale": self.depth_scale,
+            "count": len(self),
+        }

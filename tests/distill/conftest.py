@@ -1,0 +1,112 @@
+"""Shared fixtures of the distill tests: a tiny student and tiny shard sets written from generated scenes.
+
+Offline: the hub is switched off before anything imports huggingface_hub, so a missing weight fails at once.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from distill.student import StudentConfig, create_student  # noqa: E402
+from shards.codec import encode_sample  # noqa: E402
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta  # noqa: E402
+from shards.scenes import render_scene  # noqa: E402
+from shards.writer import ShardWriter  # noqa: E402
+
+#: Size (width, height) of the samples in the test shards: small, 4:3, and a multiple of 32 on both sides.
+TINY_SAMPLE_SIZE = (128, 96)
+
+#: A tiny student: timm's 82k-parameter ``test_efficientnet`` encoder (strides 2..32 like MobileNetV3) and a
+#: narrow decoder; random init (no download).
+TINY_STUDENT = dict(encoder="test_efficientnet", pretrained=False, decoder_widths=[32, 24, 16, 16, 8])
+
+
+def tiny_student_config(**overrides) -> StudentConfig:
+    return StudentConfig(**{**TINY_STUDENT, **overrides})
+
+
+def write_scene_shards(
+    folder: Path,
+    kind: str,
+    shards: int = 2,
+    per_shard: int = 4,
+    seed: int = 0,
+    size: tuple[int, int] = TINY_SAMPLE_SIZE,
+    holes: bool = False,
+    prefix: str = "train",
+) -> list[str]:
+    """Write ``shards`` x ``per_shard`` generated scenes as shards of ``kind``; returns the sample keys.
+
+    Relative shards hold 1 / depth (the shape of a relative teacher's output); metric shards hold metres.
+    """
+    keys = []
+    width, height = size
+    for shard in range(shards):
+        with ShardWriter(folder, prefix, 0, shard) as writer:
+            for item in range(per_shard):
+                index = seed + shard * per_shard + item
+                scene = render_scene(index, width, height, holes=holes)
+                valid = scene.valid & (scene.depth > 0)
+                label = np.where(valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0) if kind == RELATIVE_INVERSE_DEPTH else scene.depth
+                key = f"scenes/{prefix}_{index:06d}"
+                meta = SampleMeta(source=f"scene:{index}", kind=kind, source_size=size, size=size)
+                writer.write(encode_sample(key, scene.image, label.astype(np.float32), meta, valid=valid))
+                keys.append(key)
+    return keys
+
+
+@pytest.fixture
+def tiny_config() -> StudentConfig:
+    return tiny_student_config()
+
+
+@pytest.fixture
+def tiny_student() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_student(tiny_student_config())
+
+
+@pytest.fixture
+def make_shards(tmp_path: Path) -> Callable[..., tuple[Path, list[str]]]:
+    """A factory: ``make_shards(name, kind, shards=2, per_shard=4, seed=0, holes=False) -> (folder, keys)``."""
+
+    def make(name: str, kind: str = RELATIVE_INVERSE_DEPTH, **kwargs) -> tuple[Path, list[str]]:
+        folder = tmp_path / name
+        keys = write_scene_shards(folder, kind, **kwargs)
+        return folder, keys
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def relative_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 shards x 4 generated scenes, relative inverse depth labels (read-only: do not write into it)."""
+    folder = tmp_path_factory.mktemp("relative_shards")
+    write_scene_shards(folder, RELATIVE_INVERSE_DEPTH, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def metric_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 shards x 4 generated scenes with sensor-like holes, metric depth labels in metres (read-only)."""
+    folder = tmp_path_factory.mktemp("metric_shards")
+    write_scene_shards(folder, METRIC_DEPTH, seed=100, holes=True, prefix="metric")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def val_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 shards (4 + 4 + 4) of held-out scenes, relative labels, for validation (read-only)."""
+    folder = tmp_path_factory.mktemp("val_shards")
+    write_scene_shards(folder, RELATIVE_INVERSE_DEPTH, shards=3, seed=1000, prefix="val")
+    return folder

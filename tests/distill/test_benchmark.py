@@ -1,0 +1,78 @@
+"""``distill.benchmark`` with tiny repeat counts: every backend runs (each in its own process) and the json holds
+every figure. No timing assertions: this machine is shared and noisy."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from distill import benchmark  # noqa: E402
+from distill.complexity import count_macs, count_parameters  # noqa: E402
+from distill.student import create_student, save_student  # noqa: E402
+from tests.distill.conftest import tiny_student_config  # noqa: E402
+
+TINY_RUN = ["--height", "64", "--width", "96", "--warmup", "0", "--repeats", "2", "--throughput-repeats", "1"]
+TINY_RUN += ["--matmul-size", "128", "--matmul-repeats", "2"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    config = tiny_student_config()
+    student = save_student(create_student(config), config, folder / "tiny")
+    path = folder / "results" / "deploy.json"
+    assert benchmark.main(["--student", str(student), "--json", str(path), *TINY_RUN]) == 0
+    return json.loads(path.read_text())
+
+
+def test_json_holds_every_figure(result: dict) -> None:
+    assert result["machine"]["logical_cores"] >= 1 and "int8_dot_product" in result["machine"]
+    assert result["matmul"]["flops_per_s_median"] > 0 and result["matmul"]["size"] == 128
+    assert result["settings"]["each_backend_in_own_subprocess"] is True
+    assert result["int8_note"]
+    (student,) = result["students"]
+    assert student["name"] == "tiny" and student["input"] == [1, 3, 64, 96]
+    assert set(student["backends"]) == set(benchmark.BACKENDS)
+    for backend in student["backends"].values():
+        for key, batch in (("batch1", 1), ("batch8", 8)):
+            figures = backend[key]
+            assert figures["batch"] == batch and figures["median_ms"] > 0 and figures["images_per_s"] > 0
+            assert figures["ratio_to_lower_bound"] > 0
+    assert set(student["ratios"]) == {
+        f"{pair}_speedup_batch{batch}" for pair in ("ort_fp32_vs_torch_eager", "ort_int8_vs_ort_fp32") for batch in (1, 8)
+    }
+
+
+def test_complexity_and_lower_bound_follow_their_definitions(result: dict) -> None:
+    student = result["students"][0]
+    model = create_student(tiny_student_config())
+    assert student["params"] == count_parameters(model)
+    assert student["macs"] == count_macs(model, (1, 3, 64, 96))
+    flops = result["matmul"]["flops_per_s_median"]
+    assert student["lower_bound_ms"]["batch1"] == pytest.approx(2 * student["macs"] / flops * 1e3)
+    assert student["lower_bound_ms"]["batch8"] == pytest.approx(8 * student["lower_bound_ms"]["batch1"])
+    eager = student["backends"]["torch_eager"]["batch1"]
+    assert eager["ratio_to_lower_bound"] == pytest.approx(eager["median_ms"] / student["lower_bound_ms"]["batch1"])
+
+
+def test_report_prints_every_backend_and_the_int8_reason(result: dict) -> None:
+    report = benchmark.format_report(result)
+    for label in benchmark.BACKEND_LABELS.values():
+        assert label in report
+    assert "GFLOP/s" in report and "int8" in report
+
+
+@pytest.mark.parametrize(
+    ("flags", "has_dot_product"), [({"avx2"}, False), ({"avx2", "avx512_vnni"}, True), ({"asimddp"}, True)]
+)
+def test_int8_note_names_the_reason(flags: set[str], has_dot_product: bool) -> None:
+    cpu = {"int8_dot_product": sorted(flags & set(benchmark.INT8_DOT_PRODUCT_FLAGS))}
+    note = benchmark.int8_note(cpu)
+    assert ("no int8 dot-product" in note) is not has_dot_product

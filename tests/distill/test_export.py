@@ -1,0 +1,163 @@
+"""ONNX export: graph contract, parity with PyTorch (and a broken export tripping it), int8, and evaluation of the
+exported model through ``distill.evaluate`` on generated scenes in the official NYU layout."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import distill.student  # noqa: E402
+from distill import export  # noqa: E402
+from distill.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
+from distill.student import StudentConfig, create_student, save_student  # noqa: E402
+from tests.distill.conftest import tiny_student_config  # noqa: E402
+
+HEIGHT, WIDTH = 64, 96  # small, multiples of 32, not square (catches a swapped H / W)
+
+#: Students the export must handle: a tiny one (fast), the reference MobileNetV3-Large FastDepth, and the original
+#: FastDepth architecture (MobileNet v1 encoder, nearest upsampling), all randomly initialised.
+STUDENT_CONFIGS = {
+    "tiny": lambda: tiny_student_config(),
+    "reference": lambda: StudentConfig(pretrained=False),
+    "fastdepth_original": lambda: StudentConfig(encoder="mobilenetv1_100", upsample="nearest", pretrained=False),
+}
+
+
+class ExportDiffers(nn.Module):
+    """Computes one thing in PyTorch and another in the exported graph: what the parity check exists to catch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        inverse_depth = self.model(image)
+        if torch.onnx.is_in_onnx_export():
+            return inverse_depth * 1.01 + 0.01
+        return inverse_depth
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = tiny_student_config()
+    return save_student(create_student(config), config, tmp_path_factory.mktemp("student") / "tiny")
+
+
+@pytest.mark.parametrize("name", list(STUDENT_CONFIGS))
+def test_export_matches_pytorch_at_batch_1_and_3(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_student(STUDENT_CONFIGS[name]())
+    path = export.export_onnx(model, tmp_path / f"{name}.onnx", height=HEIGHT, width=WIDTH)
+
+    session = onnx_session(path, providers=["CPUExecutionProvider"], spinning=False)
+    (graph_input,), (graph_output,) = session.get_inputs(), session.get_outputs()
+    assert graph_input.name == INPUT_NAME and graph_output.name == OUTPUT_NAME
+    assert isinstance(graph_input.shape[0], str) and graph_input.shape[1:] == [3, HEIGHT, WIDTH]  # dynamic batch
+    (output,) = session.run(None, {INPUT_NAME: np.zeros((2, 3, HEIGHT, WIDTH), np.float32)})
+    assert output.shape == (2, 1, HEIGHT, WIDTH)
+    del session
+
+    inputs = export.parity_inputs(HEIGHT, WIDTH)
+    assert {"random", "scene"} <= set(inputs)
+    report = export.check_parity(model, path, inputs)
+    assert report.passed
+    assert {case.batch for case in report.cases} == set(export.PARITY_BATCHES)
+    assert {case.name for case in report.cases} == set(inputs)
+    assert all(case.output_range > 0 for case in report.cases)  # a varying output, so the check means something
+
+
+def test_parity_uses_the_real_nyu_frame_when_present() -> None:
+    if not export.NYU_SAMPLE_FRAME.is_file():
+        pytest.skip(f"the shared NYU frame is absent ({export.NYU_SAMPLE_FRAME}): ../shared is not beside the checkout")
+    inputs = export.parity_inputs(HEIGHT, WIDTH)
+    assert len(inputs["nyu_frame"]) >= max(export.PARITY_BATCHES)
+    assert inputs["nyu_frame"][0].shape == (224, 224, 3)
+
+
+def test_a_broken_export_trips_the_parity_check(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    broken = ExportDiffers(create_student(tiny_student_config()))
+    path = export.export_onnx(broken, tmp_path / "broken.onnx", height=HEIGHT, width=WIDTH)
+    with pytest.raises(export.ParityError, match="parity check FAILED"):
+        export.check_parity(broken, path, export.parity_inputs(HEIGHT, WIDTH))
+    report = export.check_parity(broken, path, export.parity_inputs(HEIGHT, WIDTH), raise_on_failure=False)
+    assert not report.passed and report.worst.relative_difference > export.PARITY_TOLERANCE
+
+
+def test_command_writes_the_model_and_its_report(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student.onnx"
+    argv = ["--student", str(tiny_folder), "--format", "onnx", "--out", str(out), "--height", "64", "--width", "96"]
+    assert export.main(argv) == 0
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["parity"]["passed"] and record["input"]["shape"] == ["batch", 3, HEIGHT, WIDTH]
+    runner = load_runner(out)
+    assert (runner.width, runner.height) == (WIDTH, HEIGHT)
+
+
+def test_command_fails_loudly_and_hides_a_broken_export(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    load = distill.student.load_student
+
+    def load_broken(folder: str) -> tuple[nn.Module, StudentConfig]:
+        model, config = load(folder)
+        return ExportDiffers(model), config
+
+    monkeypatch.setattr(distill.student, "load_student", load_broken)
+    out = tmp_path / "student.onnx"
+    argv = ["--student", str(tiny_folder), "--out", str(out), "--height", "64", "--width", "96"]
+    assert export.main(argv) == 1
+    assert "parity check FAILED" in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "student.failed-parity.onnx").is_file()
+    assert json.loads(Path(f"{out}.json").read_text())["parity"]["passed"] is False
+
+
+@pytest.mark.parametrize("mode", export.INT8_MODES)
+def test_int8_model_runs_and_stays_close_to_fp32(mode: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fp32 = export.export_onnx(create_student(tiny_student_config()), tmp_path / "fp32.onnx", HEIGHT, WIDTH)
+    calibration = export.calibration_pictures(None, 4, WIDTH, HEIGHT)
+    int8 = export.quantize_int8(fp32, tmp_path / "int8.onnx", mode=mode, calibration=calibration)
+    (output,) = onnx_session(int8).run(None, {INPUT_NAME: np.random.rand(3, 3, HEIGHT, WIDTH).astype(np.float32)})
+    assert output.shape == (3, 1, HEIGHT, WIDTH) and np.isfinite(output).all()
+    change = export.compare_outputs(fp32, int8, export.parity_inputs(HEIGHT, WIDTH)["scene"])
+    assert 0 < change["mean_relative_to_range"] < 0.1  # quantised (not identical), yet the same map
+    assert not list(tmp_path.glob("*.prepared.onnx"))  # the intermediate file is cleaned up
+
+
+def test_exported_models_evaluate_like_the_student(tiny_folder: Path, tmp_path: Path) -> None:
+    """The fp32 export scores what the PyTorch student scores on NYU-layout files; int8 evaluates too."""
+    evaluate = pytest.importorskip("distill.evaluate")
+    from shards.nyu import write_nyu_labeled, write_nyu_splits
+    from shards.scenes import render_scene
+
+    scenes = [render_scene(seed, holes=True) for seed in range(3)]
+    images = np.stack([scene.image for scene in scenes])
+    depths = np.stack([np.where(scene.valid, scene.depth, 0.0) for scene in scenes]).astype(np.float32)
+    labeled = write_nyu_labeled(tmp_path / "nyu_depth_v2_labeled.mat", images, depths, depths)
+    splits = write_nyu_splits(tmp_path / "splits.mat", [1], [2, 3])
+    out = tmp_path / "student.onnx"
+    argv = ["--student", str(tiny_folder), "--out", str(out), "--height", "64", "--width", "96", "--int8"]
+    assert export.main([*argv, "--calibration-count", "4"]) == 0
+
+    metrics = {}
+    for name, model in (("torch", tiny_folder), ("fp32", out), ("int8", tmp_path / "student.int8.onnx")):
+        report = tmp_path / f"eval_{name}"
+        data = ["--data", str(labeled), "--splits", str(splits), "--input-size", "96x64"]
+        assert evaluate.main(["--model", str(model), *data, "--out", str(report)]) == 0
+        record = json.loads((report / "metrics.json").read_text())
+        assert record["count"] == 2
+        metrics[name] = record["metrics"]
+    for key in ("abs_rel", "rmse", "delta1"):
+        assert metrics["fp32"][key] == pytest.approx(metrics["torch"][key], rel=1e-4, abs=1e-6)
+        assert np.isfinite(metrics["int8"][key])

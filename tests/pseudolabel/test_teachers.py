@@ -1,0 +1,146 @@
+"""Teachers: loaded by path or hub id through one code path, native-aspect sizes, normalisation, TTA, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pseudolabel.teachers import (
+    TeacherNotFoundError,
+    compute_precision,
+    load_teacher,
+)
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
+from tests.pseudolabel.conftest import gradient_rgb
+
+ARCHITECTURES = ["dpt", "dpt_hybrid", "depth_anything"]
+
+
+def images(count: int = 2, width: int = 128, height: int = 96) -> torch.Tensor:
+    return torch.from_numpy(np.stack([gradient_rgb(width, height, seed=seed) for seed in range(count)]))
+
+
+class Recorder:
+    """Wraps a teacher's network and records the pixel batches it is given."""
+
+    def __init__(self, network):
+        self.network, self.seen = network, []
+
+    def __call__(self, pixels):
+        self.seen.append(pixels.detach().clone())
+        return self.network(pixels)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_tiny_teacher_by_path_labels_at_the_input_size(tiny_teachers, architecture):
+    teacher = load_teacher(str(tiny_teachers[architecture]), short_side=96)
+    recorder = teacher.network = Recorder(teacher.network)
+    depth = teacher(images())
+    assert depth.dtype == torch.float32 and depth.device.type == "cpu" and depth.shape == (2, 96, 128)
+    assert torch.isfinite(depth).all() and (depth >= 0).all()
+    assert depth[0].std() > 1e-3, "a test teacher must give maps that vary, or every label is rejected as constant"
+    assert teacher.kind == RELATIVE_INVERSE_DEPTH
+    assert teacher.model_id == str(tiny_teachers[architecture].resolve())
+    assert teacher.revision.startswith("sha256:")
+    expected = (96, 128) if architecture.startswith("dpt") else (84, 126)  # floored to multiples of 14
+    assert tuple(recorder.seen[0].shape[-2:]) == expected
+
+
+@pytest.mark.parametrize(("architecture", "size"), [("dpt", (384, 512)), ("depth_anything", (378, 504))])
+def test_network_size_for_the_512x384_crop(tiny_teachers, architecture, size):
+    teacher = load_teacher(str(tiny_teachers[architecture]))
+    assert teacher.network_size(384, 512) == size  # DPT unsquashed; DA the largest exact 4:3 multiple of 14
+    assert teacher.network_size(480, 640) == size
+
+
+@pytest.mark.parametrize(
+    ("architecture", "mean", "std"),
+    [("dpt", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ("depth_anything", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+)
+def test_normalisation_comes_from_the_processor_config(tiny_teachers, architecture, mean, std, tmp_path):
+    teacher = load_teacher(str(tiny_teachers[architecture]), short_side=96)
+    recorder = teacher.network = Recorder(teacher.network)
+    batch = torch.full((1, 96, 128, 3), 255, dtype=torch.uint8)
+    batch[..., 1] = 0
+    teacher(batch)
+    pixels = recorder.seen[0][0, :, 10, 10]
+    expected = [(1 - mean[0]) / std[0], (0 - mean[1]) / std[1], (1 - mean[2]) / std[2]]
+    torch.testing.assert_close(pixels, torch.tensor(expected), atol=1e-5, rtol=0)
+    # A folder without preprocessor_config.json falls back to the model type's known normalisation.
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_teachers[architecture], bare)
+    (bare / "preprocessor_config.json").unlink()
+    assert load_teacher(str(bare)).info()["mean"] == pytest.approx(list(mean))
+
+
+def test_flip_tta_averages_the_unflipped_map_of_the_flipped_image(tiny_teachers):
+    plain = load_teacher(str(tiny_teachers["dpt"]), short_side=96)
+    tta = load_teacher(str(tiny_teachers["dpt"]), short_side=96, flip_tta=True)
+    batch = images()
+    expected = (plain(batch) + plain(batch.flip(2)).flip(2)) / 2
+    torch.testing.assert_close(tta(batch), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hub_id_loads_from_the_cache_with_its_commit(tiny_teachers, tmp_path, monkeypatch):
+    """A hub id goes through the same code as a folder; offline it is read from the Hugging Face cache."""
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-dpt"
+    shutil.copytree(tiny_teachers["dpt"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    teacher = load_teacher("tiny-org/tiny-dpt", short_side=96)
+    assert (teacher.model_id, teacher.revision) == ("tiny-org/tiny-dpt", commit)
+    by_path = load_teacher(str(tiny_teachers["dpt"]), short_side=96)
+    torch.testing.assert_close(teacher(images(1)), by_path(images(1)))
+
+
+@pytest.mark.parametrize("model", ["Intel/dpt-large", "depth-anything/Depth-Anything-V2-Small-hf"])
+def test_missing_hub_teacher_says_how_to_download(model):
+    with pytest.raises(TeacherNotFoundError) as missing:
+        load_teacher(model)
+    message = str(missing.value)
+    assert f"huggingface-cli download {model}" in message
+    assert "teacher.model" in message and "folder" in message
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(TeacherNotFoundError, match="does not exist"):
+        load_teacher(str(tmp_path / "no" / "such" / "teacher"))
+
+
+def test_metric_depth_anything_is_labelled_metric(tiny_teachers, tmp_path):
+    folder = tmp_path / "metric"
+    shutil.copytree(tiny_teachers["depth_anything"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(depth_estimation_type="metric", max_depth=20)
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_teacher(str(folder)).kind == METRIC_DEPTH
+
+
+def test_other_model_types_are_refused_by_name(tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'vit' model; supported"):
+        load_teacher(str(tmp_path))
+
+
+def test_identity_teacher_is_a_cheap_function_of_the_image():
+    teacher = load_teacher("identity")
+    batch = images()
+    depth = teacher(batch)
+    assert depth.shape == (2, 96, 128)
+    torch.testing.assert_close(depth, batch.float().mean(-1) / 255)
+
+
+def test_precision_is_bf16_on_cuda_and_fp32_on_cpu():
+    assert compute_precision("auto", torch.device("cuda")) is torch.bfloat16
+    assert compute_precision("auto", torch.device("cpu")) is None
+    assert compute_precision("fp16", torch.device("cuda")) is torch.float16

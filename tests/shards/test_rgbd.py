@@ -1,0 +1,196 @@
+"""``import-rgbd``: pairs by stem, resize-and-crop per DECISIONS.md, exact metric depth and holes, named rejects."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shards.cli import main
+from shards.format import METRIC_DEPTH, SAMPLE_SIZE
+from shards.reader import build_pipeline
+from shards.rgbd import CropPlan, crop_nearest, plan_crop
+from shards.scenes import render_scene
+from shards.verify import verify_shards
+from shards.writer import read_stats
+from tests.shards.conftest import read_png
+
+
+def _read_all(folder) -> dict:
+    return {sample.key: sample for sample in build_pipeline(str(folder), training=False, split=False)}
+
+
+@pytest.mark.parametrize(
+    ("source", "scaled", "box"),
+    [
+        ((640, 480), (512, 384), (0, 0, 512, 384)),
+        ((512, 512), (512, 512), (0, 64, 512, 448)),  # a square image stays square: 512x512, not 384x384
+        ((320, 240), (512, 384), (0, 0, 512, 384)),
+        ((1000, 500), (768, 384), (128, 0, 640, 384)),
+        ((300, 600), (512, 1024), (0, 320, 512, 704)),
+    ],
+)
+def test_plan_crop_scales_by_the_larger_ratio_then_centre_crops(source, scaled, box):
+    plan = plan_crop(source)
+    assert plan.scale == pytest.approx(max(512 / source[0], 384 / source[1]))
+    assert plan.scaled_size == scaled and plan.crop_box == box
+
+
+def test_random_crop_is_seeded_and_inside():
+    boxes = [plan_crop((1000, 500), crop="random", rng=np.random.default_rng(3)).crop_box for _ in range(2)]
+    assert boxes[0] == boxes[1]
+    left, top, right, bottom = boxes[0]
+    assert 0 <= left and right <= 768 and (right - left, bottom - top) == SAMPLE_SIZE and top == 0
+
+
+def test_nearest_is_exact_never_averaged():
+    """Every output value exists in the source (no interpolation), and upscaling by 2 repeats each pixel twice."""
+    source = np.arange(12, dtype=np.float32).reshape(3, 4)
+    plan = CropPlan(2.0, (8, 6), (0, 0, 8, 6))
+    out = crop_nearest(source, plan)
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(source, 2, axis=0), 2, axis=1))
+    shrink = crop_nearest(np.arange(100, dtype=np.float32).reshape(10, 10), CropPlan(0.5, (5, 5), (0, 0, 5, 5)))
+    np.testing.assert_array_equal(shrink, np.arange(100).reshape(10, 10)[1::2, 1::2])  # centre pixels 1, 3, 5, ...
+
+
+def test_import_generated_scenes_round_trip(scene_folder, tmp_path, capsys):
+    out = tmp_path / "shards"
+    code = main(["import-rgbd", "--images", str(scene_folder / "rgb"), "--depths", str(scene_folder / "depth"),
+                 "--depth-scale", "1000", "--out", str(out), "--samples-per-shard", "4"])
+    assert code == 0
+    assert "wrote 6 samples in 2 shards; rejected 0" in capsys.readouterr().out
+    report = verify_shards(str(out))
+    assert report.ok, report.summary()
+    assert report.samples == 6 and report.kinds == {METRIC_DEPTH: 6}
+
+    samples = _read_all(out)
+    assert sorted(samples) == [f"scene_{i:06d}" for i in range(10, 16)]
+    sample = samples["scene_000012"]
+    assert sample.meta.source == "scene_000012.png" and sample.meta.source_size == (320, 240)
+    assert sample.meta.scale == pytest.approx(1.6) and sample.meta.crop_box == (0, 0, 512, 384)
+    assert sample.meta.depth_scale == 1000.0 and sample.meta.teacher is None
+    # The expected label: the millimetre PNG, nearest-upscaled by exactly 1.6 (rows/cols floor((i + 0.5) / 1.6)).
+    stored = read_png(scene_folder / "depth" / "scene_000012.png")
+    rows = np.floor((np.arange(384) + 0.5) / 1.6).astype(int)
+    cols = np.floor((np.arange(512) + 0.5) / 1.6).astype(int)
+    expected = stored[rows][:, cols] / 1000.0
+    expected_valid = expected > 0
+    np.testing.assert_array_equal(sample.valid, expected_valid)
+    low, high = sample.meta.label_range
+    assert np.abs(sample.depth - expected)[expected_valid].max() <= (high - low) / 65535
+    assert (~sample.valid).any() and np.all(sample.depth[~sample.valid] == 0)
+    # And the depth is the scene's metric depth (to the millimetre of the PNG).
+    scene = render_scene(12, 320, 240, holes=True)
+    np.testing.assert_allclose(expected[expected_valid], scene.depth[rows][:, cols][expected_valid], atol=0.5e-3 + 1e-6)
+    assert sample.image.shape == (384, 512, 3)
+
+
+def test_rejects_are_named_in_stats_and_listed(scene_folder, tmp_path, capsys):
+    images, depths = tmp_path / "images", tmp_path / "depths"
+    shutil.copytree(scene_folder / "rgb", images)
+    shutil.copytree(scene_folder / "depth", depths)
+    (depths / "scene_000010.png").unlink()  # image without depth
+    (images / "scene_000011.png").unlink()  # depth without image
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(images / "scene_000012.png")  # size mismatch
+    (images / "scene_000013.png").write_bytes(b"not a png")  # unreadable
+    Image.fromarray(np.full((240, 320), 1000, np.uint16)).save(depths / "scene_000014.png")  # constant
+    shutil.copy(images / "scene_000015.png", images / "scene_000015.jpg")  # x.png beside x.jpg: one key
+    code = main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth-scale", "1000",
+                 "--out", str(tmp_path / "out"), "--prefix", "gt"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "wrote 1 samples in 1 shards; rejected 6" in out
+    expected = {
+        "no_depth_for_image": ["scene_000010.png"],
+        "no_image_for_depth": ["scene_000011.png"],
+        "size_mismatch": ["scene_000012.png"],
+        "unreadable": ["scene_000013.png"],
+        "constant_label": ["scene_000014.png"],
+        "duplicate_key": ["scene_000015.png"],
+    }
+    for reason, names in expected.items():
+        assert f"{reason} (1): {names[0]}" in out
+    stats = read_stats(tmp_path / "out" / "gt-000-000000.tar")
+    assert stats["rejects"] == expected and stats["count"] == 1
+    assert list(_read_all(tmp_path / "out")) == ["scene_000015"]  # the .jpg sorts first and keeps the key
+
+
+def test_npy_depth_in_metres_and_subfolder_keys(tmp_path):
+    images, depths = tmp_path / "images" / "room.a", tmp_path / "depths" / "room.a"
+    images.mkdir(parents=True)
+    depths.mkdir(parents=True)
+    scene = render_scene(1, 160, 120, holes=True)
+    Image.fromarray(scene.image).save(images / "frame.001.jpg", quality=98)
+    np.save(depths / "frame.001.npy", np.where(scene.valid, scene.depth, np.nan).astype(np.float32))
+    code = main(["import-rgbd", "--images", str(tmp_path / "images"), "--depths", str(tmp_path / "depths"),
+                 "--depth-scale", "1", "--out", str(tmp_path / "out"), "--crop", "random", "--seed", "5"])
+    assert code == 0
+    (sample,) = _read_all(tmp_path / "out").values()
+    assert sample.key == "room.a/frame_001"  # dots in folders kept, in the file name replaced
+    assert sample.meta.source == "room.a/frame.001.jpg"
+    assert sample.valid.mean() == pytest.approx(scene.valid.mean(), abs=0.02)
+    assert sample.depth[sample.valid].max() <= scene.depth.max() + 1e-3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--images", "a", "--depths", "b"], "--depth-scale"),
+        (["--nyu-mat", "x.mat"], "--nyu-splits"),
+        (["--images", "a", "--nyu-mat", "x.mat"], "either"),
+        (["--images", "a", "--depths", "b", "--depth-scale", "0"], "positive"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_message(tmp_path, capsys, argv, message):
+    assert main(["import-rgbd", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().out
+
+
+def test_implausible_depth_scale_is_rejected_by_name(tmp_path):
+    """Depth in millimetres imported with --depth-scale 1 reads as kilometres: rejected, not stored."""
+    (tmp_path / "i").mkdir()
+    (tmp_path / "d").mkdir()
+    scene = render_scene(2, 64, 48)
+    Image.fromarray(scene.image).save(tmp_path / "i" / "x.png")
+    Image.fromarray((scene.depth * 1000).astype(np.uint16)).save(tmp_path / "d" / "x.png")
+    assert main(["import-rgbd", "--images", str(tmp_path / "i"), "--depths", str(tmp_path / "d"),
+                 "--depth-scale", "1", "--out", str(tmp_path / "o")]) == 0
+    stats = json.loads((tmp_path / "o" / "rgbd-000-000000.stats.json").read_text())
+    assert stats["count"] == 0 and stats["rejects"] == {"implausible_depth": ["x.png"]}
+
+
+def test_nyu_training_split_import(tmp_path, capsys):
+    from shards.nyu import write_nyu_labeled, write_nyu_splits
+
+    scenes = [render_scene(seed, 640, 480, holes=True) for seed in range(4)]
+    images = np.stack([scene.image for scene in scenes])
+    raw = np.stack([scene.depth for scene in scenes])  # holes are 0
+    inpainted = np.where(raw > 0, raw, np.float32(2.5))
+    labeled = write_nyu_labeled(tmp_path / "nyu_depth_v2_labeled.mat", images, inpainted, raw)
+    splits = write_nyu_splits(tmp_path / "splits.mat", train_1based=[1, 3, 4], test_1based=[2])
+    code = main(["import-rgbd", "--nyu-mat", str(labeled), "--nyu-splits", str(splits), "--out", str(tmp_path / "o")])
+    assert code == 0
+    assert "wrote 3 samples in 1 shards" in capsys.readouterr().out
+    assert (tmp_path / "o" / "nyutrain-000-000000.tar").exists()
+    report = verify_shards(str(tmp_path / "o"))
+    assert report.ok, report.summary()
+    samples = _read_all(tmp_path / "o")
+    assert sorted(samples) == ["nyu/train/00000", "nyu/train/00002", "nyu/train/00003"]
+    sample = samples["nyu/train/00002"]
+    # 640x480 scaled by 0.8 is exactly 512x384: nearest picks rows / cols floor((i + 0.5) * 1.25).
+    rows = np.floor((np.arange(384) + 0.5) * 1.25).astype(int)
+    cols = np.floor((np.arange(512) + 0.5) * 1.25).astype(int)
+    expected = raw[2][rows][:, cols]
+    np.testing.assert_array_equal(sample.valid, expected > 0)  # raw depth: holes stay invalid
+    low, high = sample.meta.label_range
+    assert np.abs(sample.depth - expected)[sample.valid].max() <= (high - low) / 65535
+    assert sample.meta.extra["nyu_depth"] == "raw" and sample.meta.source == "nyu_depth_v2_labeled.mat#2"
+
+    code = main(["import-rgbd", "--nyu-mat", str(labeled), "--nyu-splits", str(splits), "--nyu-split", "test",
+                 "--nyu-depth", "inpainted", "--out", str(tmp_path / "t")])
+    assert code == 0
+    (test_sample,) = _read_all(tmp_path / "t").values()
+    assert test_sample.key == "nyu/test/00001" and test_sample.valid.all()
