@@ -239,8 +239,13 @@ def run_benchmark(
     threads: int | None = None,
     backends: Sequence[str] = BACKENDS,
     workdir: str | Path | None = None,
+    rounds: int = 1,
 ) -> dict:
-    """Prepare every student, then time the matmul and each (student, backend) in its own subprocess, in turn."""
+    """Prepare every student, then time the matmul and each (student, backend) in its own subprocess, in turn.
+
+    With ``rounds`` > 1 the whole sequence is repeated and each figure is the median of its rounds' medians: on a
+    shared machine, load that comes and goes then hits every backend alike instead of one of them.
+    """
     import onnxruntime
     import torch
 
@@ -250,42 +255,32 @@ def run_benchmark(
         names = list(names) if names else student_names(students)
         prepared = [prepare_student(student, name, folder, height, width) for student, name in zip(students, names)]
         thread_args = ["--threads", str(threads)] if threads else []
-        logger.info("timing the fp32 matmul (%d^3)", matmul_size)
-        matmul = run_worker(
-            ["--worker", "matmul", "--matmul-size", str(matmul_size), "--repeats", str(matmul_repeats), *thread_args]
-        )
-        flops = matmul["flops_per_s_median"]
-        for student in prepared:
-            student["lower_bound_ms"] = {
-                f"batch{batch}": 2.0 * student["macs"] * batch / flops * 1e3
-                for batch in (LATENCY_BATCH, THROUGHPUT_BATCH)
-            }
-            student["backends"] = {}
-            for backend in backends:
-                logger.info("timing %s on %s", BACKEND_LABELS[backend], student["name"])
-                measured = run_worker(
-                    [
-                        "--worker",
-                        backend,
-                        "--model",
-                        student["models"][backend],
-                        "--height",
-                        str(height),
-                        "--width",
-                        str(width),
-                        "--warmup",
-                        str(warmup),
-                        "--repeats",
-                        str(repeats),
-                        "--throughput-repeats",
-                        str(throughput_repeats),
-                        *thread_args,
-                    ]
-                )
-                for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
-                    measured[key]["ratio_to_lower_bound"] = measured[key]["median_ms"] / student["lower_bound_ms"][key]
-                student["backends"][backend] = measured
-            student["ratios"] = _ratios(student["backends"])
+        size_args = ["--height", str(height), "--width", str(width), "--warmup", str(warmup)]
+        size_args += ["--repeats", str(repeats), "--throughput-repeats", str(throughput_repeats), *thread_args]
+        matmul_rounds: list[dict] = []
+        backend_rounds: dict[tuple[int, str], list[dict]] = {}
+        for round_number in range(rounds):
+            logger.info("round %d of %d: fp32 matmul (%d^3)", round_number + 1, rounds, matmul_size)
+            matmul_args = ["--matmul-size", str(matmul_size), "--repeats", str(matmul_repeats), *thread_args]
+            matmul_rounds.append(run_worker(["--worker", "matmul", *matmul_args]))
+            for index, student in enumerate(prepared):
+                for backend in backends:
+                    logger.info("round %d: %s on %s", round_number + 1, BACKEND_LABELS[backend], student["name"])
+                    measured = run_worker(["--worker", backend, "--model", student["models"][backend], *size_args])
+                    backend_rounds.setdefault((index, backend), []).append(measured)
+    matmul = _combine_matmul(matmul_rounds)
+    for index, student in enumerate(prepared):
+        student["lower_bound_ms"] = {
+            f"batch{batch}": 2.0 * student["macs"] * batch / matmul["flops_per_s_median"] * 1e3
+            for batch in (LATENCY_BATCH, THROUGHPUT_BATCH)
+        }
+        student["backends"] = {}
+        for backend in backends:
+            measured = _combine_backend(backend_rounds[(index, backend)])
+            for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+                measured[key]["ratio_to_lower_bound"] = measured[key]["median_ms"] / student["lower_bound_ms"][key]
+            student["backends"][backend] = measured
+        student["ratios"] = _ratios(student["backends"])
     cpu = cpu_info()
     return {
         "machine": {
@@ -301,12 +296,41 @@ def run_benchmark(
             "warmup": warmup,
             "repeats_batch1": repeats,
             "repeats_batch8": throughput_repeats,
+            "rounds": rounds,
             "each_backend_in_own_subprocess": True,
         },
         "matmul": matmul,
         "int8_note": int8_note(cpu),
         "students": prepared,
     }
+
+
+def _combine_matmul(rounds: list[dict]) -> dict:
+    combined = dict(rounds[0])
+    rates = [entry["flops_per_s_median"] for entry in rounds]
+    combined.update(
+        flops_per_s_median=statistics.median(rates),
+        flops_per_s_max=max(entry["flops_per_s_max"] for entry in rounds),
+        rounds=len(rounds),
+        round_medians=rates,
+    )
+    return combined
+
+
+def _combine_backend(rounds: list[dict]) -> dict:
+    combined = {"backend": rounds[0]["backend"], "threads": rounds[0]["threads"], "rounds": len(rounds)}
+    for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+        medians = [entry[key]["median_ms"] for entry in rounds]
+        median = statistics.median(medians)
+        combined[key] = {
+            "batch": rounds[0][key]["batch"],
+            "repeats": sum(entry[key]["repeats"] for entry in rounds),
+            "median_ms": median,
+            "min_ms": min(entry[key]["min_ms"] for entry in rounds),
+            "images_per_s": rounds[0][key]["batch"] / median * 1e3,
+            "round_medians_ms": medians,
+        }
+    return combined
 
 
 def _ratios(backends: dict) -> dict:
@@ -323,32 +347,33 @@ def _ratios(backends: dict) -> dict:
 def format_report(result: dict) -> str:
     """The printed table: one row per (student, backend), then the ratios and the int8 note."""
     machine, matmul = result["machine"], result["matmul"]
+    width = max([7] + [len(student["name"]) for student in result["students"]])
     lines = [
         f"machine: {machine['processor']}, {machine['logical_cores']} logical cores; torch {machine['torch']}, "
-        f"onnxruntime {machine['onnxruntime']}; threads {machine['threads']}",
-        f"fp32 matmul {matmul['size']}^3: {matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (median of "
-        f"{matmul['repeats']}, {matmul['threads']} threads)",
+        f"onnxruntime {machine['onnxruntime']}; threads {machine['threads']}; rounds {result['settings']['rounds']}",
+        f"fp32 matmul {matmul['size']}^3: {matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (median, "
+        f"{matmul['threads']} threads)",
         "",
-        f"{'student':<22} {'params':>7} {'GMAC':>6} {'backend':<12} {'b1 ms':>8} {'b1 bound':>9} {'x bound':>8} "
-        f"{'b8 img/s':>9} {'x bound':>8}",
+        f"{'student':<{width}} {'params':>7} {'GMAC':>6}  {'backend':<11} {'b1 ms':>8} {'bound ms':>8} {'x bound':>7} "
+        f"{'b8 img/s':>8} {'x bound':>7}",
     ]
     for student in result["students"]:
-        first = True
         bound = student["lower_bound_ms"]
-        for backend, measured in student["backends"].items():
-            head = (
-                f"{student['name']:<22} {student['params'] / 1e6:>6.2f}M {student['macs'] / 1e9:>6.3f}"
-                if first
-                else " " * 37
-            )
+        for row, (backend, measured) in enumerate(student["backends"].items()):
+            head = f"{student['name']:<{width}} {student['params'] / 1e6:>6.2f}M {student['macs'] / 1e9:>6.3f}"
             b1, b8 = measured["batch1"], measured["batch8"]
             lines.append(
-                f"{head} {BACKEND_LABELS[backend]:<12} {b1['median_ms']:>8.2f} {bound['batch1']:>9.2f} "
-                f"{b1['ratio_to_lower_bound']:>8.2f} {b8['images_per_s']:>9.1f} {b8['ratio_to_lower_bound']:>8.2f}"
+                f"{head if row == 0 else ' ' * len(head)}  {BACKEND_LABELS[backend]:<11} {b1['median_ms']:>8.2f} "
+                f"{bound['batch1']:>8.2f} {b1['ratio_to_lower_bound']:>7.2f} {b8['images_per_s']:>8.1f} "
+                f"{b8['ratio_to_lower_bound']:>7.2f}"
             )
-            first = False
-        for name, value in student["ratios"].items():
-            lines.append(f"{'':<22} {name}: {value:.2f}x")
+        ratios = student["ratios"]
+        for pair, label in (("ort_fp32_vs_torch_eager", "ORT fp32 vs eager"), ("ort_int8_vs_ort_fp32", "int8 vs fp32")):
+            if f"{pair}_speedup_batch1" in ratios:
+                lines.append(
+                    f"{'':<{width}}   {label}: {ratios[f'{pair}_speedup_batch1']:.2f}x at batch 1, "
+                    f"{ratios[f'{pair}_speedup_batch8']:.2f}x at batch 8 (> 1 = faster)"
+                )
     lines += ["", "int8: " + result["int8_note"]]
     return "\n".join(lines)
 
@@ -373,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--matmul-repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, help="threads for every backend (default: each runtime's choice)")
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="only these backends (default: all)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sequence; median of the rounds")
     parser.add_argument("--workdir", help="keep the exported models here (default: a temporary folder)")
     # Internal: one measurement in this process (the parent starts these).
     parser.add_argument("--worker", choices=("matmul", *BACKENDS), help=argparse.SUPPRESS)
@@ -413,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         backends=args.backend or BACKENDS,
         workdir=args.workdir,
+        rounds=args.rounds,
     )
     print(format_report(result))
     if args.json:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -231,6 +232,13 @@ class MixedShardSets(IterableDataset):
                 raise RuntimeError(f"shard set {index} ({self.shard_sets[index][:2]}...) yielded no sample") from None
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the training process, which checkpoints and then shuts them
+    down; a worker killed by Ctrl-C or a scheduler's SIGTERM would make the next batch raise before the checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The stream seed of data epoch ``epoch``: independent streams per epoch, reproducible from (seed, epoch)."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -252,7 +260,9 @@ def build_train_loader(config: DataConfig, seed: int, epoch: int, batches: int) 
         wds.map(TrainTransform(config, stream_seed)),
         wds.batched(config.batch_size, collation_fn=collate_samples, partial=False),
     ).with_epoch(nbatches=per_worker)
-    return DataLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=False)
+    return DataLoader(
+        pipeline, batch_size=None, num_workers=workers, persistent_workers=False, worker_init_fn=ignore_stop_signals
+    )
 
 
 def build_val_loader(
@@ -268,4 +278,4 @@ def build_val_loader(
     )
     pipeline.append(wds.batched(config.val_batch_size, collation_fn=collate_samples, partial=True))
     workers = config.num_workers if workers is None else workers
-    return DataLoader(pipeline, batch_size=None, num_workers=workers)
+    return DataLoader(pipeline, batch_size=None, num_workers=workers, worker_init_fn=ignore_stop_signals)

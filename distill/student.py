@@ -55,8 +55,8 @@ class StudentConfig:
     skip_strides: list[int] = field(default_factory=lambda: [2, 4, 8, 16])  # encoder features added to the decoder
     kernel_size: int = 5  # depthwise kernel of each NNConv5 stage
     upsample: str = "bilinear"  # "bilinear" (ours) or "nearest" (original FastDepth)
-    output_activation: str = "relu"  # "relu" (exact zeros allowed, as DPT) or "softplus" (strictly positive)
-    head_bias_init: float = 1.0  # last bias: a positive start so a ReLU output is alive from the first step
+    output_activation: str = "softplus"  # never a dead pixel (ReLU, as DPT, can die at 0); positive output
+    head_bias_init: float = 1.0  # last bias: a positive start (STACK.md: a ReLU head at bias 0 never trains)
     head_before_upsample: bool = True  # 1x1 head before the last upsample: the same function, ~20% faster to train
 
     def __post_init__(self) -> None:
@@ -65,9 +65,13 @@ class StudentConfig:
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"student.upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"student.output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
+            raise ValueError(
+                f"student.output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}"
+            )
         if len(self.decoder_widths) != 5:
-            raise ValueError(f"student.decoder_widths needs 5 widths (strides 16, 8, 4, 2, 1), got {self.decoder_widths}")
+            raise ValueError(
+                f"student.decoder_widths needs 5 widths (strides 16, 8, 4, 2, 1), got {self.decoder_widths}"
+            )
         bad = [s for s in self.skip_strides if s not in (2, 4, 8, 16)]
         if bad:
             raise ValueError(f"student.skip_strides must be among 2, 4, 8, 16; got {bad}")
@@ -239,7 +243,9 @@ def is_student_folder(folder: str | os.PathLike) -> bool:
         return False
 
 
-def load_student(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FastDepthStudent, StudentConfig]:
+def load_student(
+    folder: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[FastDepthStudent, StudentConfig]:
     """A saved student, in eval mode, and its config. Needs no training config and no download: the encoder is
     built without ImageNet weights and every weight comes from ``model.safetensors``."""
     config = read_student_config(folder)

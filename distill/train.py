@@ -158,6 +158,7 @@ def validate(
 
     Returns the means (plus ``samples`` and per-rank counts) and, on the main process, an example grid.
     """
+    was_training = model.training
     model.eval()
     keys: list[str] = []
     per_image: dict[str, list[float]] = {}
@@ -172,7 +173,7 @@ def validate(
             keys.extend(batch["key"])
             if grid is None and accelerator.is_main_process and config.log.images_every:
                 grid = _example_grid(batch, prediction, config.log.images)
-    model.train()
+    model.train(was_training)
     gathered = gather_object([{"rank": accelerator.process_index, "keys": keys, "metrics": per_image}])
     all_keys = [key for record in gathered for key in record["keys"]]
     merged: dict[str, list[float]] = {}
@@ -313,7 +314,8 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
 
             finished = state.step >= config.train.steps
             if config.data.val and ((config.log.val_every and state.step % config.log.val_every == 0) or finished):
-                last_validation = _validate_and_keep_best(accelerator, model if ema is None else ema, config, state, output_dir)
+                evaluated = model if ema is None else ema
+                last_validation = _validate_and_keep_best(accelerator, evaluated, config, state, output_dir)
 
             stopping = stop.received is not None or (
                 config.train.stop_after is not None and state.step - start_step >= config.train.stop_after

@@ -37,6 +37,7 @@ from pseudolabel.jobs import (
     summarise,
     write_summary,
 )
+from pseudolabel.labels import CodedLabels, code_labels, sample_members
 from pseudolabel.preprocess import (
     REJECT_DUPLICATE_KEY,
     REJECT_NO_IMAGE_MEMBER,
@@ -46,9 +47,9 @@ from pseudolabel.preprocess import (
 )
 from pseudolabel.sources import InputItem, SourceListing, open_source
 from pseudolabel.teachers import Teacher, load_teacher
-from shards.codec import encode_jpeg, label_codec
+from shards.codec import encode_jpeg
 from shards.config import save_resolved_config
-from shards.format import REJECT_NON_FINITE, LabelError, SampleMeta, check_key, encode_label_codes
+from shards.format import SampleMeta
 from shards.writer import ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -101,24 +102,6 @@ def collate_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"images": images, "records": records}
 
 
-def sample_members(key: str, jpg: bytes, depth: np.ndarray, meta: SampleMeta, codec: str) -> dict[str, Any]:
-    """The members of :func:`shards.codec.encode_sample`, from an already encoded JPEG (made in a worker).
-
-    Byte-for-byte the same as ``encode_sample`` (``tests/pseudolabel/test_run.py`` checks it); raises
-    :class:`~shards.format.LabelError` for labels that cannot be stored.
-    """
-    check_key(key)
-    if not np.isfinite(depth).all():
-        bad = int((~np.isfinite(depth)).sum())
-        raise LabelError(REJECT_NON_FINITE, f"the teacher's map holds {bad} non-finite values")
-    codes, label_range = encode_label_codes(depth)
-    label = label_codec(codec)
-    meta.label_range = label_range
-    meta.depth_codec = label.extension
-    meta.size = (int(depth.shape[1]), int(depth.shape[0]))
-    return {"__key__": key, "jpg": jpg, label.extension: label.encode(codes), "json": meta.to_json()}
-
-
 class JobWriter(threading.Thread):
     """Encodes labels and writes shards behind the teacher; one :class:`ShardWriter` per job, closed when its last
     input arrives. Errors surface in the main thread at the next :meth:`submit` or at :meth:`finish`."""
@@ -142,14 +125,14 @@ class JobWriter(threading.Thread):
         self._seen = 0
         self._details: list[dict[str, str]] = []
 
-    def submit(self, records: list[dict[str, Any]], depths: np.ndarray | None) -> float:
+    def submit(self, records: list[dict[str, Any]], labels: CodedLabels | None) -> float:
         """Hand a labelled batch over; returns the seconds spent waiting for room in the queue."""
         started = time.perf_counter()
         while True:
             if self.error is not None:
                 raise RuntimeError("the shard writer failed") from self.error
             try:
-                self.queue.put((records, depths), timeout=0.5)
+                self.queue.put((records, labels), timeout=0.5)
                 return time.perf_counter() - started
             except queue.Full:
                 continue
@@ -172,7 +155,10 @@ class JobWriter(threading.Thread):
             while self.queue.get() is not None:  # let a blocked submit() return and see the error
                 pass
 
-    def _encode(self, record: dict[str, Any], depth: np.ndarray) -> dict[str, Any]:
+    def _encode(self, record: dict[str, Any], labels: CodedLabels, index: int) -> dict[str, Any]:
+        if labels.rejects[index] is not None:
+            reason, message = labels.rejects[index]
+            return {"reject": reason, "message": message}
         meta = SampleMeta(
             source=record["source"],
             kind=self.kind,
@@ -184,14 +170,12 @@ class JobWriter(threading.Thread):
             jpeg_quality=self.config.output.jpeg_quality,
             extra={**record["extra"], "flip_tta": self.flip_tta},
         )
-        try:
-            return sample_members(record["key"], record["jpg"], depth, meta, self.config.output.label_codec)
-        except LabelError as error:
-            return {"reject": error.reason, "message": str(error)}
+        codes, label_range = labels.codes[index], labels.ranges[index]
+        return sample_members(record["key"], record["jpg"], codes, label_range, meta, self.config.output.label_codec)
 
-    def _write_batch(self, records: list[dict[str, Any]], depths: np.ndarray | None) -> None:
+    def _write_batch(self, records: list[dict[str, Any]], labels: CodedLabels | None) -> None:
         accepted = [record for record in records if record["reject"] is None]
-        encoded = iter(self.pool.map(self._encode, accepted, list(depths) if depths is not None else []))
+        encoded = iter(self.pool.map(self._encode, accepted, [labels] * len(accepted), range(len(accepted))))
         for record in records:
             outcome = next(encoded) if record["reject"] is None else record
             self._start_job(record["job"])
@@ -291,12 +275,12 @@ def _label(
             figures["loader_wait_seconds"] += time.perf_counter() - waited
             if batch is None:
                 break
-            depths = None
+            labels = None
             if batch["images"] is not None:
                 inferred = time.perf_counter()
-                depths = teacher(batch["images"]).numpy()  # (B', H, W) float32
+                labels = code_labels(teacher.predict(batch["images"]))  # coded where the map is; uint16 to the CPU
                 figures["teacher_seconds"] += time.perf_counter() - inferred
-            figures["writer_wait_seconds"] += writer.submit(batch["records"], depths)
+            figures["writer_wait_seconds"] += writer.submit(batch["records"], labels)
             progress.update(len(batch["records"]))
             progress.set_postfix(rejects=writer.rejected, refresh=False)  # as far as the writer got
         writer.finish()

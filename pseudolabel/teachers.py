@@ -131,11 +131,14 @@ class Teacher:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 RGB (B, H, W, 3) -> float32 (B, H, W) on the CPU: the teacher's map at the input size."""
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"a teacher takes uint8 (B, H, W, 3) RGB, got {images.dtype} {tuple(images.shape)}")
+        return self.predict(images).cpu()
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """As ``__call__``, but the map stays on the teacher's device (the pipeline codes it there)."""
+        check_images(images)
         height, width = images.shape[1:3]
         pixels = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         net_height, net_width = self.network_size(height, width)
@@ -154,21 +157,34 @@ class Teacher:
         if tuple(prediction.shape[-2:]) != (height, width):
             prediction = F.interpolate(prediction[:, None], (height, width), mode="bicubic", align_corners=False)[:, 0]
             prediction = prediction.clamp_(min=0.0)  # bicubic overshoot below the ReLU's zero is not a depth
-        return prediction.cpu()
+        return prediction
 
 
-def _luminance(pixels: torch.Tensor) -> torch.Tensor:
-    """The identity teacher's 'depth': mean of the normalised channels (B, H, W); costs next to nothing."""
-    return pixels.mean(dim=1)
+def check_images(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"a teacher takes uint8 (B, H, W, 3) RGB, got {images.dtype} {tuple(images.shape)}")
+
+
+class IdentityTeacher(Teacher):
+    """A network-free teacher for timing the pipeline: its 'depth' is the green channel / 255, one cheap op."""
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images)
+        return images.to(self.device, non_blocking=True)[..., 1].float().div_(255.0)
+
+
+def _no_network(pixels: torch.Tensor) -> torch.Tensor:
+    raise AssertionError("the identity teacher has no network")
 
 
 def build_identity_teacher(
     *, revision=None, device="cpu", flip_tta=False, precision="auto", short_side=TEACHER_SHORT_SIDE
 ) -> Teacher:
     """A network-free teacher whose map is a cheap function of the image: times decode, resize, encode and write."""
-    return Teacher(
-        _luminance, kind=RELATIVE_INVERSE_DEPTH, model_id="identity", revision="builtin", mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0), size_multiple=1, device=device, flip_tta=flip_tta, precision="fp32", short_side=0,
+    return IdentityTeacher(
+        _no_network, kind=RELATIVE_INVERSE_DEPTH, model_id="identity", revision="builtin", mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0), size_multiple=1, device=device, flip_tta=False, precision="fp32", short_side=0,
     )
 
 

@@ -61,8 +61,12 @@ def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
         "(--images, --depths, --depth-scale) or from NYU Depth v2 (--nyu-mat, --nyu-splits).",
     )
     parser.add_argument("--images", help="folder of RGB images (jpg/png), searched recursively")
-    parser.add_argument("--depths", help="folder of depth maps (16-bit png or .npy in metres), matched by stem")
-    parser.add_argument("--depth-scale", type=float, help="depth png units per metre (e.g. 1000 for mm); .npy: 1")
+    parser.add_argument(
+        "--depths", help="folder of depth maps (16-bit png or .npy), paired by relative path without extension"
+    )
+    parser.add_argument(
+        "--depth-scale", type=float, help="units per metre of integer depth (1000 for mm); float .npy is metres"
+    )
     parser.add_argument("--nyu-mat", help="nyu_depth_v2_labeled.mat (NYU mode)")
     parser.add_argument("--nyu-splits", help="splits.mat (NYU mode)")
     parser.add_argument("--nyu-split", default="train", choices=("train", "test"), help="NYU split (default train)")
@@ -80,40 +84,51 @@ def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
     )
 
 
-def _run_import(args: argparse.Namespace) -> int:
-    """The ``import-rgbd`` command on parsed arguments; prints the summary and the rejects. Exit 2 on bad usage."""
-    from shards import rgbd
-
+def _import_usage_error(args: argparse.Namespace) -> str | None:
+    """Why the import-rgbd arguments cannot run, or None."""
     nyu = args.nyu_mat is not None or args.nyu_splits is not None
     folders = args.images is not None or args.depths is not None
     if nyu == folders:
-        print("import-rgbd: give either --images, --depths and --depth-scale, or --nyu-mat and --nyu-splits")
+        return "give either --images, --depths and --depth-scale, or --nyu-mat and --nyu-splits"
+    if nyu and (args.nyu_mat is None or args.nyu_splits is None):
+        return "NYU mode needs both --nyu-mat (nyu_depth_v2_labeled.mat) and --nyu-splits (splits.mat)"
+    if folders and (args.images is None or args.depths is None or args.depth_scale is None):
+        return "folder mode needs --images, --depths and --depth-scale (depth units per metre)"
+    if folders and not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
+        return f"--depth-scale must be a positive number of units per metre, not {args.depth_scale}"
+    return None
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    """The ``import-rgbd`` command: prints the summary and the rejects; exit 2 on bad usage or a taken output."""
+    from shards import rgbd
+
+    problem = _import_usage_error(args)
+    if problem:
+        print(f"import-rgbd: {problem}")
         return 2
-    if nyu:
-        if args.nyu_mat is None or args.nyu_splits is None:
-            print("import-rgbd: NYU mode needs both --nyu-mat (nyu_depth_v2_labeled.mat) and --nyu-splits (splits.mat)")
-            return 2
-        summary = rgbd.import_nyu(
-            args.nyu_mat, args.nyu_splits, args.out, split=args.nyu_split, depth=args.nyu_depth, prefix=args.prefix,
-            samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec,
-        )
-    else:
-        if args.images is None or args.depths is None or args.depth_scale is None:
-            print("import-rgbd: folder mode needs --images, --depths and --depth-scale (depth units per metre)")
-            return 2
-        if not math.isfinite(args.depth_scale) or args.depth_scale <= 0:
-            print(f"import-rgbd: --depth-scale must be a positive number of units per metre, not {args.depth_scale}")
-            return 2
-        summary = rgbd.import_rgbd_folder(
-            args.images, args.depths, args.depth_scale, args.out, prefix=args.prefix or "rgbd",
-            samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec,
-        )
+    options = dict(samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec)
+    try:
+        if args.nyu_mat is not None:
+            summary = rgbd.import_nyu(
+                args.nyu_mat, args.nyu_splits, args.out, split=args.nyu_split, depth=args.nyu_depth,
+                prefix=args.prefix, **options,
+            )
+        else:
+            summary = rgbd.import_rgbd_folder(
+                args.images, args.depths, args.depth_scale, args.out, prefix=args.prefix or "rgbd", **options
+            )
+    except (FileExistsError, FileNotFoundError) as error:
+        print(f"import-rgbd: {error}")
+        return 2
     print("\n".join(summary.lines()))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m shards", description="Depth shard tools: check, draw, import ground truth, generate scenes."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_verify(commands)

@@ -270,6 +270,7 @@ def import_rgbd_folder(
     for folder in (images, depths):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is not a folder")
+    check_output_free(out, prefix)
     summary = ImportSummary()
     pairs = pair_folders(images, depths, summary)
     rng = np.random.default_rng(seed)
@@ -294,6 +295,17 @@ def import_rgbd_folder(
             summary.written += 1
     summary.shards = writer.shards
     return summary
+
+
+def check_output_free(out: str | Path, prefix: str) -> None:
+    """Refuse to write into a folder that already holds shards of this prefix: a smaller re-import would leave the
+    old run's higher-numbered shards behind, mixed with the new ones."""
+    existing = sorted(Path(out).glob(f"{prefix}-*.tar"))
+    if existing:
+        raise FileExistsError(
+            f"{out} already holds {len(existing)} shard(s) named {prefix}-*.tar ({existing[0].name} ...): "
+            "write to an empty folder, choose another --prefix, or delete them first"
+        )
 
 
 def _flatten(rejects: dict[str, list[str]]) -> Iterator[tuple[str, str]]:
@@ -333,12 +345,14 @@ def import_nyu(
     """Write one split of NYU Depth v2 as metric shards (raw sensor depth by default: holes are invalid)."""
     from shards.nyu import NyuSplit  # h5py / scipy: only this mode needs them; reads one frame at a time
 
+    prefix = prefix or f"nyu{split}"
+    check_output_free(out, prefix)
     summary = ImportSummary()
     rng = np.random.default_rng(seed)
     extra = {"source": str(labeled_mat), "splits": str(splits_mat), "split": split, "depth": depth, "crop": crop,
              "seed": seed}
     with NyuSplit(labeled_mat, splits_mat, split=split, depth=depth) as frames, ShardSetWriter(
-        out, prefix or f"nyu{split}", samples_per_shard, **extra
+        out, prefix, samples_per_shard, **extra
     ) as writer:
         for position in range(len(frames)):
             key = nyu_key(split, int(frames.indices[position]))

@@ -165,7 +165,7 @@ def _draw_layout(rng: np.random.Generator) -> _Layout:
                  rng.uniform(low[2] + half[2], room.high[2] - half[2])],
                 dtype=_FLOAT,
             )
-            if _clear_of_camera(center, radius, position, 0.6):
+            if _clear_of_camera(center, radius, position, 0.75):
                 boxes.append(_Box(center, half, float(rng.uniform(0, np.pi)), _colour(rng), int(rng.integers(0, 3)),
                                   float(rng.uniform(0.1, 0.4)), bool(rng.random() < 0.3)))
                 break
@@ -179,7 +179,7 @@ def _draw_layout(rng: np.random.Generator) -> _Layout:
                  rng.uniform(low[2] + radius, room.high[2] - radius)],
                 dtype=_FLOAT,
             )
-            if _clear_of_camera(center, radius, position, 0.6):
+            if _clear_of_camera(center, radius, position, 0.75):
                 spheres.append(_Sphere(center, radius, _colour(rng), int(rng.integers(0, 3)),
                                        float(rng.uniform(0.08, 0.3)), bool(rng.random() < 0.4)))
                 break

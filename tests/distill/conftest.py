@@ -57,7 +57,8 @@ def write_scene_shards(
                 index = seed + shard * per_shard + item
                 scene = render_scene(index, width, height, holes=holes)
                 valid = scene.valid & (scene.depth > 0)
-                label = np.where(valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0) if kind == RELATIVE_INVERSE_DEPTH else scene.depth
+                inverse = np.where(valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0)
+                label = inverse if kind == RELATIVE_INVERSE_DEPTH else scene.depth
                 key = f"scenes/{prefix}_{index:06d}"
                 meta = SampleMeta(source=f"scene:{index}", kind=kind, source_size=size, size=size)
                 writer.write(encode_sample(key, scene.image, label.astype(np.float32), meta, valid=valid))

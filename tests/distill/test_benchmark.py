@@ -18,7 +18,7 @@ from distill.student import create_student, save_student  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
 TINY_RUN = ["--height", "64", "--width", "96", "--warmup", "0", "--repeats", "2", "--throughput-repeats", "1"]
-TINY_RUN += ["--matmul-size", "128", "--matmul-repeats", "2"]
+TINY_RUN += ["--matmul-size", "128", "--matmul-repeats", "2", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_json_holds_every_figure(result: dict) -> None:
     assert result["machine"]["logical_cores"] >= 1 and "int8_dot_product" in result["machine"]
     assert result["matmul"]["flops_per_s_median"] > 0 and result["matmul"]["size"] == 128
     assert result["settings"]["each_backend_in_own_subprocess"] is True
-    assert result["int8_note"]
+    assert result["int8_note"] and result["machine"]["threads"] == 1 and result["matmul"]["threads"] == 1
     (student,) = result["students"]
     assert student["name"] == "tiny" and student["input"] == [1, 3, 64, 96]
     assert set(student["backends"]) == set(benchmark.BACKENDS)
@@ -46,7 +46,9 @@ def test_json_holds_every_figure(result: dict) -> None:
             assert figures["batch"] == batch and figures["median_ms"] > 0 and figures["images_per_s"] > 0
             assert figures["ratio_to_lower_bound"] > 0
     assert set(student["ratios"]) == {
-        f"{pair}_speedup_batch{batch}" for pair in ("ort_fp32_vs_torch_eager", "ort_int8_vs_ort_fp32") for batch in (1, 8)
+        f"{pair}_speedup_batch{batch}"
+        for pair in ("ort_fp32_vs_torch_eager", "ort_int8_vs_ort_fp32")
+        for batch in (1, 8)
     }
 
 

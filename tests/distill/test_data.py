@@ -121,7 +121,9 @@ def test_train_batches_shapes_and_kinds(relative_shards, metric_shards) -> None:
     batch = batches[0]
     assert batch["image"].shape == (4, 3, 64, 64) and batch["image"].dtype == torch.float32
     assert batch["target"].shape == (4, 1, 64, 64) and batch["valid"].dtype == torch.bool
-    kinds = {key.split("/")[1].split("_")[0]: bool(flag) for b in batches for key, flag in zip(b["key"], b["is_metric"])}
+    kinds = {
+        key.split("/")[1].split("_")[0]: bool(flag) for b in batches for key, flag in zip(b["key"], b["is_metric"])
+    }
     assert kinds == {"train": False, "metric": True}  # both sets mixed in, each with its own kind
 
 

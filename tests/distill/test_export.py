@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -17,19 +18,38 @@ from torch import nn  # noqa: E402
 
 import distill.student  # noqa: E402
 from distill import export  # noqa: E402
+from distill.config import DistillConfig  # noqa: E402
 from distill.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
 from distill.student import StudentConfig, create_student, save_student  # noqa: E402
+from shards.config import load_config  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
 HEIGHT, WIDTH = 64, 96  # small, multiples of 32, not square (catches a swapped H / W)
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "distill"
+
+
+def recipe_student(name: str) -> StudentConfig:
+    """The student of a recipe, randomly initialised (no download)."""
+    return dataclasses.replace(load_config(DistillConfig, RECIPES / name).student, pretrained=False)
+
 
 #: Students the export must handle: a tiny one (fast), the reference MobileNetV3-Large FastDepth, and the original
 #: FastDepth architecture (MobileNet v1 encoder, nearest upsampling), all randomly initialised.
 STUDENT_CONFIGS = {
     "tiny": lambda: tiny_student_config(),
-    "reference": lambda: StudentConfig(pretrained=False),
-    "fastdepth_original": lambda: StudentConfig(encoder="mobilenetv1_100", upsample="nearest", pretrained=False),
+    "reference": lambda: recipe_student("places365_fastdepth.yaml"),
+    "fastdepth_original": lambda: recipe_student("fastdepth_original.yaml"),
 }
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One PyTorch thread: on the shared 2-core test machine, OpenMP barriers across 2 threads stall whenever another
+    job holds a core (measured 5-10x slower than 1 thread under load). Restored after each test."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 class ExportDiffers(nn.Module):

@@ -30,7 +30,7 @@ STUDENT_CONFIGS = {
     "fastdepth_original": StudentConfig(
         encoder="mobilenetv1_100", pretrained=False, skip_strides=[2, 4, 8], upsample="nearest"
     ),
-    "softplus_head_after": StudentConfig(pretrained=False, output_activation="softplus", head_before_upsample=False),
+    "relu_head_after": StudentConfig(pretrained=False, output_activation="relu", head_before_upsample=False),
     "tiny": tiny_student_config(),
 }
 

@@ -194,3 +194,12 @@ def test_nyu_training_split_import(tmp_path, capsys):
     assert code == 0
     (test_sample,) = _read_all(tmp_path / "t").values()
     assert test_sample.key == "nyu/test/00001" and test_sample.valid.all()
+
+
+def test_refuses_an_output_that_already_holds_shards_of_the_prefix(scene_folder, tmp_path, capsys):
+    argv = ["import-rgbd", "--images", str(scene_folder / "rgb"), "--depths", str(scene_folder / "depth"),
+            "--depth-scale", "1000", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "already holds 1 shard(s) named rgbd-*.tar" in capsys.readouterr().out
+    assert main([*argv, "--prefix", "second"]) == 0

@@ -43,24 +43,80 @@ def test_depth_is_exact_z_depth_of_the_floor():
     assert 0.5 <= bottom.min() < 4.0
 
 
-def test_image_carries_depth_cues():
-    """A constant predictor must be beatable from the image alone: a least-squares fit of log depth on simple
-    image features (brightness, local contrast, row) over 40 scenes explains far more than the constant does."""
-    features, targets = [], []
-    for seed in range(40):
-        scene = render_scene(seed, 64, 48)
-        grey = scene.image.astype(np.float64).mean(axis=2) / 255.0
-        contrast = np.abs(np.diff(grey, axis=1, prepend=grey[:, :1])) + np.abs(np.diff(grey, axis=0, prepend=grey[:1]))
-        rows = np.broadcast_to(np.linspace(0, 1, 48)[:, None], grey.shape)
-        saturation = scene.image.max(axis=2).astype(np.float64) - scene.image.min(axis=2)
-        features.append(np.stack([grey, contrast, rows, saturation / 255.0, np.ones_like(grey)], -1).reshape(-1, 5))
-        targets.append(np.log(scene.depth).reshape(-1))
-    x, y = np.concatenate(features), np.concatenate(targets)
-    train, test = slice(0, len(y) // 2), slice(len(y) // 2, None)
-    coefficients, *_ = np.linalg.lstsq(x[train], y[train], rcond=None)
-    fitted_error = np.mean((x[test] @ coefficients - y[test]) ** 2)
-    constant_error = np.mean((y[train].mean() - y[test]) ** 2)
-    assert fitted_error < 0.8 * constant_error
+def test_occlusion_edges_are_image_edges():
+    """Depth discontinuities show in the image (object outlines against the room), a cue a network can use:
+    the horizontal image gradient across depth edges is several times the gradient elsewhere."""
+    ratios = []
+    for seed in range(12):
+        scene = render_scene(seed, 160, 120)
+        grey = scene.image.astype(np.float64).mean(axis=2)
+        image_step = np.abs(np.diff(grey, axis=1))
+        depth_edge = np.abs(np.diff(np.log(scene.depth), axis=1)) > 0.05
+        if depth_edge.any():
+            ratios.append(image_step[depth_edge].mean() / image_step[~depth_edge].mean())
+    assert len(ratios) >= 10 and np.median(ratios) > 3.0
+
+
+@pytest.mark.slow
+def test_small_network_learns_scene_depth_far_better_than_a_constant():
+    """The scenes are learnable: a tiny U-Net trained for 300 steps on 600 scenes at 64x48 (about 3 minutes on
+    2 shared cores; measured 0.286 -> 0.138) halves the AbsRel of a constant prediction on held-out scenes, both
+    after per-image least-squares scale and shift in inverse depth."""
+    torch = pytest.importorskip("torch")
+    nn, functional = torch.nn, torch.nn.functional
+    torch.manual_seed(0)
+
+    def scenes(seeds):
+        rendered = [render_scene(seed, 64, 48) for seed in seeds]
+        images = torch.tensor(np.stack([s.image for s in rendered])).permute(0, 3, 1, 2).float() / 255
+        return images, torch.tensor(np.stack([s.depth for s in rendered]))
+
+    def block(inputs, outputs):
+        return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1), nn.BatchNorm2d(outputs), nn.ReLU(),
+                             nn.Conv2d(outputs, outputs, 3, padding=1), nn.BatchNorm2d(outputs), nn.ReLU())
+
+    class TinyUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.ModuleList([block(3, 16), block(16, 32), block(32, 64), block(64, 96)])
+            self.up = nn.ModuleList([block(96 + 64, 64), block(64 + 32, 32), block(32 + 16, 16)])
+            self.head = nn.Conv2d(16, 1, 1)
+
+        def forward(self, x):
+            skips = []
+            for index, layer in enumerate(self.down):
+                x = layer(x if index == 0 else functional.max_pool2d(x, 2))
+                skips.append(x)
+            for layer, skip in zip(self.up, reversed(skips[:-1])):
+                x = layer(torch.cat([functional.interpolate(x, scale_factor=2), skip], 1))
+            return self.head(x)[:, 0]
+
+    def align(prediction, target):  # per-image least-squares scale and shift
+        p, t = prediction.flatten(1), target.flatten(1)
+        pc, tc = p - p.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+        scale = (pc * tc).mean(1, keepdim=True) / (pc * pc).mean(1, keepdim=True).clamp(min=1e-12)
+        return (scale * pc + t.mean(1, keepdim=True)).reshape(prediction.shape)
+
+    def abs_rel(inverse_prediction, depth):
+        aligned = align(inverse_prediction, 1 / depth).clamp(min=1 / 10)
+        return ((1 / aligned - depth).abs() / depth).mean().item()
+
+    train_images, train_depths = scenes(range(600))
+    test_images, test_depths = scenes(range(10_000, 10_100))
+    model = TinyUNet()
+    optimiser = torch.optim.AdamW(model.parameters(), 1e-3)
+    for _ in range(300):
+        batch = torch.randint(0, 600, (16,))
+        inverse = 1 / train_depths[batch]
+        loss = (align(model(train_images[batch]), inverse) - inverse).abs().mean() / inverse.mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        learned = abs_rel(model(test_images), test_depths)
+    constant = abs_rel(torch.randn_like(test_depths) * 1e-6, test_depths)
+    assert learned < 0.6 * constant, (learned, constant)
 
 
 def test_holes_are_invalid_zero_depth_and_deterministic():

@@ -1,0 +1,213 @@
+"""The training stage: configs, overfitting, exact resume, signals, the non-finite guard, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill import train as train_module
+from distill.checkpoint import COMPLETE_MARKER, list_checkpoints
+from distill.cli import main
+from distill.config import DistillConfig
+from distill.data import EvalTransform, collate_samples
+from distill.losses import LossConfig, build_loss
+from distill.student import create_student, load_student
+from shards.config import load_config
+from shards.reader import build_pipeline
+from tests.distill.conftest import TINY_STUDENT, tiny_student_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs" / "distill").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two shared cores: one intra-op thread per process avoids spinning thread pools fighting each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _argv(output: Path, train: Path, *extra: str, val: Path | None = None) -> list[str]:
+    argv = [
+        "--student.encoder", TINY_STUDENT["encoder"], "--student.pretrained", "false",
+        "--student.decoder_widths", json.dumps(TINY_STUDENT["decoder_widths"]),
+        "--data.train", str(train), "--data.size", "[64, 64]", "--data.batch_size", "4", "--data.num_workers", "0",
+        "--data.shuffle_buffer", "8", "--data.epoch_steps", "4",
+        "--optim.lr", "0.003", "--optim.warmup_steps", "2",
+        "--train.ema_decay", "0.9", "--checkpoint.every", "5", "--checkpoint.keep", "2",
+        "--log.every", "1", "--log.images_every", "5", "--log.val_every", "5", "--log.tensorboard", "false",
+        "--output.dir", str(output),
+    ]
+    if val is not None:
+        argv += ["--data.val", str(val)]
+    return argv + list(extra)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_recipes_load_against_the_schema(path: Path) -> None:
+    config = load_config(DistillConfig, path)
+    assert config.data.size[0] % 32 == 0 and config.student.architecture == "fastdepth"
+    if path.stem == "smoke":
+        assert config.student.pretrained is False  # CPU smoke: random init, said so in the file
+    if path.stem == "places365_fastdepth":  # the reference recipe is the schema's defaults, apart from shard paths
+        defaults = DistillConfig()
+        for section in ("student", "loss", "optim", "train", "checkpoint"):
+            assert getattr(config, section) == getattr(defaults, section), section
+    assert {p.stem for p in CONFIGS} >= {"places365_fastdepth", "smoke", "fastdepth_original"}
+
+
+def test_overfitting_eight_samples(relative_shards) -> None:
+    """Student + loss + AdamW on a fixed batch of the 8 shard samples: the loss falls by at least 10x."""
+    samples = [EvalTransform([64, 32])(s) for s in build_pipeline(str(relative_shards), training=False, split=False)]
+    batch = collate_samples(samples)
+    assert len(samples) == 8
+    torch.manual_seed(0)
+    model = create_student(tiny_student_config(decoder_widths=[64, 32, 32, 16, 16]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    loss_fn = build_loss(LossConfig())
+    losses = []
+    for _ in range(150):
+        loss = loss_fn(model(batch["image"]), batch["target"], batch["valid"], batch["is_metric"])["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] / min(losses[-5:]) >= 10.0, (losses[0], losses[-5:])
+
+
+def test_resume_equals_uninterrupted(tmp_path, relative_shards, metric_shards) -> None:
+    """20 steps in one run == 10 steps, stop, resume 10 (inside a data epoch: 10 % 4 != 0)."""
+    train_sets = f"[{relative_shards}, {metric_shards}]"
+    straight = tmp_path / "straight"
+    assert main(_argv(straight, train_sets, "--train.steps", "20")) == 0
+    split = tmp_path / "split"
+    assert main(_argv(split, train_sets, "--train.steps", "20", "--train.stop_after", "10")) == 0
+    assert [p.name for p in list_checkpoints(split)] == ["step_00000005", "step_00000010"]
+    assert not (split / "student").exists()  # not finished yet
+    assert main(_argv(split, train_sets, "--train.steps", "20", "--resume", "latest")) == 0
+
+    assert [p.name for p in list_checkpoints(split)] == ["step_00000015", "step_00000020"]  # keep 2
+    name = "step_00000020/model.safetensors"  # the raw weights
+    a, b = load_file(straight / "checkpoints" / name), load_file(split / "checkpoints" / name)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    student_a, _ = load_student(straight / "student")  # EMA weights: restored EMA state too
+    student_b, _ = load_student(split / "student")
+    for (key, a), b in zip(student_a.state_dict().items(), student_b.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+    losses_a = {r["step"]: r["train/loss"] for r in _jsonl(straight / "metrics.jsonl")}
+    losses_b = {r["step"]: r["train/loss"] for r in _jsonl(split / "metrics.jsonl")}
+    assert sorted(losses_b) == list(range(1, 21))
+    for step in range(1, 21):
+        assert losses_a[step] == pytest.approx(losses_b[step], rel=1e-4), step
+
+
+class _LossWith:
+    """Wraps the real loss: NaN at the given calls, or SIGTERM to this process at one call."""
+
+    def __init__(self, real, nan_calls=(), sigterm_call=None) -> None:
+        self.real, self.nan_calls, self.sigterm_call, self.calls = real, set(nan_calls), sigterm_call, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        parts = self.real(*args, **kwargs)
+        if self.calls in self.nan_calls or "all" in self.nan_calls:
+            parts["loss"] = parts["loss"] * float("nan")
+        if self.calls == self.sigterm_call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return parts
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, relative_shards, monkeypatch) -> None:
+    monkeypatch.setattr(train_module, "build_loss", lambda config: _LossWith(build_loss(config), nan_calls={3, 4}))
+    output = tmp_path / "run"
+    assert main(_argv(output, relative_shards, "--train.steps", "6")) == 0
+    records = _jsonl(output / "metrics.jsonl")
+    assert [r["train/skipped_nonfinite"] for r in records] == [0, 0, 1, 2, 2, 2]
+    model, _ = load_student(output / "student")
+    assert all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def test_too_many_non_finite_steps_stop_the_run(tmp_path, relative_shards, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(train_module, "build_loss", lambda config: _LossWith(build_loss(config), nan_calls={"all"}))
+    argv = _argv(tmp_path / "run", relative_shards, "--train.steps", "10", "--train.max_consecutive_nonfinite", "3")
+    assert main(argv) == 1
+    assert "3 non-finite steps in a row" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_then_resume_continues(tmp_path, relative_shards, monkeypatch) -> None:
+    output = tmp_path / "run"
+    monkeypatch.setattr(train_module, "build_loss", lambda config: _LossWith(build_loss(config), sigterm_call=3))
+    assert main(_argv(output, relative_shards, "--train.steps", "7")) == 128 + signal.SIGTERM
+    assert [p.name for p in list_checkpoints(output)] == ["step_00000003"]
+    assert (output / "checkpoints" / "step_00000003" / COMPLETE_MARKER).is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    monkeypatch.setattr(train_module, "build_loss", build_loss)
+    (output / "checkpoints" / ".tmp-step_00000099").mkdir()  # a save killed half-way: removed, never resumed
+    assert main(_argv(output, relative_shards, "--train.steps", "7", "--resume", "latest")) == 0
+    assert [r["step"] for r in _jsonl(output / "metrics.jsonl")] == list(range(1, 8))
+    assert not (output / "checkpoints" / ".tmp-step_00000099").exists()
+
+
+def test_resume_from_an_incomplete_folder_is_refused(tmp_path, relative_shards, capsys) -> None:
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    assert main(_argv(tmp_path / "run", relative_shards, "--resume", str(partial))) == 1
+    assert "not a complete checkpoint" in capsys.readouterr().err
+
+
+def test_validation_picks_best_and_logs(tmp_path, relative_shards, val_shards) -> None:
+    output = tmp_path / "run"
+    extra = ("--train.steps", "10", "--log.tensorboard", "true", "--log.write_val_keys", "true")
+    assert main(_argv(output, relative_shards, *extra, val=val_shards)) == 0
+    validations = _jsonl(output / "validation.jsonl")
+    assert [v["step"] for v in validations] == [5, 10]
+    assert all(v["samples"] == 12 and "abs_rel_inv" in v and "delta1_inv" in v for v in validations)
+    assert (output / "best" / "model.safetensors").is_file() and (output / "student" / "config.json").is_file()
+    assert (output / "config.yaml").read_text().count("write_val_keys: true") == 1  # resolved config saved
+    events = list((output / "logs").rglob("events.out.tfevents.*"))
+    assert events and sum(e.stat().st_size for e in events) > 10_000  # scalars and image grids went somewhere
+
+
+def test_unknown_option_is_rejected_by_name(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data.trian", "x"])
+    assert exit_info.value.code == 2
+    assert "trian" in capsys.readouterr().err
+
+
+def test_two_processes_split_validation_exactly(tmp_path, relative_shards, val_shards) -> None:
+    """``accelerate launch --multi_gpu --num_processes 2`` on CPU: both ranks train, validation sees every held-out
+    sample exactly once across the two ranks, each rank its own part."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    output = tmp_path / "ddp"
+    argv = _argv(output, relative_shards, "--train.steps", "4", "--log.val_every", "2", "--log.write_val_keys", "true",
+                 "--checkpoint.every", "2", val=val_shards)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "distill.py", *argv]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = sorted(s.key for s in build_pipeline(str(val_shards), training=False, split=False))
+    for record in _jsonl(output / "validation.jsonl"):
+        assert record["world_size"] == 2
+        counts = record["samples_per_rank"]
+        assert sorted(counts) == ["0", "1"] and all(n > 0 for n in counts.values()) and sum(counts.values()) == 12
+        keys = (output / f"val_keys_{record['step']:08d}.txt").read_text().split()
+        assert sorted(keys) == expected  # every sample once: no duplicate, none missing
+    assert (output / "checkpoints" / "step_00000004" / "random_states_1.pkl").is_file()  # rank 1 saved its RNG
+    load_student(output / "student")
