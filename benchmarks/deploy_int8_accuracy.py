@@ -66,20 +66,22 @@ def train_student(folder: Path, width: int, height: int, minutes: float, scenes:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         steps += 1
     save_student(model.eval(), config, folder)
     return {"steps": steps, "seconds": time.perf_counter() - started, "scenes": scenes, "loss_last_10": losses[-10:]}
 
 
 def write_nyu_scenes(folder: Path, count: int, first_seed: int) -> tuple[Path, Path]:
-    """Held-out 640x480 scenes in the official NYU files (raw depth with holes; in-painted = exact depth)."""
+    """Held-out 640x480 scenes in the official NYU files (raw depth with holes; in-painted = exact depth): frame 1 is
+    the train split, frames 2..count + 1 the test split."""
+    count += 1
     with_holes = [render_scene(first_seed + index, holes=True) for index in range(count)]
     images = np.stack([scene.image for scene in with_holes])
     raw = np.stack([np.where(scene.valid, scene.depth, 0.0) for scene in with_holes]).astype(np.float32)
     exact = np.stack([render_scene(first_seed + index).depth for index in range(count)])
     labeled = write_nyu_labeled(folder / "nyu_depth_v2_labeled.mat", images, exact, raw)
-    splits = write_nyu_splits(folder / "splits.mat", [1], list(range(1, count + 1)))
+    splits = write_nyu_splits(folder / "splits.mat", [1], list(range(2, count + 1)))
     return labeled, splits
 
 
@@ -90,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-scenes", type=int, default=512)
     parser.add_argument("--eval-scenes", type=int, default=32)
     parser.add_argument("--size", type=_size, default=(128, 96), help="model input WxH (multiples of 32)")
+    parser.add_argument("--threads", type=int, help="PyTorch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "deploy_int8_accuracy.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width, height = args.size
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result: dict = {"command": "python benchmarks/deploy_int8_accuracy.py " + " ".join(argv or sys.argv[1:])}
 
     with tempfile.TemporaryDirectory(prefix="int8-accuracy-") as scratch:

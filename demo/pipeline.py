@@ -92,7 +92,7 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
         "--seconds", str(size.teacher_seconds)))
 
     log.run("3/9 pseudo-label the training images with the teacher", _accelerate(
-        "pseudolabel.py", "--config", "configs/pseudolabel/smoke.yaml",
+        "pseudolabel.py", "--config", "configs/pseudolabel/demo.yaml",
         "--source.path", str(scenes / "train" / "rgb"), "--teacher.model", str(out / "teacher"),
         "--output.dir", str(shards_dir / "pseudo")))
     log.run("4/9 import held-out ground truth as validation shards", _python(
@@ -105,9 +105,9 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
                         "--out", str(out / "shards_pseudo.png")))
 
     log.run("6/9 distil the student", _accelerate(
-        "distill.py", "--config", "configs/distill/smoke.yaml",
+        "distill.py", "--config", "configs/distill/demo.yaml",
         "--data.train", str(shards_dir / "pseudo"), "--data.val", str(shards_dir / "val"),
-        "--train.max_steps", str(size.distill_steps), "--data.batch_size", str(size.batch_size),
+        "--train.steps", str(size.distill_steps), "--data.batch_size", str(size.batch_size),
         "--output.dir", str(out / "distill")))
 
     student = out / "distill" / "student"

@@ -39,6 +39,7 @@ from distill.protocols import (
     PRESETS,
     Protocol,
     add_protocol_arguments,
+    crop_mask,
     get_protocol,
     predicted_depth,
     protocol_overrides,
@@ -250,9 +251,12 @@ class PredictionWriter:
 def _picture(model: DepthModel, protocol: Protocol, source: Any, rows: list[tuple[str, int]], device) -> np.ndarray:
     """RGB, ground truth, prediction and error of the chosen frames; depth and prediction share each row's scale."""
     pictures, labels = [], []
+    results: dict[int, tuple[DepthFrame, BatchResult]] = {}
     for label, position in rows:
-        frame = source[position]
-        result = evaluate_frames(model, protocol, [frame], device)
+        if position not in results:  # with few frames, best, median and worst may be one frame
+            frame = source[position]
+            results[position] = frame, evaluate_frames(model, protocol, [frame], device)
+        frame, result = results[position]
         target = result.target[0].cpu().numpy()
         valid = result.valid[0].cpu().numpy()
         depth = result.depth[0].cpu().numpy()
@@ -414,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, device=args.device, input_size=args.input_size)
         protocol, note = resolve_protocol(args, model.kind)
         source = open_data(args, protocol)
+        if len(source) == 0:
+            raise ValueError(f"{args.data} holds no frames")
+        crop_mask(*source[0].depth.shape, protocol.crop)  # a crop that does not fit the frames stops here
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     try:

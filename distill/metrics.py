@@ -50,7 +50,7 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _deltas(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, suffix: str) -> dict:
-    """delta1..3 over ``mask``; a non-positive prediction is never within any threshold."""
+    """delta1..3 over ``mask`` of (B, N) maps; a non-positive prediction is never within any threshold."""
     positive = prediction > 0
     safe_prediction = torch.where(positive, prediction, torch.ones_like(prediction))
     ratio = torch.maximum(safe_prediction / target, target / safe_prediction)
@@ -63,31 +63,38 @@ def batch_depth_metrics(prediction: torch.Tensor, target: torch.Tensor, valid: t
 
     ``valid`` marks the pixels that count; the target must be positive there and the prediction positive and
     finite (clamp it first: the protocols cap depth). An image without a valid pixel gets NaN for every metric.
+    Only the valid pixels are gathered and reduced per image, so a 640x480 batch costs what its valid pixels cost.
     """
     batch = prediction.shape[0]
-    p = prediction.reshape(batch, -1).double()
-    d = target.reshape(batch, -1).double()
     mask = valid.reshape(batch, -1).bool()
-    if bool((d[mask] <= 0).any()) or not bool(torch.isfinite(d[mask]).all()):
+    p = prediction.reshape(batch, -1)[mask].double()  # (V,) valid pixels of every image, image after image
+    d = target.reshape(batch, -1)[mask].double()
+    if bool((d <= 0).any()) or not bool(torch.isfinite(d).all()):
         raise ValueError("ground-truth depth must be positive and finite on every valid pixel: mark holes invalid")
-    bad = mask & ~(torch.isfinite(p) & (p > 0))
+    bad = ~(torch.isfinite(p) & (p > 0))
     if bool(bad.any()):
         raise ValueError(
             f"prediction is non-positive or non-finite at {int(bad.sum())} valid pixels: clamp predicted depth "
             "into (0, cap] before the metrics (the protocol's depth cap does this)"
         )
-    p_safe = torch.where(mask, p, torch.ones_like(p))
-    d_safe = torch.where(mask, d, torch.ones_like(d))
-    difference = p_safe - d_safe
-    log_difference = torch.log(p_safe) - torch.log(d_safe)
+    count = mask.sum(1)
+    image = torch.repeat_interleave(torch.arange(batch, device=p.device), count)  # (V,) image of each pixel
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(batch, dtype=torch.float64, device=p.device).index_add_(0, image, values)
+        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+    difference = p - d
+    log_ratio = torch.log(p / d)
+    ratio = torch.maximum(p / d, d / p)
     metrics = {
-        "abs_rel": _masked_mean(difference.abs() / d_safe, mask),
-        "sq_rel": _masked_mean(difference**2 / d_safe, mask),
-        "rmse": _masked_mean(difference**2, mask).sqrt(),
-        "rmse_log": _masked_mean(log_difference**2, mask).sqrt(),
-        "log10": _masked_mean(log_difference.abs() / math.log(10.0), mask),
+        "abs_rel": mean(difference.abs() / d),
+        "sq_rel": mean(difference**2 / d),
+        "rmse": mean(difference**2).sqrt(),
+        "rmse_log": mean(log_ratio**2).sqrt(),
+        "log10": mean(log_ratio.abs() / math.log(10.0)),
+        **{f"delta{k}": mean((ratio < DELTA_BASE**k).double()) for k in (1, 2, 3)},
     }
-    metrics.update(_deltas(p_safe, d_safe, mask, suffix=""))
     return {name: metrics[name] for name in DEPTH_METRICS}
 
 

@@ -37,7 +37,7 @@ from pseudolabel.jobs import (
     summarise,
     write_summary,
 )
-from pseudolabel.labels import CodedLabels, code_labels, sample_members
+from pseudolabel.labels import LabelBatch, sample_members
 from pseudolabel.preprocess import (
     REJECT_DUPLICATE_KEY,
     REJECT_NO_IMAGE_MEMBER,
@@ -46,7 +46,7 @@ from pseudolabel.preprocess import (
     preprocess_image,
 )
 from pseudolabel.sources import InputItem, SourceListing, open_source
-from pseudolabel.teachers import Teacher, load_teacher
+from pseudolabel.teachers import BUILTIN_TEACHERS, Teacher, load_teacher
 from shards.codec import encode_jpeg
 from shards.config import save_resolved_config
 from shards.format import SampleMeta
@@ -125,7 +125,7 @@ class JobWriter(threading.Thread):
         self._seen = 0
         self._details: list[dict[str, str]] = []
 
-    def submit(self, records: list[dict[str, Any]], labels: CodedLabels | None) -> float:
+    def submit(self, records: list[dict[str, Any]], labels: LabelBatch | None) -> float:
         """Hand a labelled batch over; returns the seconds spent waiting for room in the queue."""
         started = time.perf_counter()
         while True:
@@ -155,10 +155,10 @@ class JobWriter(threading.Thread):
             while self.queue.get() is not None:  # let a blocked submit() return and see the error
                 pass
 
-    def _encode(self, record: dict[str, Any], labels: CodedLabels, index: int) -> dict[str, Any]:
-        if labels.rejects[index] is not None:
-            reason, message = labels.rejects[index]
-            return {"reject": reason, "message": message}
+    def _encode(self, record: dict[str, Any], labels: LabelBatch, index: int) -> dict[str, Any]:
+        codes, label_range, reject = labels.code(index)
+        if reject is not None:
+            return {"reject": reject[0], "message": reject[1]}
         meta = SampleMeta(
             source=record["source"],
             kind=self.kind,
@@ -170,10 +170,9 @@ class JobWriter(threading.Thread):
             jpeg_quality=self.config.output.jpeg_quality,
             extra={**record["extra"], "flip_tta": self.flip_tta},
         )
-        codes, label_range = labels.codes[index], labels.ranges[index]
         return sample_members(record["key"], record["jpg"], codes, label_range, meta, self.config.output.label_codec)
 
-    def _write_batch(self, records: list[dict[str, Any]], labels: CodedLabels | None) -> None:
+    def _write_batch(self, records: list[dict[str, Any]], labels: LabelBatch | None) -> None:
         accepted = [record for record in records if record["reject"] is None]
         encoded = iter(self.pool.map(self._encode, accepted, [labels] * len(accepted), range(len(accepted))))
         for record in records:
@@ -278,7 +277,7 @@ def _label(
             labels = None
             if batch["images"] is not None:
                 inferred = time.perf_counter()
-                labels = code_labels(teacher.predict(batch["images"]))  # coded where the map is; uint16 to the CPU
+                labels = LabelBatch(teacher.predict(batch["images"]))  # a GPU codes its maps at once
                 figures["teacher_seconds"] += time.perf_counter() - inferred
             figures["writer_wait_seconds"] += writer.submit(batch["records"], labels)
             progress.update(len(batch["records"]))
@@ -316,9 +315,10 @@ def run(config: PseudolabelConfig, resolved_yaml: str) -> dict[str, Any] | None:
 def _run(accelerator: Accelerator, config: PseudolabelConfig, resolved_yaml: str) -> dict[str, Any] | None:
     if not accelerator.is_main_process:
         logging.getLogger("pseudolabel").setLevel(logging.WARNING)
-        from transformers.utils import logging as transformers_logging
+        if config.teacher.model not in BUILTIN_TEACHERS:  # one "Loading weights" bar, from the main process
+            from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()
+            transformers_logging.disable_progress_bar()
     listing = open_source(config.source)
     jobs = cut_jobs(len(listing.items), config.output.samples_per_shard)
     job_sizes = [len(positions) for positions in jobs]

@@ -166,7 +166,8 @@ def check_images(images: torch.Tensor) -> None:
 
 
 class IdentityTeacher(Teacher):
-    """A network-free teacher for timing the pipeline: its 'depth' is the green channel / 255, one cheap op."""
+    """A network-free teacher for timing the pipeline: its 'depth' is the green channel / 255, one cheap op.
+    Flip TTA would average a map with its own mirror image of the mirrored input, the same map: it is skipped."""
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -184,7 +185,7 @@ def build_identity_teacher(
     """A network-free teacher whose map is a cheap function of the image: times decode, resize, encode and write."""
     return IdentityTeacher(
         _no_network, kind=RELATIVE_INVERSE_DEPTH, model_id="identity", revision="builtin", mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0), size_multiple=1, device=device, flip_tta=False, precision="fp32", short_side=0,
+        std=(1.0, 1.0, 1.0), size_multiple=1, device=device, flip_tta=flip_tta, precision="fp32", short_side=0,
     )
 
 

@@ -219,14 +219,14 @@ def read_nyu_splits(path: str | Path, frame_count: int | None = None) -> dict[st
             found = sorted(name for name in variables if not name.startswith("__"))
             raise NyuFormatError(f"{path} has no variable {variable!r} (found {found}): use the official splits.mat")
         numbers = np.asarray(variables[variable]).reshape(-1)
-        if numbers.size == 0 or not np.all(numbers == np.round(numbers)) or numbers.min() < 1:
+        if numbers.size and (not np.all(numbers == np.round(numbers)) or numbers.min() < 1):
             raise NyuFormatError(
                 f"{path}: {variable} must hold 1-based frame numbers (MATLAB), got min {numbers.min()}"
             )
         indices = numbers.astype(np.int64) - 1
         if len(np.unique(indices)) != len(indices):
             raise NyuFormatError(f"{path}: {variable} repeats frame numbers")
-        if frame_count is not None and indices.max() >= frame_count:
+        if frame_count is not None and indices.size and indices.max() >= frame_count:
             raise NyuFormatError(
                 f"{path}: {variable} refers to frame {indices.max() + 1} but the labeled file has {frame_count} frames"
             )

@@ -78,3 +78,17 @@ def test_int8_note_names_the_reason(flags: set[str], has_dot_product: bool) -> N
     cpu = {"int8_dot_product": sorted(flags & set(benchmark.INT8_DOT_PRODUCT_FLAGS))}
     note = benchmark.int8_note(cpu)
     assert ("no int8 dot-product" in note) is not has_dot_product
+
+
+def test_rounds_combine_into_the_median_of_round_medians() -> None:
+    def measured(b1_ms: float, b8_ms: float) -> dict:
+        figures = {}
+        for key, batch, ms in (("batch1", 1, b1_ms), ("batch8", 8, b8_ms)):
+            figures[key] = {"batch": batch, "repeats": 3, "median_ms": ms, "min_ms": ms * 0.9}
+        return {"backend": "ort_fp32", "threads": 2, **figures}
+
+    combined = benchmark._combine_backend([measured(10, 80), measured(30, 100), measured(12, 90)])
+    assert combined["rounds"] == 3
+    assert combined["batch1"]["median_ms"] == 12 and combined["batch1"]["repeats"] == 9
+    assert combined["batch1"]["min_ms"] == pytest.approx(9.0)
+    assert combined["batch8"]["images_per_s"] == pytest.approx(8 / 0.090)

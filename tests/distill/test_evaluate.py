@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.evaluate import detect_model_type, main
+from distill.evaluate import build_parser, detect_model_type, main, resolve_protocol
 from distill.protocols import PRESETS
 from distill.student import create_student, save_student
 from shards.nyu import write_nyu_labeled, write_nyu_splits
@@ -134,6 +134,23 @@ def test_tiny_teacher_is_measured_by_the_same_command(nyu: dict, tmp_path: Path)
     assert 0 < record["metrics"]["abs_rel"] < 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "kind", "alignment"),
+    [
+        ([], "metric_depth", "none"),  # the model's kind decides under the default preset
+        ([], "relative_inverse_depth", "lsq_inverse"),
+        (["--protocol", "reference"], "metric_depth", "lsq_inverse"),  # an explicit preset is kept
+        (["--alignment", "median_depth"], "metric_depth", "median_depth"),
+    ],
+)
+def test_model_kind_decides_alignment_only_when_nothing_was_chosen(argv: list[str], kind: str, alignment: str) -> None:
+    args = build_parser().parse_args(["--model", "m", "--data", "d", "--out", "o", *argv])
+    protocol, note = resolve_protocol(args, kind)
+    assert protocol.alignment == alignment
+    assert ("kind decides" in note) == (alignment == "none")
+
+
+@pytest.mark.slow  # builds and runs a second tiny teacher (about 15 s on 2 busy cores); the rule is tested above
 def test_metric_teacher_is_scored_without_alignment_under_the_default(nyu: dict, tmp_path: Path) -> None:
     from pseudolabel.tiny_teacher import save_tiny_teacher
 

@@ -1,4 +1,4 @@
-"""Batched label coding equals the shard format's own encoder exactly, and builds the same members."""
+"""Label coding equals the shard format's own encoder exactly (both paths), and builds the same members."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel.labels import code_labels, sample_members
+from pseudolabel.labels import LabelBatch, code_batch_on_device, code_map, sample_members
 from shards.codec import LABEL_CODECS, encode_jpeg, encode_sample
 from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes
 from tests.pseudolabel.conftest import gradient_rgb
@@ -23,33 +23,42 @@ def maps() -> torch.Tensor:
     return torch.from_numpy(np.stack([smooth, noisy, tiny_range, ties, with_zeros]).astype(np.float32))
 
 
-def test_codes_and_ranges_equal_encode_label_codes_exactly():
+def coded_both_ways(depth: torch.Tensor) -> dict[str, list]:
+    return {"numpy": [code_map(one) for one in depth.numpy()], "torch": code_batch_on_device(depth)}
+
+
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_codes_and_ranges_equal_encode_label_codes_exactly(path):
     depth = maps()
-    coded = code_labels(depth)
-    assert coded.codes.dtype == np.uint16 and coded.codes.shape == depth.shape
-    for index in range(depth.shape[0]):
-        codes, label_range = encode_label_codes(depth[index].numpy())
-        assert coded.rejects[index] is None
-        assert coded.ranges[index] == label_range
-        assert np.array_equal(coded.codes[index], codes)
+    for index, (codes, label_range, reject) in enumerate(coded_both_ways(depth)[path]):
+        expected_codes, expected_range = encode_label_codes(depth[index].numpy())
+        assert reject is None and label_range == expected_range
+        assert codes.dtype == np.uint16 and np.array_equal(codes, expected_codes)
 
 
-def test_non_finite_and_constant_maps_are_rejected_by_name():
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_non_finite_and_constant_maps_are_rejected_by_name(path):
     depth = maps()[:3].clone()
     depth[0, 5, 5] = float("nan")
     depth[1] = 2.5
     depth[2, 0, 0] = float("inf")
-    coded = code_labels(depth)
-    assert [reject[0] for reject in coded.rejects] == ["non_finite_label", "constant_label", "non_finite_label"]
-    assert coded.ranges == [None, None, None] and not coded.codes.any()
+    coded = coded_both_ways(depth)[path]
+    assert [reject[0] for _, _, reject in coded] == ["non_finite_label", "constant_label", "non_finite_label"]
+    assert all(codes is None and label_range is None for codes, label_range, _ in coded)
+
+
+def test_a_cpu_batch_is_coded_per_map_on_demand():
+    batch = LabelBatch(maps())
+    assert batch.coded is None
+    assert np.array_equal(batch.code(1)[0], encode_label_codes(maps()[1].numpy())[0])
 
 
 @pytest.mark.parametrize("codec", sorted(LABEL_CODECS))
 def test_members_equal_encode_sample(codec):
     image = gradient_rgb(128, 96)
     depth = maps()[1].numpy()
-    coded = code_labels(torch.from_numpy(depth)[None])
+    codes, label_range, _ = code_map(depth)
     meta = dict(source="a.png", kind=RELATIVE_INVERSE_DEPTH, source_size=(128, 96), teacher="t", scale=0.5)
-    ours = sample_members("a", encode_jpeg(image), coded.codes[0], coded.ranges[0], SampleMeta(**meta), codec)
+    ours = sample_members("a", encode_jpeg(image), codes, label_range, SampleMeta(**meta), codec)
     theirs = encode_sample("a", image, depth, SampleMeta(**meta), codec=codec)
     assert ours == theirs

@@ -1,7 +1,9 @@
 """Real processes: two Accelerate processes split the jobs; a SIGKILLed run resumes to every input exactly once.
 
 Both launch ``pseudolabel.py`` as users do. Several CPU processes need ``ACCELERATE_USE_CPU=true accelerate launch
---multi_gpu --num_processes 2`` (the plain form starts one process, STACK.md).
+--multi_gpu --num_processes 2`` (the plain form starts one process, STACK.md). The two-process run uses the
+``identity`` teacher: how jobs are shared does not depend on the teacher, and importing transformers in two more
+processes would double the test's time; the killed run uses the tiny DPT, whose compute keeps it busy long enough.
 """
 
 from __future__ import annotations
@@ -41,16 +43,16 @@ TWO_PROCESS_RUN = ("--source.sample_count", "16", "--output.samples_per_shard", 
                    "--preprocess.width", "128", "--preprocess.height", "96", "--teacher.short_side", "96")
 
 
-def test_two_processes_label_the_same_keys_as_one(tiny_teachers, scene_folder, tmp_path):
+def test_two_processes_label_the_same_keys_as_one(scene_folder, tmp_path):
     out_two, out_one = tmp_path / "two", tmp_path / "one"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), "pseudolabel.py",
-               *_arguments(scene_folder, tiny_teachers["dpt"], out_two, *TWO_PROCESS_RUN)]
+               *_arguments(scene_folder, "identity", out_two, *TWO_PROCESS_RUN)]
     launched = subprocess.run(command, cwd=REPO_ROOT, env={**_environment(), "ACCELERATE_USE_CPU": "true"},
                               capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
-    assert label(scene_folder, tiny_teachers["dpt"], out_one, *TWO_PROCESS_RUN) == 0
+    assert label(scene_folder, "identity", out_one, *TWO_PROCESS_RUN) == 0
 
     summary = json.loads((out_two / "summary.json").read_text())
     run = summary["this_run"]
@@ -65,9 +67,8 @@ def test_two_processes_label_the_same_keys_as_one(tiny_teachers, scene_folder, t
     assert len(keys_two) == len(set(keys_two)) == 16
     assert sorted(keys_two) == sorted(keys_one)
     two, one = read_samples(out_two), read_samples(out_one)
-    for key in one:  # the same labels, up to one 16-bit code (float32 batches of other sizes round differently)
-        low, high = one[key].meta.label_range
-        assert np.abs(two[key].depth - one[key].depth).max() <= 2 * (high - low) / 65534 + 1e-6
+    for key in one:  # the same samples, whichever process made them
+        assert np.array_equal(two[key].depth, one[key].depth) and np.array_equal(two[key].image, one[key].image)
 
 
 def test_sigkill_midway_then_rerun_gives_every_input_exactly_once(tiny_teachers, scene_folder, tmp_path):
