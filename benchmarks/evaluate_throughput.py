@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a student folder or .onnx (default: a random reference student)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evaluate_throughput.json")
     args = parser.parse_args(argv)
+    given = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = record["seconds"]
     result = {
         "benchmark": "evaluate_throughput",
-        "command": "python benchmarks/evaluate_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python benchmarks/evaluate_throughput.py", *given]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared and noisy",
         "model": record["model"],
         "protocol": "reference",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import statistics
 import time
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "label_codecs.json"))
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()[0]  # the machine is shared: say how busy it was
 
     maps = labels(args.scenes)
     rows = []
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "label_codecs",
         "command": "python benchmarks/label_codecs.py " + " ".join(argv or []),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, 2-core CPU, shared, noisy".strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, shared, noisy",
+        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "label_size": list(SAMPLE_SIZE),
         "labels": list(maps),
         "repeats": args.repeats,

@@ -83,9 +83,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids spinning on a busy host)")
     parser.add_argument("--work", type=Path, default=None, help="keep shards and the run here (default: temporary)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -3,7 +3,9 @@
     python benchmarks/pseudolabel_pipeline.py [--images 240] [--workers 0 1 2] [--tiny-images 24]
 
 1. Stage costs on one core, per image (medians): read + decode + resize + crop of a Places365-sized JPEG
-   (683x512), JPEG encode of the 512x384 crop, label encode (16-bit code + the default codec), tar write.
+   (683x512; resizing with torch's uint8 antialiased bicubic, and with PIL's for comparison), JPEG encode of the
+   512x384 crop, label coding (16-bit codes; with ``shards.format.encode_label_codes`` for comparison) and
+   compression with the default codec, tar write.
 2. The whole stage with the ``identity`` teacher (a cheap function of the image instead of a network), so only decode,
    resize, encode and write are timed, in images/s per process for each DataLoader worker count.
 3. The whole stage with the tiny random DPT teacher at 512x384 (CPU).
@@ -34,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from pseudolabel.config import PreprocessConfig  # noqa: E402
 from pseudolabel.labels import code_map, sample_members  # noqa: E402
-from pseudolabel.preprocess import preprocess_image  # noqa: E402
+from pseudolabel.preprocess import preprocess_image, resize_and_crop  # noqa: E402
 from shards.codec import DEFAULT_LABEL_CODEC, encode_jpeg  # noqa: E402
 from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402
@@ -78,6 +80,7 @@ def stage_costs(paths: list[Path], folder: Path) -> dict[str, float]:
     torch.set_num_threads(1)
     config = PreprocessConfig(jpeg_draft=False)
     originals = [Image.open(path).convert("RGB") for path in paths[:48]]
+    arrays = [np.array(image) for image in originals]
     crops = [preprocess_image(path.read_bytes(), path.stem, config).image for path in paths[:48]]
     smooth = [(1.0 / render_scene(seed, 512, 384).depth).astype(np.float32) for seed in range(4)]  # teacher-like
     rng = np.random.default_rng(0)
@@ -101,12 +104,16 @@ def stage_costs(paths: list[Path], folder: Path) -> dict[str, float]:
         with Image.open(path) as image:
             image.load()
 
-    def resize_crop(image):
+    def pil_resize_crop(image):
         image.resize((512, 384), Image.Resampling.BICUBIC, box=(0, 0, image.height * 4 / 3, image.height))
+
+    def resize_crop(array):
+        resize_and_crop(array, (512, 384), (0, 0, 512, 384))
 
     costs = {
         "read_decode_ms": median_ms(decode, paths[:48]),
-        "resize_crop_ms": median_ms(resize_crop, originals),
+        "resize_crop_ms": median_ms(resize_crop, arrays),
+        "resize_crop_with_pil_ms": median_ms(pil_resize_crop, originals),
         "read_decode_resize_crop_ms": median_ms(lambda path: preprocess_image(path.read_bytes(), "k", config),
                                                 paths[:48]),
         "jpeg_encode_ms": median_ms(encode_jpeg, crops),

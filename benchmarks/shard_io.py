@@ -8,14 +8,17 @@ sharp occlusion edges); 100 distinct scenes are cycled under distinct keys, so r
 
 Write = ``encode_sample`` (JPEG q95 + label) + ``ShardWriter`` (tmp, fsync, rename, stats), one process.
 Read = ``build_pipeline(training=False)`` iterated in one process (tar reading + full decode: JPEG and label).
-Training read = ``build_pipeline(training=True)`` (resampled, shuffle buffer) + crop + flip, one process, or a
-DataLoader with ``--workers N`` (reported per worker). Prints a table and writes ``benchmarks/results/shard_io.json``.
+Training read = ``build_pipeline(training=True)`` (resampled, shuffle buffer of 500) + crop + flip, steady state
+(timed from the first sample, once the buffer is full), one process, or a DataLoader with ``--workers N`` (reported
+per worker). distill's own loader (its transform) is measured by ``benchmarks/train_loader.py``.
+Prints a table and writes ``benchmarks/results/shard_io.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -80,20 +83,18 @@ def read_all(path: str) -> tuple[int, float]:
 
 
 def training_read(path: str, samples: int, workers: int) -> tuple[int, float]:
+    """Steady-state rate: the clock starts at the first sample, once the shuffle buffer (500) is full."""
     pipeline = build_pipeline(path, training=True, transform=RandomCropFlip(), shuffle_buffer=500)
     if workers == 0:
-        pipeline = pipeline.with_epoch(samples)
-        start = time.perf_counter()
-        count = sum(1 for _ in pipeline)
-        return count, time.perf_counter() - start
-    import torch
+        iterator = iter(pipeline.with_epoch(samples + 1))
+    else:
+        import torch
 
-    pipeline = pipeline.with_epoch(samples // workers)
-    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, prefetch_factor=4)
-    iterator = iter(loader)
-    next(iterator)  # start-up of the workers is not throughput
+        pipeline = pipeline.with_epoch(samples // workers + 1)
+        iterator = iter(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, prefetch_factor=4))
+    next(iterator)  # filling the shuffle buffer and starting workers is not throughput
     start = time.perf_counter()
-    count = 1 + sum(1 for _ in iterator)
+    count = sum(1 for _ in iterator)
     return count, time.perf_counter() - start
 
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the training read (0: inline)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shard_io.json"))
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()[0]  # the machine is shared: say how busy it was
 
     scenes = teacher_like_scenes(min(DISTINCT_SCENES, args.samples))
     rows = []
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "shard_io",
         "command": "python benchmarks/shard_io.py " + " ".join(argv or []),
-        "machine": f"{platform.machine()}, 2-core CPU, shared, noisy",
+        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, shared, noisy",
+        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "samples": args.samples,
         "sample_size": list(SAMPLE_SIZE),
         "training_crop": list(STUDENT_SIZE),

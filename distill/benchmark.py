@@ -178,12 +178,18 @@ def cpu_info() -> dict:
 
 
 def int8_note(cpu: dict) -> str:
+    """Why int8 is or is not expected to beat fp32 on this CPU (printed beside the figures)."""
     if cpu["int8_dot_product"]:
-        return f"this CPU has int8 dot-product instructions ({', '.join(cpu['int8_dot_product'])})"
+        return (
+            f"this CPU has int8 dot-product instructions ({', '.join(cpu['int8_dot_product'])}): int8 convolutions "
+            "can run up to ~4x fp32's rate; ops without an int8 kernel (hard-swish, SE pooling) limit the gain"
+        )
     return (
-        "this CPU has no int8 dot-product instructions (AVX-VNNI, AVX512-VNNI, AMX or ARM dotprod): int8 "
-        "convolutions run on widening AVX2 multiply-adds and pay for the (de)quantisation around each of them, so "
-        "int8 is expected to be SLOWER than fp32 here; it pays off on CPUs with VNNI or ARM dot-product"
+        "this CPU has no int8 dot-product instructions (AVX-VNNI, AVX512-VNNI, AMX, ARM dotprod): int8 convolutions "
+        "run on AVX2 multiply-add sequences with 16-bit intermediates (about 2x fp32's rate at best), and every op "
+        "without an int8 kernel (hard-swish, SE pooling) runs in fp32 between a dequantise and a quantise, so "
+        "int8 is not expected to be faster here (STACK.md measured it 4-6x slower for the MobileNetV3 student); "
+        "the gain is for CPUs with VNNI or ARM dot-product"
     )
 
 

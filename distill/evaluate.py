@@ -46,8 +46,9 @@ from distill.protocols import (
     resize_images,
     valid_mask,
 )
-from shards.format import SAMPLE_SIZE
-from shards.nyu import DepthFolder, DepthFrame, HfDepthDataset, NyuSplit
+from shards.depth_sources import DepthFolder, HfDepthDataset
+from shards.format import SAMPLE_SIZE, STUDENT_SIZE
+from shards.nyu import DepthFrame, NyuSplit
 from shards.viz import colorize_depth, error_map, image_grid, save_picture
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,12 @@ log = logging.getLogger(__name__)
 ACCEPTED_MODELS = (
     "a student folder (config.json with our 'architecture' field + model.safetensors), "
     "an exported .onnx file (input 'image', output 'inverse_depth'), "
-    "or a transformers depth model (a folder whose config.json has model_type dpt / depth_anything, or a hub id "
-    "such as Intel/dpt-hybrid-midas)"
+    "a transformers depth model (a folder whose config.json has model_type dpt / depth_anything, or a hub id "
+    "such as Intel/dpt-hybrid-midas), or 'constant' (the baseline that predicts one value everywhere)"
 )
+#: ``--model constant``: the baseline every depth model must beat. Its inverse depth is 1 everywhere, so after the
+#: protocol's per-image alignment it becomes the best single depth for each image.
+CONSTANT_MODEL = "constant"
 TRANSFORMERS_DEPTH_TYPES = ("dpt", "depth_anything", "glpn", "zoedepth", "depth_pro", "prompt_depth_anything")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -93,7 +97,10 @@ class DepthModel:
 
 
 def detect_model_type(model: str) -> str:
-    """"onnx", "student" or "teacher", from the file's content (DECISIONS.md); anything else is an error."""
+    """"onnx", "student", "teacher" or "constant", from the file's content (DECISIONS.md); anything else is an
+    error."""
+    if model == CONSTANT_MODEL:
+        return CONSTANT_MODEL
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
@@ -139,9 +146,16 @@ def _teacher_model(model: str, device: str) -> DepthModel:
     return DepthModel(f"teacher:{model}", "teacher", kind, width, height, predict)
 
 
+def _constant_prediction(images: torch.Tensor) -> torch.Tensor:
+    return torch.ones(images.shape[0], images.shape[2], images.shape[3], dtype=torch.float32)
+
+
 def load_model(model: str, device: str = "auto", input_size: tuple[int, int] | None = None) -> DepthModel:
     """The model of ``--model``; ``input_size`` (W, H) overrides a student's default 256x192."""
     source = detect_model_type(model)
+    if source == CONSTANT_MODEL:
+        width, height = input_size or STUDENT_SIZE
+        return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, "relative_inverse_depth", width, height, _constant_prediction)
     if source == "teacher":
         if input_size is not None:
             raise ValueError("--input-size applies to students; teachers run at 512x384 (DECISIONS.md)")

@@ -168,8 +168,9 @@ def predicted_depth(
     shift = torch.zeros_like(scale)
     if protocol.alignment == "lsq_inverse":
         target_inverse = torch.where(valid, 1.0 / target.clamp(min=_INVERSE_FLOOR), torch.zeros_like(target))
-        scale, shift = fit_scale_shift(_to_inverse(prediction, kind), target_inverse, valid)
-        aligned = _to_inverse(prediction, kind) * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
+        inverse = _to_inverse(prediction, kind)
+        scale, shift = fit_scale_shift(inverse, target_inverse, valid)
+        aligned = inverse * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
         depth = 1.0 / aligned.clamp(min=1.0 / protocol.depth_cap)
     elif protocol.alignment == "median_depth":
         depth = _to_depth(prediction, kind)

@@ -16,6 +16,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,7 @@ def validate(
             for name, values in inverse_depth_metrics(prediction, target, valid, batch["is_metric"]).items():
                 per_image.setdefault(name, []).extend(values.cpu().tolist())
             keys.extend(batch["key"])
-            if grid is None and accelerator.is_main_process and config.log.images_every:
+            if grid is None and accelerator.trackers and config.log.images_every:  # trackers: main process only
                 grid = _example_grid(batch, prediction, config.log.images)
     model.train(was_training)
     gathered = gather_object([{"rank": accelerator.process_index, "keys": keys, "metrics": per_image}])
@@ -253,7 +254,7 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
     progress = tqdm(total=config.train.steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc="distill", dynamic_ncols=True)
     start_step, consecutive_nonfinite, samples = state.step, 0, 0
-    running: dict[str, float] = {}
+    running: dict[str, tuple[float, int]] = {}
     log_started = time.perf_counter()
     last_validation: dict[str, float] | None = None
     stop_signum: int | None = None
@@ -275,9 +276,14 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                     if accelerator.sync_gradients:
                         step_ok = _optimizer_step(accelerator, model, optimizer, config, step_ok)
                 samples += image.shape[0]
-                for name, value in parts.items():
-                    running[name] = running.get(name, 0.0) + float(value.detach())
-            scheduler.step()
+                for name, value in parts.items():  # averages over the finite values of the interval
+                    value = float(value.detach())
+                    if math.isfinite(value):
+                        total, count = running.get(name, (0.0, 0))
+                        running[name] = (total + value, count + 1)
+            with warnings.catch_warnings():  # torch warns when a skipped first step leaves the optimizer unstepped
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                scheduler.step()
             state.step += 1
             if step_ok:
                 consecutive_nonfinite = 0
@@ -297,8 +303,7 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
 
             if state.step % config.log.every == 0 or state.step == config.train.steps:
                 elapsed = time.perf_counter() - log_started
-                micro = config.log.every * config.train.gradient_accumulation_steps
-                scalars = {f"train/{name}": value / max(1, micro) for name, value in running.items()}
+                scalars = {f"train/{name}": total / count for name, (total, count) in running.items()}
                 scalars.update({
                     "train/lr": scheduler.get_last_lr()[0],
                     "train/samples_per_s": samples * accelerator.num_processes / max(elapsed, 1e-9),
@@ -308,14 +313,16 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                 _append_jsonl(accelerator, output_dir / "metrics.jsonl", {"step": state.step, **scalars})
                 progress.set_postfix(loss=f"{scalars.get('train/loss', float('nan')):.4f}")
                 running, samples, log_started = {}, 0, time.perf_counter()
-            if config.log.images_every and state.step % config.log.images_every == 0 and accelerator.is_main_process:
+            if config.log.images_every and state.step % config.log.images_every == 0 and accelerator.trackers:
                 _log_image(accelerator, "train/examples", _example_grid(batch, prediction.detach(), config.log.images),
                            state.step)
 
             finished = state.step >= config.train.steps
             if config.data.val and ((config.log.val_every and state.step % config.log.val_every == 0) or finished):
                 evaluated = model if ema is None else ema
+                paused = time.perf_counter()
                 last_validation = _validate_and_keep_best(accelerator, evaluated, config, state, output_dir)
+                log_started += time.perf_counter() - paused  # samples/s counts training time only
 
             stopping = stop.received is not None or (
                 config.train.stop_after is not None and state.step - start_step >= config.train.stop_after
@@ -324,7 +331,9 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
             stop_flag = accelerator.reduce(torch.tensor([float(stopping)], device=accelerator.device), "max")
             stopping = bool(float(stop_flag) > 0) and not finished
             if state.step % config.checkpoint.every == 0 or stopping or finished:
+                paused = time.perf_counter()
                 save_checkpoint(accelerator, output_dir, state.step, config.checkpoint.keep)
+                log_started += time.perf_counter() - paused
             if stopping:
                 stop_signum = stop.received
                 logger.warning("stopped at step %d; continue with --resume latest", state.step)

@@ -37,7 +37,7 @@ from pseudolabel.jobs import (
     summarise,
     write_summary,
 )
-from pseudolabel.labels import LabelBatch, sample_members
+from pseudolabel.labels import LabelBatch
 from pseudolabel.preprocess import (
     REJECT_DUPLICATE_KEY,
     REJECT_NO_IMAGE_MEMBER,
@@ -47,7 +47,7 @@ from pseudolabel.preprocess import (
 )
 from pseudolabel.sources import InputItem, SourceListing, open_source
 from pseudolabel.teachers import BUILTIN_TEACHERS, Teacher, load_teacher
-from shards.codec import encode_jpeg
+from shards.codec import encode_jpeg, sample_members
 from shards.config import save_resolved_config
 from shards.format import SampleMeta
 from shards.writer import ShardWriter

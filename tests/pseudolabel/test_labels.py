@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel.labels import LabelBatch, code_batch_on_device, code_map, sample_members
-from shards.codec import LABEL_CODECS, encode_jpeg, encode_sample
+from pseudolabel.labels import LabelBatch, code_batch_on_device, code_map
+from shards.codec import LABEL_CODECS, encode_jpeg, encode_sample, sample_members
 from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes
 from tests.pseudolabel.conftest import gradient_rgb
 

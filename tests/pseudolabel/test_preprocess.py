@@ -29,17 +29,18 @@ def test_scale_is_the_max_ratio_and_covers_the_crop(source, scale, scaled):
     assert got_scaled == scaled
 
 
-def test_crop_pixels_equal_resize_then_crop():
-    """Only the crop box is resampled; that must give the pixels of resizing the whole image and cropping."""
-    image = gradient_rgb(1242, 375, seed=1)
+@pytest.mark.parametrize("size", [(1242, 375), (683, 512), (300, 200)])
+def test_crop_is_pil_bicubic_resize_then_crop(size):
+    """torch's antialiased uint8 bicubic stands in for PIL's (ten times faster): the same pixels within 2 levels."""
+    image = gradient_rgb(*size, seed=1)
     crop = preprocess_image(encode(Image.fromarray(image), "PNG"), "k", PreprocessConfig(jpeg_draft=False))
-    _, scaled = scaled_size((1242, 375), 512, 384)
+    _, scaled = scaled_size(size, 512, 384)
     whole = np.asarray(Image.fromarray(image).resize(scaled, Image.Resampling.BICUBIC))
     left, top, right, bottom = crop.crop_box
     assert (right - left, bottom - top) == (512, 384)
-    assert left == (scaled[0] - 512) // 2
+    assert (left, top) == ((scaled[0] - 512) // 2, (scaled[1] - 384) // 2)
     difference = np.abs(whole[top:bottom, left:right].astype(int) - crop.image.astype(int))
-    assert difference.max() <= 1
+    assert difference.max() <= 2 and (difference > 0).mean() < 0.01
 
 
 def test_random_crop_is_drawn_per_key_and_reproducible():

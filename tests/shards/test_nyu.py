@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import scipy.io
 
+from shards.depth_sources import DepthFolder, HfDepthDataset
 from shards.nyu import (
-    DepthFolder,
-    HfDepthDataset,
     NyuFormatError,
     NyuSplit,
     load_nyu,
