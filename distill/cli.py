@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if result.signal is not None:
         return 128 + int(result.signal)
-    if result.completed:
+    if result.completed and result.main_process:
         logger.info("done: %d steps, %d skipped (non-finite); student in %s", result.step, result.skipped_nonfinite,
                     result.student)
     return 0

@@ -52,6 +52,7 @@ class TrainResult:
     skipped_nonfinite: int
     student: Path | None  # OUTPUT_DIR/student when completed
     validation: dict[str, float] | None  # the last validation's means
+    main_process: bool = True  # this process is the main one (it alone reports)
 
 
 class WarmupCosine:
@@ -349,7 +350,7 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
             logger.info("student saved: %s", student_dir)
         accelerator.wait_for_everyone()
     return TrainResult(state.step, state.step >= config.train.steps, stop_signum, state.skipped_nonfinite,
-                       student_dir, last_validation)
+                       student_dir, last_validation, accelerator.is_main_process)
 
 
 def _optimizer_step(accelerator: Accelerator, model: nn.Module, optimizer, config: DistillConfig, ok: bool) -> bool:

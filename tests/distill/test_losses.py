@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from distill.losses import LOSSES, LossConfig, build_loss, gradient_matching, prepare_target, trimmed_sum
@@ -30,7 +30,9 @@ def _loss(name: str, prediction, target, valid, image, is_metric=None) -> dict[s
 
 
 @pytest.mark.parametrize("name", ALIGNED_LOSSES)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
+@example(scale=0.01, shift=24.0)  # a large offset on a small range: the least-squares fit must stay well posed
+@example(scale=100.0, shift=-50.0)
 @given(
     scale=st.floats(min_value=1e-2, max_value=1e2, allow_nan=False),
     shift=st.floats(min_value=-50.0, max_value=50.0, allow_nan=False),
