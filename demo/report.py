@@ -37,7 +37,7 @@ def results_table(out: Path, models: dict[str, str]) -> tuple[str, dict[str, dic
     return "\n".join(lines), figures
 
 
-def write_summary(out: Path, models: dict[str, str], steps: list[dict], seconds: float) -> str:
+def write_summary(out: Path, models: dict[str, str], steps: list[dict], seconds: float, require_win: bool) -> str:
     """Write ``summary.md`` and ``summary.json`` into ``out``; return the markdown."""
     table, figures = results_table(out, models)
     student, constant, untrained = figures["student"], figures["constant"], figures["untrained student"]
@@ -61,6 +61,7 @@ def write_summary(out: Path, models: dict[str, str], steps: list[dict], seconds:
         f"- shards: `{out / 'shards' / 'pseudo'}` (pseudo-labels), `{out / 'shards' / 'val'}` (ground truth); "
         f"picture `{out / 'shards_pseudo.png'}`",
         f"- checkpoints and TensorBoard logs: `{out / 'distill'}`; the student: `{out / 'distill' / 'student'}`",
+        f"- picture of held-out scenes (input, ground truth, teacher, student): `{out / 'demo_picture.png'}`",
         f"- evaluation reports: `{out / 'eval'}` (metrics.json, per_image.csv, best_median_worst.png per model)",
         f"- ONNX and latency: `{out / 'export'}`; predictions: `{out / 'predict'}`",
         "",
@@ -74,6 +75,6 @@ def write_summary(out: Path, models: dict[str, str], steps: list[dict], seconds:
     record = {"minutes": seconds / 60, "metrics": figures, "student_beats_baselines": beats, "steps": steps,
               "benchmark": benchmark}
     (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
-    if not beats:
+    if require_win and not beats:
         raise SystemExit("the demo's student did not beat both baselines: see " + str(out / "summary.md"))
     return markdown

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shards.writer import SHARD_SUFFIX, STATS_SUFFIX, TMP_SUFFIX, read_stats, stats_path
+from shards.writer import SHARD_SUFFIX, STATS_SUFFIX, TMP_SUFFIX, read_stats, stats_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,6 @@ def manifest_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) 
         for name in sorted(set(before) | set(after))
         if before.get(name, "<absent>") != after.get(name, "<absent>")
     ]
-
-
-def write_json_atomic(path: Path, record: Any) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "w") as handle:
-        json.dump(record, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def check_or_write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> bool:

@@ -41,7 +41,7 @@ def read_stats(shard_path: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def _write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
+def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + TMP_SUFFIX)
     with open(tmp, "w") as handle:
         json.dump(record, handle, indent=1, sort_keys=True)
@@ -95,7 +95,7 @@ class ShardWriter:
             "rejects": {reason: sorted(keys) for reason, keys in sorted(self.rejects.items())},
             **extra,
         }
-        _write_json_atomic(stats_path(self.path), stats)
+        write_json_atomic(stats_path(self.path), stats)
         return stats
 
     def abort(self) -> None:

@@ -111,3 +111,13 @@ def val_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("val_shards")
     write_scene_shards(folder, RELATIVE_INVERSE_DEPTH, shards=3, seed=1000, prefix="val")
     return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One PyTorch thread: on a shared 2-core machine, OpenMP barriers across 2 threads stall whenever another
+    job holds a core (measured 5-10x slower than 1 thread under load). Restored after each test."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -217,3 +217,21 @@ def test_model_detection_by_content(student: Path, tmp_path: Path) -> None:
     assert detect_model_type(str(tmp_path)) == "teacher"
     with pytest.raises(FileNotFoundError):
         detect_model_type(str(tmp_path / "missing.onnx"))
+
+
+def test_constant_baseline_scores_the_best_single_depth_per_image(nyu: dict, tmp_path: Path) -> None:
+    """``--model constant``: after the reference alignment each image gets 1 / mean(valid inverse depth), capped at
+    10 m; the figures equal that worked out here from the raw depths."""
+    assert detect_model_type("constant") == "constant"
+    record = _run("constant", nyu, tmp_path)
+    expected = []
+    for frame in np.asarray(TEST_1BASED) - 1:
+        depth = nyu["raw"][frame].astype(np.float64)
+        valid = np.zeros_like(depth, dtype=bool)
+        valid[45:471, 41:601] = True
+        valid &= (depth > 0) & (depth < 10)
+        d = depth[valid]
+        constant = 1.0 / max(np.mean(1.0 / d), 0.1)
+        expected.append(np.mean(np.abs(constant - d) / d))
+    assert record["count"] == len(TEST_1BASED)
+    assert record["metrics"]["abs_rel"] == pytest.approx(np.mean(expected), rel=1e-4)

@@ -30,14 +30,7 @@ PICTURES = {"room.png": (120, 90), "sub/tall.jpg": (45, 70), "sub/deeper/wide.pn
 VIDEO_FRAMES, VIDEO_SIZE = 7, (80, 60)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One PyTorch thread: on the shared 2-core test machine, OpenMP barriers across 2 threads stall whenever another
-    job holds a core (measured 5-10x slower than 1 thread under load). Restored after each test."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
