@@ -35,9 +35,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from pseudolabel.config import PreprocessConfig  # noqa: E402
-from pseudolabel.labels import code_map, sample_members  # noqa: E402
+from pseudolabel.labels import code_map  # noqa: E402
 from pseudolabel.preprocess import preprocess_image, resize_and_crop  # noqa: E402
-from shards.codec import DEFAULT_LABEL_CODEC, encode_jpeg  # noqa: E402
+from shards.codec import (  # noqa: E402
+    DEFAULT_LABEL_CODEC,
+    encode_jpeg,
+    sample_members,  # noqa: E402
+)
 from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
