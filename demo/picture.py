@@ -28,7 +28,7 @@ def draw_comparison(val_shards: Path, teacher_folder: Path, student_folder: Path
     for sample in build_pipeline(str(val_shards), training=False, split=False):
         if len(rows) == count:
             break
-        image = torch.from_numpy(sample.image)[None]  # (1, 384, 512, 3) uint8
+        image = torch.tensor(sample.image)[None]  # (1, 384, 512, 3) uint8 (a copy: decoded arrays are read-only)
         valid = torch.from_numpy(sample.valid)[None, None]  # (1, 1, 384, 512)
         truth = torch.from_numpy(sample.depth)[None, None]  # metres, 0 where invalid
         truth_inverse = torch.where(valid, 1.0 / truth.clamp(min=1e-6), torch.zeros_like(truth))
