@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import TypeVar
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 Config = TypeVar("Config")
@@ -27,7 +28,9 @@ def parse_config(schema: type[Config], argv: list[str] | None, prog: str, descri
     parser = build_parser(schema, prog, description or (schema.__doc__ or ""))
     namespace = parser.parse_args(argv)
     namespace.pop("config", None)
-    resolved_yaml = parser.dump(namespace)
+    # Every key, nulls included: jsonargparse's dump drops None values, and a recipe that sets a key to null
+    # (e.g. `train.ema_decay: null`) would then reload as the default.
+    resolved_yaml = yaml.safe_dump(namespace.as_dict(), sort_keys=False)
     return instantiate(parser, schema, namespace), resolved_yaml
 
 
