@@ -60,8 +60,12 @@ def _undo_delta_planes(payload: bytes, height: int, width: int) -> np.ndarray:
     count = height * width
     if planes.size != 2 * count:
         raise ValueError(f"label payload holds {planes.size} bytes, expected {2 * count} for {height}x{width}")
-    zigzag = ((planes[:count].astype(np.uint16) << 8) | planes[count:].astype(np.uint16)).reshape(height, width)
-    residual = (zigzag >> 1) ^ (np.uint16(0) - (zigzag & 1))
+    zigzag = np.empty((height, width), dtype="<u2")
+    zigzag_bytes = zigzag.view(np.uint8).reshape(-1)
+    zigzag_bytes[1::2] = planes[:count]  # high bytes
+    zigzag_bytes[0::2] = planes[count:]  # low bytes
+    residual = zigzag >> 1
+    residual ^= np.uint16(0) - (zigzag & 1)
     values = np.cumsum(residual, axis=1, dtype=np.uint16)
     for row in range(1, height):  # row by row: 3x faster than np.cumsum(axis=0) on uint16, identical modulo 2**16
         np.add(values[row - 1], values[row], out=values[row])
@@ -150,7 +154,7 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # no copy for the usual RGB JPEG
 
 
 def sample_members(
