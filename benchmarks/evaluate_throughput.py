@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "evaluate_throughput",
         "command": " ".join(["python benchmarks/evaluate_throughput.py", *given]),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared and noisy",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "model": record["model"],
         "protocol": "reference",
         "frames": args.frames,

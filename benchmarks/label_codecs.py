@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "label_codecs",
         "command": "python benchmarks/label_codecs.py " + " ".join(argv or []),
-        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, shared, noisy",
+        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU (load average recorded separately)",
         "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "label_size": list(SAMPLE_SIZE),
         "labels": list(maps),

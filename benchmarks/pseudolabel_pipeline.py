@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     target["cores_needed"] = [round(rate / per_core, 1) for rate in target["estimated_images_per_second"]]
     target["cores_on_the_machine"] = CORES_ON_THE_GPU_MACHINE
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, noisy)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "command": "python benchmarks/pseudolabel_pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "stages_one_core": stages,
         "runs": runs,

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "shard_io",
         "command": "python benchmarks/shard_io.py " + " ".join(argv or []),
-        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, shared, noisy",
+        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU (load average recorded separately)",
         "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "samples": args.samples,
         "sample_size": list(SAMPLE_SIZE),
