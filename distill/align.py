@@ -76,3 +76,11 @@ def normalise_median_mad(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def fit_median_scale(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per-image ``median(target) / median(prediction)`` over valid pixels, (B,): the median-scaling protocol."""
     return masked_median(target, valid) / torch.clamp(masked_median(prediction, valid), min=_EPS)
+
+
+def as_inverse_depth(prediction: torch.Tensor, prediction_kind: str) -> torch.Tensor:
+    """A student's output as inverse depth: as it is, or 1 / metres for a ``prediction: depth`` student (depth at
+    or below 1 mm counts as 1 mm, so nothing divides by zero)."""
+    if prediction_kind == "depth":
+        return 1.0 / prediction.clamp(min=1e-3)
+    return prediction

@@ -121,11 +121,15 @@ def measure_backend(
     throughput_repeats: int,
     threads: int | None = None,
 ) -> dict:
-    """Latency at batch 1 and throughput at batch 8 of one backend (call it in a process of its own)."""
+    """Latency at batch 1 and throughput at batch 8 of one backend (call it in a process of its own).
+
+    ``throughput_repeats=0`` skips batch 8 (``distill.compare`` reports latency only)."""
     bind, used_threads = _backend_runner(backend, model, threads)
     result: dict = {"backend": backend, "threads": used_threads}
     rng = np.random.default_rng(0)
     for batch, count in ((LATENCY_BATCH, repeats), (THROUGHPUT_BATCH, throughput_repeats)):
+        if batch == THROUGHPUT_BATCH and count <= 0:
+            continue
         images = rng.random((batch, 3, height, width), dtype=np.float32)  # (B, 3, H, W) RGB in [0, 1]
         seconds = time_calls(bind(images), warmup, count)
         median = statistics.median(seconds)
@@ -141,6 +145,11 @@ def measure_backend(
 
 # --------------------------------------------------------------------------------------------------------------
 # The parent: one subprocess per measurement
+
+
+def lower_bound_ms(macs: int, flops_per_s: float, batch: int = 1) -> float:
+    """The compute lower bound in milliseconds: 2 x MACs per image (one MAC = two FLOPs) at the measured rate."""
+    return 2.0 * macs * batch / flops_per_s * 1e3
 
 
 def run_worker(arguments: list[str], timeout: float = 1800.0) -> dict:
@@ -267,7 +276,7 @@ def run_benchmark(
         backend_rounds: dict[tuple[int, str], list[dict]] = {}
         for round_number in range(rounds):
             logger.info("round %d of %d: fp32 matmul (%d^3)", round_number + 1, rounds, matmul_size)
-            matmul_args = ["--matmul-size", str(matmul_size), "--repeats", str(matmul_repeats), *thread_args]
+            matmul_args = ["--matmul-size", str(matmul_size), "--matmul-repeats", str(matmul_repeats), *thread_args]
             matmul_rounds.append(run_worker(["--worker", "matmul", *matmul_args]))
             for index, student in enumerate(prepared):
                 for backend in backends:
@@ -277,7 +286,7 @@ def run_benchmark(
     matmul = _combine_matmul(matmul_rounds)
     for index, student in enumerate(prepared):
         student["lower_bound_ms"] = {
-            f"batch{batch}": 2.0 * student["macs"] * batch / matmul["flops_per_s_median"] * 1e3
+            f"batch{batch}": lower_bound_ms(student["macs"], matmul["flops_per_s_median"], batch)
             for batch in (LATENCY_BATCH, THROUGHPUT_BATCH)
         }
         student["backends"] = {}

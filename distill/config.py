@@ -75,3 +75,8 @@ class DistillConfig:
     log: LogConfig = field(default_factory=LogConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     resume: str | None = None  # "latest" (newest complete checkpoint in OUTPUT_DIR) or a checkpoint folder
+
+    def __post_init__(self) -> None:
+        """Checks across sections, so a recipe that cannot train stops before any data is read."""
+        if self.loss.coarse_weight > 0 and not self.student.coarse_head:
+            raise ValueError("loss.coarse_weight > 0 needs student.coarse_head: true (an RT-MonoDepth student)")

@@ -15,7 +15,15 @@ A non-finite prediction gives a non-finite loss on purpose: the training loop's 
   squared error / 2M, plus the same gradient term.
 - ``l1``, ``mse``: plain mean absolute / squared error on inverse depth (labels with a consistent scale only).
 - ``ssim_l1_smooth``: 0.85 (1 - SSIM) / 2 + 0.15 L1 plus an edge-aware smoothness term on the mean-normalised
-  prediction (Godard et al., Monodepth); needs the image.
+  prediction (Godard et al., Monodepth); needs the image. RT-MonoDepth's recipe.
+- ``l1_edge_ssim``: ``l1_weight`` L1 + ``edge_weight`` L1 of the image gradients (prediction's against label's) +
+  ``ssim_weight`` (1 - SSIM) / 2: the DIODE DeepLabv3 recipe.
+
+Where the student predicts depth (``prediction: depth``, the metric recipes), the loss compares depths in metres
+instead, and only metric labels can train it. ``invariant: true`` normalises prediction and label per image by
+median and mean absolute deviation before ``l1``, ``mse``, ``ssim_l1_smooth`` or ``l1_edge_ssim``: their
+scale-and-shift-invariant variants, for relative pseudo-labels. ``coarse_weight`` > 0 adds the RMSE of a student's
+coarse map (RT-MonoDepth's ``aux["coarse"]``) against the label average-pooled to its size.
 """
 
 from __future__ import annotations
@@ -35,28 +43,44 @@ _EPS = 1e-6
 class LossConfig:
     """Which loss and its weights; defaults are the reference recipe (MiDaS SSI, trimmed 20%, gradient weight 0.5)."""
 
-    name: str = "ssi"  # one of LOSSES: ssi, ssi_lsq, l1, mse, ssim_l1_smooth
+    name: str = "ssi"  # one of LOSSES: ssi, ssi_lsq, l1, mse, ssim_l1_smooth, l1_edge_ssim
     trim: float = 0.2  # ssi: fraction of the largest residuals per image left out
     gradient_weight: float = 0.5  # ssi, ssi_lsq: weight of the multi-scale gradient-matching term (0 = off)
     gradient_scales: int = 4  # each scale half the resolution of the previous
-    ssim_weight: float = 0.85  # ssim_l1_smooth: SSIM share; L1 gets 1 - ssim_weight
+    ssim_weight: float = 0.85  # ssim_l1_smooth: SSIM share (L1 gets 1 - ssim_weight); l1_edge_ssim: SSIM weight
     smoothness_weight: float = 1e-3  # ssim_l1_smooth: edge-aware smoothness weight
+    l1_weight: float = 1.0  # l1_edge_ssim: L1 weight
+    edge_weight: float = 1.0  # l1_edge_ssim: weight of the L1 between prediction and label image gradients
+    invariant: bool = False  # l1, mse, ssim_l1_smooth, l1_edge_ssim: median / MAD normalise both first
+    coarse_weight: float = 0.0  # > 0: RMSE of the student's coarse map (student.coarse_head) with this weight
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
             raise ValueError(f"unknown loss {self.name!r}; choose one of {sorted(LOSSES)}")
+        if self.invariant and self.name in ("ssi", "ssi_lsq"):
+            raise ValueError(f"loss {self.name!r} is scale-and-shift invariant already: leave loss.invariant false")
+        if self.coarse_weight < 0:
+            raise ValueError(f"loss.coarse_weight must be >= 0, got {self.coarse_weight}")
         if not 0.0 <= self.trim < 1.0:
             raise ValueError(f"loss.trim is the fraction of residuals left out, in [0, 1); got {self.trim}")
 
 
 def prepare_target(
-    target: torch.Tensor, valid: torch.Tensor, is_metric: torch.Tensor | None
+    target: torch.Tensor, valid: torch.Tensor, is_metric: torch.Tensor | None, space: str = "inverse_depth"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label -> (inverse depth (B, 1, H, W) float32, valid mask). Metric rows become 1 / metres over pixels with a
-    positive depth; non-finite labels are invalid; invalid pixels hold 0 so nothing non-finite flows on."""
+    """Label -> (values (B, 1, H, W) float32 in ``space``, valid mask); invalid pixels hold 0 so nothing
+    non-finite flows on. ``inverse_depth``: metric rows become 1 / metres over pixels with a positive depth.
+    ``depth``: metres, which only metric labels have (a relative label here is an error, not a silent guess)."""
     target = target.float()
     valid = valid.bool() & torch.isfinite(target)
-    if is_metric is not None:
+    if space == "depth":
+        if is_metric is None or not bool(is_metric.bool().all()):
+            raise ValueError(
+                "this student predicts depth in metres (student.prediction: depth), so it trains on metric labels "
+                "only; these shards hold relative pseudo-labels: use an inverse_depth student with an invariant loss"
+            )
+        valid = valid & (target > 0)
+    elif is_metric is not None:
         metric = is_metric.bool().view(-1, 1, 1, 1).expand_as(target)
         valid = valid & ~(metric & (target <= 0))
         inverse = 1.0 / torch.where(valid & metric, target, torch.ones_like(target))
@@ -106,11 +130,13 @@ def trimmed_sum(absolute: torch.Tensor, valid: torch.Tensor, trim: float) -> tor
 
 
 class DepthLoss(nn.Module):
-    """Base: converts the label, then :meth:`compute` on inverse depth; returns named parts and ``loss``."""
+    """Base: converts the label into the student's space (inverse depth, or metres), normalises both when
+    ``invariant``, then :meth:`compute`; adds the coarse-map term; returns named parts and ``loss``."""
 
-    def __init__(self, config: LossConfig) -> None:
+    def __init__(self, config: LossConfig, space: str = "inverse_depth") -> None:
         super().__init__()
         self.config = config
+        self.space = space
 
     def forward(
         self,
@@ -119,16 +145,27 @@ class DepthLoss(nn.Module):
         valid: torch.Tensor,
         is_metric: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
+        aux: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         if prediction.shape != target.shape or target.shape != valid.shape:
             raise ValueError(
                 f"prediction {tuple(prediction.shape)}, target {tuple(target.shape)} and valid {tuple(valid.shape)} "
                 "must have one shape, (B, 1, H, W)"
             )
-        target_inverse, valid = prepare_target(target, valid, is_metric)
+        target, valid = prepare_target(target, valid, is_metric, self.space)
         # float32 at least (autocast may hand us bf16 / fp16); float64 stays float64
         prediction = prediction.to(torch.promote_types(prediction.dtype, torch.float32))
-        return self.compute(prediction, target_inverse.to(prediction.dtype), valid, image)
+        target = target.to(prediction.dtype)
+        if self.config.invariant:
+            prediction = _zero_invalid(normalise_median_mad(prediction, valid), valid)
+            target = _zero_invalid(normalise_median_mad(target, valid), valid)
+        parts = self.compute(prediction, target, valid, image)
+        if self.config.coarse_weight > 0:
+            if not aux or "coarse" not in aux:
+                raise ValueError("loss.coarse_weight > 0 needs a student with a coarse map (student.coarse_head true)")
+            parts["coarse"] = coarse_rmse(aux["coarse"].to(prediction.dtype), target, valid, self.config.invariant)
+            parts["loss"] = parts["loss"] + self.config.coarse_weight * parts["coarse"]
+        return parts
 
     def compute(
         self, prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, image: torch.Tensor | None
@@ -219,14 +256,13 @@ class SsimL1SmoothLoss(DepthLoss):
         if image is None:
             raise ValueError("loss 'ssim_l1_smooth' needs the input image for its edge-aware smoothness term")
         count = _per_image_sum(valid.float())
-        window_valid = -F.max_pool2d(-valid.float(), 3, 1, padding=1) > 0.5  # all 9 pixels valid
-        ssim_count = _per_image_sum(window_valid.float())
-        dissimilarity = ((1.0 - _ssim_map(prediction, target)) / 2.0).clamp(0.0, 1.0)
-        ssim = _per_image_sum(torch.where(window_valid, dissimilarity, torch.zeros_like(dissimilarity)))
-        ssim = _batch_mean(ssim / ssim_count.clamp(min=1.0), ssim_count)
+        ssim = ssim_dissimilarity(prediction, target, valid)
         error = torch.where(valid, (prediction - target).abs(), torch.zeros_like(prediction))
         l1 = _batch_mean(_per_image_sum(error) / count.clamp(min=1.0), count)
-        normalised = prediction / (prediction.mean(dim=(2, 3), keepdim=True) + _EPS)
+        # scale-free before the smoothness: mean-normalised (Monodepth), or already median / MAD normalised
+        normalised = prediction
+        if not self.config.invariant:
+            normalised = prediction / (prediction.mean((2, 3), keepdim=True) + _EPS)
         image = image.float()
         weight_x = torch.exp(-(image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
         weight_y = torch.exp(-(image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
@@ -238,6 +274,52 @@ class SsimL1SmoothLoss(DepthLoss):
         return {"ssim": ssim, "l1": l1, "smooth": smooth, "loss": loss}
 
 
+class L1EdgeSsimLoss(DepthLoss):
+    """``l1_edge_ssim``: L1 + L1 of the image gradients (prediction's minus label's, over pixel pairs both valid)
+    + SSIM dissimilarity, each with its weight (the DIODE DeepLabv3 recipe)."""
+
+    def compute(self, prediction, target, valid, image):
+        count = _per_image_sum(valid.float())
+        error = torch.where(valid, (prediction - target).abs(), torch.zeros_like(prediction))
+        l1 = _batch_mean(_per_image_sum(error) / count.clamp(min=1.0), count)
+        residual = torch.where(valid, prediction - target, torch.zeros_like(prediction))
+        edge = _batch_mean(gradient_matching(residual, valid, 1), count)
+        ssim = ssim_dissimilarity(prediction, target, valid)
+        cfg = self.config
+        loss = cfg.l1_weight * l1 + cfg.edge_weight * edge + cfg.ssim_weight * ssim
+        return {"l1": l1, "edge": edge, "ssim": ssim, "loss": loss}
+
+
+def ssim_dissimilarity(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Batch mean of (1 - SSIM) / 2 over the 3x3 windows whose nine pixels are all valid."""
+    window_valid = -F.max_pool2d(-valid.float(), 3, 1, padding=1) > 0.5
+    count = _per_image_sum(window_valid.float())
+    dissimilarity = ((1.0 - _ssim_map(prediction, target)) / 2.0).clamp(0.0, 1.0)
+    total = _per_image_sum(torch.where(window_valid, dissimilarity, torch.zeros_like(dissimilarity)))
+    return _batch_mean(total / count.clamp(min=1.0), count)
+
+
+def _zero_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return torch.where(valid, x, torch.zeros_like(x))
+
+
+def coarse_rmse(coarse: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, invariant: bool) -> torch.Tensor:
+    """Batch mean of the per-image RMSE between a coarse map (B, 1, h, w) and the label average-pooled over its
+    valid pixels to that size (a coarse pixel counts where any of its label pixels is valid)."""
+    height, width = target.shape[-2:]
+    if height % coarse.shape[-2] or width % coarse.shape[-1]:
+        raise ValueError(f"coarse map {tuple(coarse.shape[-2:])} does not tile the label {height}x{width}")
+    kernel = (height // coarse.shape[-2], width // coarse.shape[-1])
+    weight = F.avg_pool2d(valid.to(target.dtype), kernel)
+    pooled = F.avg_pool2d(_zero_invalid(target, valid), kernel) / weight.clamp(min=_EPS)
+    coarse_valid = weight > 0
+    if invariant:
+        coarse = normalise_median_mad(coarse, coarse_valid)
+    count = _per_image_sum(coarse_valid.float())
+    squared = _zero_invalid((coarse - pooled) ** 2, coarse_valid)
+    return _batch_mean(torch.sqrt(_per_image_sum(squared) / count.clamp(min=1.0) + 1e-12), count)
+
+
 #: The loss table: config name -> class. Add a loss here and it is a config choice.
 LOSSES: dict[str, type[DepthLoss]] = {
     "ssi": ScaleShiftInvariantLoss,
@@ -245,9 +327,11 @@ LOSSES: dict[str, type[DepthLoss]] = {
     "l1": L1Loss,
     "mse": MSELoss,
     "ssim_l1_smooth": SsimL1SmoothLoss,
+    "l1_edge_ssim": L1EdgeSsimLoss,
 }
 
 
-def build_loss(config: LossConfig | None = None) -> DepthLoss:
+def build_loss(config: LossConfig | None = None, space: str = "inverse_depth") -> DepthLoss:
+    """The configured loss, comparing values in ``space``: the student's ``prediction`` (inverse_depth or depth)."""
     config = config or LossConfig()
-    return LOSSES[config.name](config)
+    return LOSSES[config.name](config, space)

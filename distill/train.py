@@ -29,7 +29,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
 
-from distill.align import align_scale_shift
+from distill.align import align_scale_shift, as_inverse_depth
 from distill.checkpoint import TrainState, remove_partial_checkpoints, resolve_resume, save_checkpoint
 from distill.config import DistillConfig
 from distill.data import build_train_loader, build_val_loader
@@ -168,7 +168,7 @@ def validate(
     with torch.no_grad(), accelerator.autocast():
         for batch in build_val_loader(config.data):
             batch = send_to_device(batch, accelerator.device)
-            prediction = model(batch["image"]).float()
+            prediction = as_inverse_depth(model(batch["image"]).float(), config.student.prediction)
             target, valid = prepare_target(batch["target"], batch["valid"], batch["is_metric"])
             for name, values in inverse_depth_metrics(prediction, target, valid, batch["is_metric"]).items():
                 per_image.setdefault(name, []).extend(values.cpu().tolist())
@@ -240,7 +240,8 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
     accelerator.register_for_checkpointing(scheduler, state)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-    loss_fn = build_loss(config.loss)
+    loss_fn = build_loss(config.loss, space=config.student.prediction)
+    wants_aux = config.loss.coarse_weight > 0  # the student's coarse map feeds the loss
 
     checkpoint = resolve_resume(config.resume, output_dir)
     if checkpoint is not None:
@@ -267,8 +268,13 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                 image = batch["image"].contiguous(memory_format=memory_format)
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
-                        prediction = model(image)
-                    parts = loss_fn(prediction.float(), batch["target"], batch["valid"], batch["is_metric"], image)
+                        if wants_aux:
+                            prediction, aux = model(image, return_aux=True)
+                        else:
+                            prediction, aux = model(image), None
+                    parts = loss_fn(
+                        prediction.float(), batch["target"], batch["valid"], batch["is_metric"], image, aux
+                    )
                     nonfinite = (~torch.isfinite(parts["loss"].detach())).float().reshape(1)
                     if float(accelerator.reduce(nonfinite, reduction="max")) > 0:  # every rank skips together
                         step_ok = False
@@ -315,7 +321,8 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                 progress.set_postfix(loss=f"{scalars.get('train/loss', float('nan')):.4f}")
                 running, samples, log_started = {}, 0, time.perf_counter()
             if config.log.images_every and state.step % config.log.images_every == 0 and accelerator.trackers:
-                _log_image(accelerator, "train/examples", _example_grid(batch, prediction.detach(), config.log.images),
+                examples = as_inverse_depth(prediction.detach().float(), config.student.prediction)
+                _log_image(accelerator, "train/examples", _example_grid(batch, examples, config.log.images),
                            state.step)
 
             finished = state.step >= config.train.steps

@@ -17,10 +17,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from distill.student import StudentConfig, create_student  # noqa: E402
+from distill.student import StudentConfig, create_student, save_student  # noqa: E402
 from shards.codec import encode_sample  # noqa: E402
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from shards.scenes import render_scene, write_scene_folder  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
 #: Size (width, height) of the samples in the test shards: small, 4:3, and a multiple of 32 on both sides.
@@ -121,3 +121,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def save_tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """A factory: ``save_tiny_student(name, seed=0, **config_overrides) -> folder`` of a saved tiny student
+    (random init seeded by ``seed``), for commands that take student folders."""
+    root = tmp_path_factory.mktemp("tiny_students")
+
+    def save(name: str, seed: int = 0, **overrides) -> Path:
+        config = tiny_student_config(**overrides)
+        torch.manual_seed(seed)
+        return save_student(create_student(config), config, root / name)
+
+    return save
+
+
+@pytest.fixture(scope="session")
+def scene_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An rgb/ + depth/ folder of 4 generated 128x96 scenes (16-bit millimetres; the ``shards scenes`` layout),
+    read-only."""
+    folder = tmp_path_factory.mktemp("scene_folder")
+    write_scene_folder(folder, count=4, seed=500, width=TINY_SAMPLE_SIZE[0], height=TINY_SAMPLE_SIZE[1])
+    return folder

@@ -19,7 +19,7 @@ from distill.cli import main
 from distill.config import DistillConfig
 from distill.data import EvalTransform, collate_samples
 from distill.losses import LossConfig, build_loss
-from distill.student import create_student, load_student
+from distill.student import ARCHITECTURES, create_student, load_student
 from shards.config import load_config
 from shards.reader import build_pipeline
 from tests.distill.conftest import TINY_STUDENT, tiny_student_config
@@ -60,12 +60,13 @@ def _jsonl(path: Path) -> list[dict]:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_recipes_load_against_the_schema(path: Path) -> None:
     config = load_config(DistillConfig, path)
-    assert config.data.size[0] % 32 == 0 and config.student.architecture == "fastdepth"
+    assert config.data.size[0] % 32 == 0 and config.student.architecture in ARCHITECTURES
     if path.stem == "smoke":
         assert config.student.pretrained is False  # CPU smoke: random init, said so in the file
     if path.stem == "places365_fastdepth":  # the reference recipe is the schema's defaults, apart from shard paths
         defaults = DistillConfig()
-        for section in ("student", "loss", "optim", "train", "checkpoint"):
+        assert config.student.resolved() == defaults.student.resolved()
+        for section in ("loss", "optim", "train", "checkpoint"):
             assert getattr(config, section) == getattr(defaults, section), section
     assert {p.stem for p in CONFIGS} >= {"places365_fastdepth", "smoke", "fastdepth_original"}
 
@@ -119,6 +120,11 @@ def test_resume_equals_uninterrupted(tmp_path, relative_shards, metric_shards) -
 class _LossWith:
     """Wraps the real loss: NaN at the given calls, or SIGTERM to this process at one call."""
 
+    @classmethod
+    def factory(cls, **options):
+        """A stand-in for ``distill.train.build_loss`` that wraps what the real one builds."""
+        return lambda config, space="inverse_depth": cls(build_loss(config, space), **options)
+
     def __init__(self, real, nan_calls=(), sigterm_call=None) -> None:
         self.real, self.nan_calls, self.sigterm_call, self.calls = real, set(nan_calls), sigterm_call, 0
 
@@ -133,7 +139,7 @@ class _LossWith:
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, relative_shards, monkeypatch) -> None:
-    monkeypatch.setattr(train_module, "build_loss", lambda config: _LossWith(build_loss(config), nan_calls={3, 4}))
+    monkeypatch.setattr(train_module, "build_loss", _LossWith.factory(nan_calls={3, 4}))
     output = tmp_path / "run"
     assert main(_argv(output, relative_shards, "--train.steps", "6")) == 0
     records = _jsonl(output / "metrics.jsonl")
@@ -143,7 +149,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, relative_shards, mon
 
 
 def test_too_many_non_finite_steps_stop_the_run(tmp_path, relative_shards, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(train_module, "build_loss", lambda config: _LossWith(build_loss(config), nan_calls={"all"}))
+    monkeypatch.setattr(train_module, "build_loss", _LossWith.factory(nan_calls={"all"}))
     argv = _argv(tmp_path / "run", relative_shards, "--train.steps", "10", "--train.max_consecutive_nonfinite", "3")
     assert main(argv) == 1
     assert "3 non-finite steps in a row" in capsys.readouterr().err
@@ -151,7 +157,7 @@ def test_too_many_non_finite_steps_stop_the_run(tmp_path, relative_shards, monke
 
 def test_sigterm_checkpoints_then_resume_continues(tmp_path, relative_shards, monkeypatch) -> None:
     output = tmp_path / "run"
-    monkeypatch.setattr(train_module, "build_loss", lambda config: _LossWith(build_loss(config), sigterm_call=3))
+    monkeypatch.setattr(train_module, "build_loss", _LossWith.factory(sigterm_call=3))
     assert main(_argv(output, relative_shards, "--train.steps", "7")) == 128 + signal.SIGTERM
     assert [p.name for p in list_checkpoints(output)] == ["step_00000003"]
     assert (output / "checkpoints" / "step_00000003" / COMPLETE_MARKER).is_file()

@@ -1,0 +1,111 @@
+"""What every student shares: the input contract, the output activation, the optional auxiliary outputs, and the
+one way to get ImageNet encoder weights from timm (hub cache or a local file, never silently random).
+
+Contract (all architectures): ``forward(image)`` takes RGB float in [0, 1], (B, 3, H, W) with H and W multiples of
+32, normalises it inside (a buffer: callers never need mean and std), and returns (B, 1, H, W): inverse depth for
+``prediction == "inverse_depth"`` students, metres for ``prediction == "depth"`` ones. ``forward(image,
+return_aux=True)`` returns ``(prediction, aux)``, ``aux`` a dict of extra maps some recipes train (e.g. RT-MonoDepth's
+coarse map); export and inference never see them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import timm
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from distill.student import StudentConfig
+
+#: The largest encoder output stride of any student; inputs must be multiples of it.
+INPUT_MULTIPLE = 32
+
+
+def missing_weights_message(encoder: str, detail: str) -> str:
+    """What to download and where to put it, for a timm encoder whose ImageNet weights cannot be had."""
+    try:
+        hub_id = timm.models.get_pretrained_cfg(encoder).hf_hub_id or f"timm/{encoder}"
+    except Exception:  # noqa: BLE001 - an unknown name still gets a useful message
+        hub_id = f"timm/{encoder}"
+    return (
+        f"ImageNet weights for the student encoder {encoder!r} are not available ({detail}). Either download them "
+        f"into the Hugging Face cache with `huggingface-cli download {hub_id}` (then run with HF_HUB_OFFLINE=1 if "
+        f"offline), or download `model.safetensors` from https://huggingface.co/{hub_id} and set "
+        f"`--student.pretrained_file /path/to/model.safetensors`, or train from random init on purpose with "
+        f"`--student.pretrained false`."
+    )
+
+
+def create_timm_encoder(config: StudentConfig, out_indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> nn.Module:
+    """A timm ``features_only`` encoder, with ImageNet weights from the hub cache or ``pretrained_file`` when
+    ``config.pretrained``; a missing weight is an error saying what to download."""
+    kwargs = dict(features_only=True, exportable=True, out_indices=out_indices)
+    if not config.pretrained:
+        return timm.create_model(config.encoder, pretrained=False, **kwargs)
+    if config.pretrained_file is not None:
+        path = Path(config.pretrained_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(missing_weights_message(config.encoder, f"no file at {path}"))
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+    try:
+        return timm.create_model(config.encoder, pretrained=True, **kwargs)
+    except (OSError, RuntimeError, ValueError) as error:  # hub unreachable, not cached, unreadable file
+        raise FileNotFoundError(missing_weights_message(config.encoder, f"{type(error).__name__}: {error}")) from error
+
+
+def check_strides(encoder: nn.Module, name: str, expected: list[int]) -> None:
+    reductions = list(encoder.feature_info.reduction())
+    if reductions != expected:
+        raise ValueError(f"encoder {name!r} gives features at strides {reductions}, need {expected}")
+
+
+def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "bilinear":
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+class Student(nn.Module):
+    """Base of every student: input check and normalisation, output activation, ``return_aux``.
+
+    Subclasses implement :meth:`predict` (normalised image -> pre-activation map at input size and an aux dict).
+    """
+
+    def __init__(self, config: StudentConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        """The configured output activation: softplus (never a dead pixel), relu, sigmoid, or none (a plain
+        regression head, as torchvision's DeepLab recipe)."""
+        name = self.config.output_activation
+        if name == "softplus":
+            return F.softplus(x)
+        if name == "relu":
+            return F.relu(x)
+        if name == "sigmoid":
+            return torch.sigmoid(x)
+        return x
+
+    def forward(
+        self, image: torch.Tensor, return_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        height, width = image.shape[-2:]
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+                raise ValueError(f"student input {width}x{height} (W x H): both sides must be multiples of 32")
+        x = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        raw, aux = self.predict(x)
+        prediction = self.activate(raw)
+        if return_aux:
+            return prediction, {name: self.activate(value) for name, value in aux.items()}
+        return prediction
