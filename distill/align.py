@@ -78,9 +78,10 @@ def fit_median_scale(prediction: torch.Tensor, target: torch.Tensor, valid: torc
     return masked_median(target, valid) / torch.clamp(masked_median(prediction, valid), min=_EPS)
 
 
-def as_inverse_depth(prediction: torch.Tensor, prediction_kind: str) -> torch.Tensor:
-    """A student's output as inverse depth: as it is, or 1 / metres for a ``prediction: depth`` student (depth at
-    or below 1 mm counts as 1 mm, so nothing divides by zero)."""
-    if prediction_kind == "depth":
-        return 1.0 / prediction.clamp(min=1e-3)
+def as_inverse_depth(prediction, prediction_kind: str):
+    """A model's output (tensor or array) as inverse depth: as it is, or 1 / metres for a model that predicts depth
+    (a ``prediction: depth`` student, kind ``metric_depth``); depth at or below 1 mm counts as 1 mm, so nothing
+    divides by zero."""
+    if prediction_kind in ("depth", "metric_depth"):
+        return 1.0 / prediction.clip(min=1e-3)
     return prediction

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from distill import evaluate as evaluation
-from distill.protocols import EIGEN_CROP, EIGEN_FRAME, PRESETS, Protocol, crop_mask, get_protocol
+from distill.protocols import EIGEN_CROP, EIGEN_FRAME, PRESETS, Protocol, crop_box, crop_mask, get_protocol
 from shards.depth_sources import DepthFolder
 from shards.format import STUDENT_SIZE
 from shards.viz import colorize_depth, image_grid, save_picture
@@ -356,7 +356,7 @@ def open_dataset(spec: DataSpec, name: str, options: argparse.Namespace) -> Data
             )
             log.info("%s: %s", name, note)
     try:
-        crop_mask(*frame_shape, protocol.crop)
+        crop_mask(*frame_shape, crop_box(protocol, *frame_shape))
     except ValueError as error:
         raise ValueError(f"--data {spec.path}: {error}; or name a preset that fits: NAME=PATH:PRESET") from error
     return Dataset(name, spec, args, source, protocol, note, argv, len(source), source.describe())

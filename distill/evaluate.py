@@ -1,4 +1,4 @@
-"""Evaluate a student, its ONNX export or a teacher on NYU Depth v2 (or any RGB + metric depth source).
+"""Evaluate a student, its ONNX export or a teacher on NYU Depth v2, DIODE, KITTI (or any RGB + metric depth source).
 
 ``python -m distill.evaluate --model M --data D [--splits splits.mat] [--protocol reference] --out DIR``
 
@@ -39,6 +39,7 @@ from distill.protocols import (
     PRESETS,
     Protocol,
     add_protocol_arguments,
+    crop_box,
     crop_mask,
     get_protocol,
     predicted_depth,
@@ -46,9 +47,10 @@ from distill.protocols import (
     resize_images,
     valid_mask,
 )
-from shards.depth_sources import DepthFolder, HfDepthDataset
-from shards.format import SAMPLE_SIZE, STUDENT_SIZE
-from shards.nyu import DepthFrame, NyuSplit
+from shards.depth_sources import DepthFolder, HfDepthDataset, PairList
+from shards.diode import DIODE_SCENES, DiodeSplit, is_diode_tree
+from shards.format import SAMPLE_SIZE, STUDENT_SIZE, LabelError
+from shards.nyu import DepthFrame, NyuFormatError, NyuSplit
 from shards.viz import colorize_depth, error_map, image_grid, save_picture
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def _runner_model(model: str, source: str, width: int | None, height: int | None
         inverse_depth = runner(images.float().cpu().numpy())  # (B, H, W)
         return torch.from_numpy(np.asarray(inverse_depth, dtype=np.float32))
 
-    return DepthModel(runner.name, source, "relative_inverse_depth", runner.width, runner.height, predict)
+    return DepthModel(runner.name, source, runner.kind, runner.width, runner.height, predict)  # a depth student: metres
 
 
 def _teacher_model(model: str, device: str) -> DepthModel:
@@ -172,22 +174,37 @@ def _cpu(device: str) -> str:
 
 
 def open_data(args: argparse.Namespace, protocol: Protocol) -> Any:
-    """A lazy frame source for ``--data``: ``len()``, ``source[i] -> DepthFrame``, ``describe()``."""
+    """A lazy frame source for ``--data``: ``len()``, ``source[i] -> DepthFrame``, ``describe()``.
+
+    A DIODE preset (``protocol.scenes``) reads a DIODE tree, its scene types only; otherwise the source is
+    recognised by form: a ``.mat`` file (NYU), a ``.txt`` pair list, a DIODE tree, an ``rgb/`` + ``depth/`` folder,
+    else a ``datasets`` copy."""
     data = args.data
     path = Path(data)
+    diode = is_diode_tree(path)
+    if protocol.scenes is not None and not diode:
+        raise NyuFormatError(
+            f"protocol {protocol.name} reads DIODE ({', '.join(protocol.scenes)}): {data} is not a DIODE root "
+            "(<root>/val/indoors|outdoor/scene_XXXXX/scan_XXXXX/...)"
+        )
+    if diode:
+        scenes = protocol.scenes or DIODE_SCENES
+        return DiodeSplit(data, split=args.split or "val", scenes=scenes, limit=args.limit)
     if path.suffix.lower() == ".mat":
-        return NyuSplit(data, args.splits, split=args.split, depth=protocol.depth_source, limit=args.limit)
+        return NyuSplit(data, args.splits, split=args.split or "test", depth=protocol.depth_source, limit=args.limit)
+    if path.suffix.lower() == ".txt":
+        return PairList(data, depth_scale=protocol.depth_scale, limit=args.limit)
     if path.is_dir() and (path / "rgb").is_dir() and (path / "depth").is_dir():
         log.info("%s is a folder source: its depth is used as given (protocol depth_source does not apply)", data)
-        return DepthFolder(data, depth_scale=args.depth_scale or 1000.0, limit=args.limit)
+        return DepthFolder(data, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit)
     return HfDepthDataset(
         data,
-        split=args.split,
+        split=args.split or "test",
         depth=protocol.depth_source,
         image_column=args.image_column,
         depth_column=args.depth_column,
         raw_depth_column=args.raw_depth_column,
-        depth_scale=args.depth_scale,
+        depth_scale=protocol.depth_scale,
         limit=args.limit,
     )
 
@@ -390,19 +407,26 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m distill.evaluate", description="Evaluate a depth model on NYU Depth v2 (docs/evaluation.md)."
+        prog="python -m distill.evaluate",
+        description="Evaluate a depth model on NYU Depth v2, DIODE or KITTI under a protocol (docs/evaluation.md).",
     )
     parser.add_argument("--model", required=True, help="student folder | .onnx file | teacher hub id or folder")
-    parser.add_argument("--data", required=True, help="nyu_depth_v2_labeled.mat | rgb/+depth/ folder | HF dataset")
+    parser.add_argument(
+        "--data", required=True,
+        help="nyu_depth_v2_labeled.mat | DIODE root | .txt of 'image depth' lines | rgb/+depth/ folder | HF dataset",
+    )
     parser.add_argument("--splits", help="the official splits.mat (with a .mat --data)")
-    parser.add_argument("--split", default="test", help="test (default), train or all; a dataset's split name")
+    parser.add_argument(
+        "--split", default=None, help="NYU: test (default), train or all; DIODE: val (default) or train; HF: its name"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="evaluate only the first N frames (smoke tests)")
-    parser.add_argument("--save-predictions", action="store_true", help="write predictions.npz (raw, 640x480)")
+    parser.add_argument(
+        "--save-predictions", action="store_true", help="write predictions.npz (raw, at the frames' size; one size)"
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
     parser.add_argument("--input-size", type=_size, help="student input WxH (default 256x192; multiples of 32)")
-    parser.add_argument("--depth-scale", type=float, help="integer depth units per metre (folder default 1000)")
     parser.add_argument("--image-column", default="image", help="HF dataset image column")
     parser.add_argument("--depth-column", default="depth_map", help="HF dataset in-painted depth column (metres)")
     parser.add_argument("--raw-depth-column", help="HF dataset raw depth column, if it has one")
@@ -434,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         source = open_data(args, protocol)
         if len(source) == 0:
             raise ValueError(f"{args.data} holds no frames")
-        crop_mask(*source[0].depth.shape, protocol.crop)  # a crop that does not fit the frames stops here
+        height, width = source[0].depth.shape
+        crop_mask(height, width, crop_box(protocol, height, width))  # a crop that does not fit the frames stops here
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     try:
@@ -448,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             device=device,
             extra={"protocol_note": note},
         )
+    except (NyuFormatError, LabelError, OSError) as error:  # a frame that is unreadable or not what its source says
+        parser.error(str(error))
     finally:
         if hasattr(source, "close"):
             source.close()

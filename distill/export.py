@@ -29,6 +29,7 @@ from distill.runtime import (
     IMAGE_EXTENSIONS,
     INPUT_NAME,
     OUTPUT_NAME,
+    PREDICTION_METADATA,
     check_input_size,
     images_to_batch,
     load_picture,
@@ -91,6 +92,15 @@ def export_onnx(
         model.train(was_training).to(device)
     import onnx
 
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "prediction"):  # a student: say what its output holds
+        from distill.student import student_output_kind
+
+        graph = onnx.load(str(path))
+        onnx.helper.set_model_props(
+            graph, {PREDICTION_METADATA: student_output_kind(config), "architecture": config.architecture}
+        )
+        onnx.save(graph, str(path))
     onnx.checker.check_model(str(path))
     logger.info("exported %s (%dx%d, opset %d)", path, width, height, opset)
     return path

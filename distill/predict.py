@@ -9,7 +9,8 @@ resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
 - ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.viz.colorize_depth``);
 - ``--save-raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
   range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save-raw npy``: ``DIR/a/b_inverse_depth.npy``
-  (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer).
+  (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer); a student that
+  predicts depth (``prediction: depth``) is written as 1 / metres.
 - a video ``clip.mp4`` gives ``DIR/clip_depth.mp4`` (``--video-out mp4``) or ``DIR/clip_depth/000000.png ...``
   (``--video-out frames``), and raw frames in ``DIR/clip_inverse_depth/``. ``--smooth ema|mean`` averages the
   predictions over frames (less flicker, a little lag).
@@ -34,6 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from distill.align import as_inverse_depth
 from distill.runtime import IMAGE_EXTENSIONS, DepthRunner, images_to_batch, load_picture, load_runner, resize_prediction
 from distill.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
 from shards.format import RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
@@ -163,6 +165,7 @@ def predict_pictures(
                     skipped.append(Skipped(str(job.path), f"unreadable picture: {type(error).__name__}: {error}"))
             if loaded:
                 predictions = runner(images_to_batch([picture for _, picture in loaded], runner.width, runner.height))
+                predictions = as_inverse_depth(predictions, runner.kind)  # a depth student's metres -> 1 / m
                 for (job, picture), prediction in zip(loaded, predictions):
                     inverse_depth = resize_prediction(prediction, picture.shape[1], picture.shape[0])
                     stem = out / job.stem
@@ -222,6 +225,7 @@ def predict_video(runner: DepthRunner, job: Job, out: Path, options: VideoOption
         with tqdm(total=info.frames or None, desc=job.path.name, unit="frame") as progress:
             for frames in _batches(read_frames(job.path), options.batch_size):
                 predictions = runner(images_to_batch(frames, runner.width, runner.height))
+                predictions = as_inverse_depth(predictions, runner.kind)
                 for frame, prediction in zip(frames, predictions):
                     if depth_smoother is not None:
                         prediction = depth_smoother(prediction)

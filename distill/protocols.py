@@ -1,4 +1,4 @@
-"""NYU evaluation protocols as data: which depth, which pixels, which resize, which alignment, which cap.
+"""Evaluation protocols as data: which ground truth, which pixels, which resize, which alignment, which cap.
 
 A :class:`Protocol` is a frozen record written in full into every report, so a figure always says how it was
 made. Presets (``PRESETS``):
@@ -13,6 +13,13 @@ made. Presets (``PRESETS``):
 - ``median``: as ``common``, but the prediction turned into depth and scaled by median(gt) / median(pred);
   predicted depth clamped into [1e-3, 10] m (the monodepth convention).
 - ``metric``: as ``common`` without alignment (metric models); predicted depth clamped into [1e-3, 10] m.
+- ``diode_indoor``, ``diode_outdoor``, ``diode``: DIODE's validation split (its indoor scans, outdoor scans, or
+  both), the depth with its mask; 1e-3 < d <= 10 m indoors, <= 80 m outdoors and for both together (the ZoeDepth
+  convention); no crop; prediction resized back to the frame (768x1024); alignment as ``reference``; predicted depth
+  capped at the range's maximum.
+- ``kitti_eigen``: KITTI's Eigen test split from a pair list (annotated depth, 16-bit PNG / 256, 0 = invalid);
+  1e-3 < d < 80 m inside the Garg crop (rows 0.40810811 H .. 0.99189189 H, columns 0.03594771 W .. 0.96405229 W,
+  truncated to int, of each frame's own size); alignment as ``reference``; predicted depth capped at 80 m.
 """
 
 from __future__ import annotations
@@ -25,10 +32,18 @@ import torch
 from torch.nn import functional as F
 
 from distill.align import fit_median_scale, fit_scale_shift
+from shards.depth_sources import DEPTH_SCALES, parse_depth_scale
+from shards.diode import DIODE_SCENES
 
 #: The Eigen crop of a 480x640 NYU frame as (top, bottom, left, right), end-exclusive: ``depth[45:471, 41:601]``.
 EIGEN_CROP = (45, 471, 41, 601)
 EIGEN_FRAME = (480, 640)  # (height, width) the Eigen crop is defined on
+#: The Garg crop of KITTI as fractions (top, bottom, left, right) of each frame's height and width; the box is
+#: ``int(fraction * size)``, end-exclusive, as in the reference code (``np.array([...]).astype(np.int32)``).
+GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
+#: Depth ranges of the DIODE and KITTI presets (metres): the ZoeDepth convention.
+DIODE_INDOOR_MAX_DEPTH = 10.0
+OUTDOOR_MAX_DEPTH = 80.0
 
 DEPTH_SOURCES = ("raw", "inpainted")
 ALIGNMENTS = ("lsq_inverse", "median_depth", "none")
@@ -41,17 +56,21 @@ _INVERSE_FLOOR = 1e-8
 
 @dataclass(frozen=True)
 class Protocol:
-    """One evaluation protocol. Depths in metres; ``crop`` is (top, bottom, left, right), end-exclusive."""
+    """One evaluation protocol. Depths in metres; ``crop`` is (top, bottom, left, right) in pixels, end-exclusive;
+    ``crop_fraction`` the same as fractions of each frame's height and width (frames of any size, e.g. KITTI's)."""
 
     name: str = "reference"
-    depth_source: str = "raw"  # "raw": rawDepths, holes invalid; "inpainted": depths
+    depth_source: str = "raw"  # "raw": rawDepths, holes invalid; "inpainted": depths (NYU only)
+    scenes: tuple[str, ...] | None = None  # DIODE scene types read ("indoors", "outdoor"); None: not a DIODE preset
+    depth_scale: float | None = None  # integer ground truth's units per metre (KITTI 256); None: the source's own
     depth_min: float = 0.0  # valid ground truth: depth_min < d (or <= with min_inclusive)
     depth_max: float = 10.0  # ... and d < depth_max (or <= with max_inclusive)
     min_inclusive: bool = False
     max_inclusive: bool = False
-    crop: tuple[int, int, int, int] | None = EIGEN_CROP  # None: every pixel of the frame
+    crop: tuple[int, int, int, int] | None = EIGEN_CROP  # None: every pixel of the frame (or crop_fraction's)
+    crop_fraction: tuple[float, float, float, float] | None = None  # (top, bottom, left, right) of each frame's size
     input_resize: str = "bicubic"  # frame -> model input size
-    output_resize: str = "bicubic"  # prediction -> ground-truth size (640x480)
+    output_resize: str = "bicubic"  # prediction -> the ground truth's size (each frame's own)
     alignment: str = "lsq_inverse"  # "lsq_inverse" | "median_depth" | "none"
     depth_cap: float = 10.0  # predicted inverse depth clamped to >= 1 / depth_cap, i.e. predicted depth <= cap
     min_prediction: float | None = None  # predicted depth clamped to >= this (None: no lower clamp)
@@ -74,10 +93,27 @@ class Protocol:
             top, bottom, left, right = self.crop
             if not (0 <= top < bottom and 0 <= left < right):
                 raise ValueError(f"crop (top, bottom, left, right) must be a non-empty box, got {self.crop}")
+        self._check_data_fields()
+
+    def _check_data_fields(self) -> None:
+        if self.crop_fraction is not None:
+            top, bottom, left, right = self.crop_fraction
+            if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+                raise ValueError(f"crop_fraction (top, bottom, left, right) must be in [0, 1]: {self.crop_fraction}")
+            if self.crop is not None:
+                raise ValueError(
+                    f"give either crop (pixels, {self.crop}) or crop_fraction ({self.crop_fraction}), not both: "
+                    "--crop none or --crop-fraction none"
+                )
+        if self.scenes is not None and (not self.scenes or not set(self.scenes) <= set(DIODE_SCENES)):
+            raise ValueError(f"scenes must be DIODE scene types {DIODE_SCENES}, got {self.scenes}")
+        if self.depth_scale is not None and not self.depth_scale > 0:
+            raise ValueError(f"depth_scale must be positive units per metre, got {self.depth_scale}")
 
     def to_dict(self) -> dict:
         record = dataclasses.asdict(self)
-        record["crop"] = None if self.crop is None else list(self.crop)
+        for name in ("crop", "crop_fraction", "scenes"):
+            record[name] = None if record[name] is None else list(record[name])
         return record
 
 
@@ -89,6 +125,22 @@ PRESETS: dict[str, Protocol] = {
         name="median", depth_source="inpainted", depth_min=1e-3, alignment="median_depth", min_prediction=1e-3
     ),
     "metric": Protocol(name="metric", depth_source="inpainted", depth_min=1e-3, alignment="none", min_prediction=1e-3),
+    "diode_indoor": Protocol(
+        name="diode_indoor", scenes=("indoors",), depth_min=1e-3, depth_max=DIODE_INDOOR_MAX_DEPTH, max_inclusive=True,
+        crop=None, depth_cap=DIODE_INDOOR_MAX_DEPTH,
+    ),
+    "diode_outdoor": Protocol(
+        name="diode_outdoor", scenes=("outdoor",), depth_min=1e-3, depth_max=OUTDOOR_MAX_DEPTH, max_inclusive=True,
+        crop=None, depth_cap=OUTDOOR_MAX_DEPTH,
+    ),
+    "diode": Protocol(  # both scene types under the outdoor range: one range for the whole split
+        name="diode", scenes=DIODE_SCENES, depth_min=1e-3, depth_max=OUTDOOR_MAX_DEPTH, max_inclusive=True,
+        crop=None, depth_cap=OUTDOOR_MAX_DEPTH,
+    ),
+    "kitti_eigen": Protocol(
+        name="kitti_eigen", depth_scale=DEPTH_SCALES["kitti"], depth_min=1e-3, depth_max=OUTDOOR_MAX_DEPTH,
+        crop=None, crop_fraction=GARG_CROP, depth_cap=OUTDOOR_MAX_DEPTH,
+    ),
 }
 
 
@@ -113,7 +165,8 @@ def crop_mask(height: int, width: int, crop: tuple[int, int, int, int] | None, d
     if tuple(crop) == EIGEN_CROP and (height, width) != EIGEN_FRAME:
         raise ValueError(
             f"the Eigen crop is defined on 480x640 NYU frames, these are {height}x{width}: use --crop none "
-            "or give a crop box for this size (--crop top,bottom,left,right)"
+            "or give a crop box for this size (--crop top,bottom,left,right), or the dataset's preset (DIODE: "
+            "--protocol diode_indoor, diode_outdoor or diode; KITTI: --protocol kitti_eigen)"
         )
     if bottom > height or right > width:
         raise ValueError(f"crop {crop} (top, bottom, left, right) does not fit a {height}x{width} frame")
@@ -121,11 +174,21 @@ def crop_mask(height: int, width: int, crop: tuple[int, int, int, int] | None, d
     return mask
 
 
+def crop_box(protocol: Protocol, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """The protocol's crop on a height x width frame as (top, bottom, left, right) pixels, end-exclusive, or None:
+    ``crop`` as given, or ``crop_fraction`` times this frame's size, truncated to int (the KITTI reference code)."""
+    if protocol.crop_fraction is None:
+        return protocol.crop
+    top, bottom, left, right = protocol.crop_fraction
+    return int(top * height), int(bottom * height), int(left * width), int(right * width)
+
+
 def valid_mask(protocol: Protocol, depth: torch.Tensor) -> torch.Tensor:
     """Ground-truth depth (B, H, W) metres -> bool (B, H, W): finite, inside the depth range and the crop."""
     above = depth >= protocol.depth_min if protocol.min_inclusive else depth > protocol.depth_min
     below = depth <= protocol.depth_max if protocol.max_inclusive else depth < protocol.depth_max
-    inside = crop_mask(depth.shape[-2], depth.shape[-1], protocol.crop, device=depth.device)
+    height, width = depth.shape[-2:]
+    inside = crop_mask(height, width, crop_box(protocol, height, width), device=depth.device)
     return torch.isfinite(depth) & above & below & (depth > 0) & inside
 
 
@@ -197,6 +260,28 @@ def _crop_argument(text: str) -> tuple[int, int, int, int] | None:
     return tuple(int(part) for part in parts)  # type: ignore[return-value]
 
 
+def _crop_fraction_argument(text: str) -> tuple[float, float, float, float] | None:
+    if text == "garg":
+        return GARG_CROP
+    if text == "none":
+        return None
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError("crop fraction is 'garg', 'none' or top,bottom,left,right (fractions)")
+    return tuple(float(part) for part in parts)  # type: ignore[return-value]
+
+
+def _scenes_argument(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def _depth_scale_argument(text: str) -> float:
+    try:
+        return parse_depth_scale(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -206,13 +291,23 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol", "a preset, then any field overridden (all written into the report)")
     group.add_argument("--protocol", default=None, choices=sorted(PRESETS), help="preset (default: reference)")
     group.add_argument("--depth-source", choices=DEPTH_SOURCES, help="raw (rawDepths, holes invalid) or inpainted")
+    group.add_argument("--scenes", type=_scenes_argument, help="DIODE scene types: indoors | outdoor | indoors,outdoor")
+    group.add_argument(
+        "--depth-scale", type=_depth_scale_argument,
+        help="integer ground truth's units per metre: a number, or kitti (256), tum (5000), arkitscenes / mm (1000); "
+        "default: the preset's, else the source's (folder 1000)",
+    )
     group.add_argument("--depth-min", type=float, help="valid ground truth is above this (metres)")
     group.add_argument("--depth-max", type=float, help="valid ground truth is below this (metres)")
     group.add_argument("--min-inclusive", action=argparse.BooleanOptionalAction, help="depth_min <= d instead of <")
     group.add_argument("--max-inclusive", action=argparse.BooleanOptionalAction, help="d <= depth_max instead of <")
     group.add_argument("--crop", type=_crop_argument, default=argparse.SUPPRESS, help="eigen | none | t,b,l,r")
+    group.add_argument(
+        "--crop-fraction", type=_crop_fraction_argument, default=argparse.SUPPRESS,
+        help="garg | none | t,b,l,r as fractions of each frame's height and width",
+    )
     group.add_argument("--input-resize", choices=RESIZE_MODES, help="frame -> model size")
-    group.add_argument("--output-resize", choices=RESIZE_MODES, help="prediction -> 640x480")
+    group.add_argument("--output-resize", choices=RESIZE_MODES, help="prediction -> the frame's size")
     group.add_argument("--alignment", choices=ALIGNMENTS, help="per-image alignment before the metrics")
     group.add_argument("--depth-cap", type=float, help="predicted depth capped here (metres): inverse >= 1/cap")
     group.add_argument(
@@ -227,5 +322,6 @@ def protocol_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _given(args: argparse.Namespace, name: str) -> bool:
-    """True for the flags whose value may legitimately be None (``--crop none``, ``--min-prediction none``)."""
-    return name in ("crop", "min_prediction") and name in vars(args)
+    """True for the flags whose value may legitimately be None (``--crop none``, ``--crop-fraction none``,
+    ``--min-prediction none``)."""
+    return name in ("crop", "crop_fraction", "min_prediction") and name in vars(args)

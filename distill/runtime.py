@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 #: Names of the exported graph's input and output (the export contract, see docs/deploy.md).
 INPUT_NAME = "image"
 OUTPUT_NAME = "inverse_depth"
+#: ONNX metadata key saying what the output holds: relative_inverse_depth (the name above), or metric_depth (metres,
+#: for students trained with ``prediction: depth``; the output keeps its name so every runtime binds it the same way).
+PREDICTION_METADATA = "prediction"
 #: Sides of a model input must be multiples of the encoder's output stride.
 INPUT_MULTIPLE = 32
 #: ONNX Runtime graph optimisation levels by name; ``all`` is about 3x faster than ``basic`` for the student.
@@ -89,11 +92,13 @@ def resize_prediction(inverse_depth: np.ndarray, width: int, height: int) -> np.
 
 
 class DepthRunner(Protocol):
-    """Anything that maps a float32 batch (B, 3, H, W) in [0, 1] to float32 (B, H, W) inverse depth."""
+    """Anything that maps a float32 batch (B, 3, H, W) in [0, 1] to float32 (B, H, W) inverse depth, or metres
+    where ``kind`` is ``metric_depth``."""
 
     width: int
     height: int
     name: str
+    kind: str
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -117,7 +122,10 @@ class TorchRunner:
         from distill.student import load_student
 
         self.device = pick_device(device)
+        from distill.student import student_output_kind
+
         model, self.config = load_student(folder, device=self.device)
+        self.kind = student_output_kind(self.config)  # relative_inverse_depth, or metric_depth (metres)
         self.model = model.to(memory_format=torch.channels_last)
         self.width, self.height = width or STUDENT_SIZE[0], height or STUDENT_SIZE[1]
         check_input_size(self.width, self.height)
@@ -189,6 +197,7 @@ class OnnxRunner:
     height: int
     name: str
     session: Any
+    kind: str = "relative_inverse_depth"  # from the graph's "prediction" metadata (our export writes it)
 
     @classmethod
     def open(
@@ -210,7 +219,8 @@ class OnnxRunner:
         final_width = graph_width or width or STUDENT_SIZE[0]
         final_height = graph_height or height or STUDENT_SIZE[1]
         check_input_size(final_width, final_height)
-        return cls(Path(path), final_width, final_height, f"onnx:{Path(path).name}", session)
+        kind = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA, "relative_inverse_depth")
+        return cls(Path(path), final_width, final_height, f"onnx:{Path(path).name}", session, kind)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})

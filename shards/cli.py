@@ -53,19 +53,40 @@ def _add_show(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cell-height", type=int, default=192, help="height of each picture in the grid (px)")
 
 
+def _depth_scale(text: str) -> float:
+    from shards.depth_sources import parse_depth_scale
+
+    try:
+        return parse_depth_scale(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "import-rgbd",
-        help="write metric ground truth (image/depth folders or NYU Depth v2) as shards",
-        description=f"Write metric_depth shards at {SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]} from an RGB-D folder pair "
-        "(--images, --depths, --depth-scale) or from NYU Depth v2 (--nyu-mat, --nyu-splits).",
+        help="write metric ground truth (image/depth folders, pair lists, DIODE, NYU Depth v2) as shards",
+        description=f"Write metric_depth shards at {SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]} from one source: an RGB-D "
+        "folder pair (--images, --depths, --depth-scale), a pair list (--pairs, --depth-scale), DIODE as released "
+        "(--diode) or NYU Depth v2 (--nyu-mat, --nyu-splits). Depth scales (integer units per metre): KITTI 256, "
+        "TUM 5000, ARKitScenes and NYU-style millimetres 1000; float .npy depth is metres.",
     )
     parser.add_argument("--images", help="folder of RGB images (jpg/png), searched recursively")
     parser.add_argument(
         "--depths", help="folder of depth maps (16-bit png or .npy), paired by relative path without extension"
     )
     parser.add_argument(
-        "--depth-scale", type=float, help="units per metre of integer depth (1000 for mm); float .npy is metres"
+        "--pairs", help="text file of 'image_path depth_path' lines (relative to its folder or absolute; # comments)"
+    )
+    parser.add_argument(
+        "--depth-scale", type=_depth_scale,
+        help="units per metre of integer depth: a number, or kitti (256), tum (5000), arkitscenes / mm (1000); "
+        "float .npy depth is metres",
+    )
+    parser.add_argument("--diode", help="DIODE root as released: <root>/{train,val}/{indoors,outdoor}/scene_*/scan_*")
+    parser.add_argument("--diode-split", default="train", choices=("train", "val"), help="DIODE split (default train)")
+    parser.add_argument(
+        "--diode-scene", default="all", choices=("indoors", "outdoor", "all"), help="DIODE scene types (default all)"
     )
     parser.add_argument("--nyu-mat", help="nyu_depth_v2_labeled.mat (NYU mode)")
     parser.add_argument("--nyu-splits", help="splits.mat (NYU mode)")
@@ -75,7 +96,9 @@ def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
         help="NYU depths: raw (rawDepths, holes invalid; default) or inpainted (depths)",
     )
     parser.add_argument("--out", required=True, help="output folder for the shards")
-    parser.add_argument("--prefix", default=None, help="shard name prefix (default: rgbd, or nyu<split>)")
+    parser.add_argument(
+        "--prefix", default=None, help="shard name prefix (default: rgbd, diode<split>[<scene>] or nyu<split>)"
+    )
     parser.add_argument("--samples-per-shard", type=int, default=1000, help="samples per shard (default 1000)")
     parser.add_argument("--crop", default="center", choices=("center", "random"), help="crop position")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random crop")
@@ -84,41 +107,68 @@ def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
     )
 
 
+_IMPORT_MODES = (
+    "--images, --depths and --depth-scale (folders), --pairs and --depth-scale (a pair list), --diode (a DIODE tree),"
+    " or --nyu-mat and --nyu-splits"
+)
+
+
 def _import_usage_error(args: argparse.Namespace) -> str | None:
     """Why the import-rgbd arguments cannot run, or None."""
-    nyu = args.nyu_mat is not None or args.nyu_splits is not None
-    folders = args.images is not None or args.depths is not None
-    if nyu == folders:
-        return "give either --images, --depths and --depth-scale, or --nyu-mat and --nyu-splits"
-    if nyu and (args.nyu_mat is None or args.nyu_splits is None):
+    modes = {
+        "folders": args.images is not None or args.depths is not None,
+        "pairs": args.pairs is not None,
+        "diode": args.diode is not None,
+        "nyu": args.nyu_mat is not None or args.nyu_splits is not None,
+    }
+    if sum(modes.values()) != 1:
+        return f"give either {_IMPORT_MODES}"
+    if modes["nyu"] and (args.nyu_mat is None or args.nyu_splits is None):
         return "NYU mode needs both --nyu-mat (nyu_depth_v2_labeled.mat) and --nyu-splits (splits.mat)"
-    if folders and (args.images is None or args.depths is None or args.depth_scale is None):
+    if modes["folders"] and (args.images is None or args.depths is None or args.depth_scale is None):
         return "folder mode needs --images, --depths and --depth-scale (depth units per metre)"
-    if folders and not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
+    if (modes["diode"] or modes["nyu"]) and args.depth_scale is not None:
+        return "--depth-scale does not apply to DIODE or NYU: their depth is stored in float metres"
+    if modes["pairs"] and args.depth_scale is None:
+        return "--pairs needs --depth-scale (depth units per metre: kitti 256, tum 5000, mm 1000; 1 for float .npy)"
+    if args.depth_scale is not None and not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
         return f"--depth-scale must be a positive number of units per metre, not {args.depth_scale}"
     return None
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    """The ``import-rgbd`` command: prints the summary and the rejects; exit 2 on bad usage or a taken output."""
+    """The ``import-rgbd`` command: prints the summary and the rejects; exit 2 on bad usage, a taken output or input
+    that is wrong as a whole (the message names the file and the problem)."""
     from shards import rgbd
+    from shards.nyu import NyuFormatError
 
     problem = _import_usage_error(args)
     if problem:
         print(f"import-rgbd: {problem}")
         return 2
-    options = dict(samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec)
+    options = rgbd.ImportOptions(
+        samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec
+    )
     try:
         if args.nyu_mat is not None:
             summary = rgbd.import_nyu(
                 args.nyu_mat, args.nyu_splits, args.out, split=args.nyu_split, depth=args.nyu_depth,
-                prefix=args.prefix, **options,
+                prefix=args.prefix, options=options,
+            )
+        elif args.diode is not None:
+            summary = rgbd.import_diode(
+                args.diode, args.out, split=args.diode_split, scene=args.diode_scene, prefix=args.prefix,
+                options=options,
+            )
+        elif args.pairs is not None:
+            summary = rgbd.import_pair_list(
+                args.pairs, args.depth_scale, args.out, prefix=args.prefix or "rgbd", options=options
             )
         else:
             summary = rgbd.import_rgbd_folder(
-                args.images, args.depths, args.depth_scale, args.out, prefix=args.prefix or "rgbd", **options
+                args.images, args.depths, args.depth_scale, args.out, prefix=args.prefix or "rgbd", options=options
             )
-    except (FileExistsError, FileNotFoundError) as error:
+    except (FileExistsError, FileNotFoundError, NyuFormatError) as error:
         print(f"import-rgbd: {error}")
         return 2
     print("\n".join(summary.lines()))

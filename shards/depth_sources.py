@@ -1,50 +1,214 @@
-"""Other sources of RGB + metric depth for the evaluation: an RGB-D folder and a Hugging Face ``datasets`` copy.
+"""RGB + metric depth files: the one reader of an image and a depth map, pair lists, and evaluation sources.
 
-Each is a lazy sequence of :class:`shards.nyu.DepthFrame` (uint8 RGB (H, W, 3), float32 depth (H, W) in metres,
-0 = invalid) with ``describe()``, like :class:`shards.nyu.NyuSplit`, and checks every depth map it reads to be
-metres (``shards.nyu.check_metric_depth``).
+The readers (:func:`read_rgb`, :func:`read_depth`) serve the importer (``shards.rgbd``), the DIODE reader
+(``shards.diode``) and the evaluation alike, so a depth file means one thing everywhere: integer depth (16-bit
+PNG or TIFF, integer ``.npy``) is ``value / depth_scale`` metres, float depth (``.npy``, float TIFF) is metres, and
+0, negative or non-finite values are invalid pixels (stored as 0).
+
+The evaluation sources are lazy sequences of :class:`shards.nyu.DepthFrame` (uint8 RGB (H, W, 3), float32 depth
+(H, W) in metres, 0 = invalid) with ``describe()``, like :class:`shards.nyu.NyuSplit`, and check every depth map
+they read to be metres (``shards.nyu.check_metric_depth``): an RGB-D folder, a pair list, a ``datasets`` copy.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from shards.nyu import DepthFrame, NyuFormatError, check_metric_depth
+from shards.format import LabelError, key_from_relative_path
+from shards.nyu import INDOOR_DEPTH, LONG_RANGE_DEPTH, DepthFrame, DepthLimits, NyuFormatError, check_metric_depth
+
+#: Integer depth units per metre of the datasets we read, by name (``--depth-scale kitti``): KITTI's annotated
+#: depth PNGs are metres * 256, TUM RGB-D's are metres * 5000, ARKitScenes and NYU-style files are millimetres.
+DEPTH_SCALES = {"kitti": 256.0, "tum": 5000.0, "arkitscenes": 1000.0, "mm": 1000.0}
+
+#: Reject reason (``shards.rgbd``) of an image and a depth map (or mask) that differ in size.
+REJECT_SIZE_MISMATCH = "size_mismatch"
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
+_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
-def _to_metres(values: np.ndarray, depth_scale: float | None, where: str) -> np.ndarray:
-    """Integer depth / ``depth_scale`` (units per metre); float depth is taken as metres. 0 and NaN -> invalid."""
+def parse_depth_scale(text: str) -> float:
+    """``--depth-scale``: a number of units per metre, or a dataset's name in :data:`DEPTH_SCALES` (the callers
+    check that it is positive)."""
+    if text.lower() in DEPTH_SCALES:
+        return DEPTH_SCALES[text.lower()]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"depth scale {text!r} is neither a number of units per metre nor one of {sorted(DEPTH_SCALES)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An RGB-D frame's colour image as uint8 (H, W, 3). No EXIF rotation: the depth map has none, and the pair
+    must stay pixel-aligned. 16-bit greyscale is scaled by 1/257 (PIL's convert would clip it white)."""
+    with Image.open(path) as picture:
+        if picture.mode in _INTEGER_MODES:
+            grey = (np.asarray(picture, dtype=np.uint32) // 257).clip(0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+        if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
+            rgba = picture.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.asarray(picture.convert("RGB"))
+
+
+def to_metres(values: np.ndarray, depth_scale: float | None, where: str) -> np.ndarray:
+    """Integer depth / ``depth_scale`` (units per metre); float depth is metres. 0, negative, NaN -> 0 (invalid)."""
     if np.issubdtype(values.dtype, np.integer):
         if depth_scale is None:
-            raise NyuFormatError(f"{where}: integer depth ({values.dtype}) needs a depth scale (units per metre)")
+            raise NyuFormatError(
+                f"{where}: integer depth ({values.dtype}) needs a depth scale in units per metre "
+                f"(--depth-scale; {', '.join(f'{name} {scale:g}' for name, scale in DEPTH_SCALES.items())})"
+            )
         metres = values.astype(np.float32) / np.float32(depth_scale)
-    else:
+    elif np.issubdtype(values.dtype, np.floating):
         metres = values.astype(np.float32)
+    else:
+        raise NyuFormatError(f"{where}: depth of type {values.dtype} is neither integer nor float")
     metres[~np.isfinite(metres) | (metres < 0)] = 0.0
     return metres
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as picture:
-        return np.asarray(picture.convert("RGB"))
-
-
-def _read_depth_file(path: Path, depth_scale: float | None) -> np.ndarray:
+def read_depth(path: Path, depth_scale: float | None) -> np.ndarray:
+    """A depth file as float32 metres (H, W), 0 = invalid: 16-bit PNG or TIFF and integer ``.npy`` divided by
+    ``depth_scale``, float TIFF and float ``.npy`` as metres. One trailing channel of 1 (DIODE's ``.npy`` are
+    (H, W, 1)) is dropped. An 8-bit image is refused: it cannot hold depth."""
+    path = Path(path)
     if path.suffix.lower() == ".npy":
-        values = np.load(path)
+        values = np.load(path, allow_pickle=False)
     else:
         with Image.open(path) as picture:
+            if picture.mode not in (*_INTEGER_MODES, "F"):
+                raise NyuFormatError(
+                    f"{path}: depth image is mode {picture.mode!r}, not 16-bit or float: it cannot hold depth"
+                )
             values = np.asarray(picture)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
     if values.ndim != 2:
-        raise NyuFormatError(f"{path}: a depth map is one channel (H, W), got shape {values.shape}")
-    return _to_metres(values, depth_scale, str(path))
+        raise NyuFormatError(f"{path}: a depth map is one channel, (H, W) or (H, W, 1); got shape {values.shape}")
+    return to_metres(values, depth_scale, str(path))
+
+
+def read_rgbd(image: Path, depth: Path, depth_scale: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """An image (uint8 (H, W, 3)) and its depth map (float32 metres (H, W), 0 = invalid), checked to be the same
+    size (a ``size_mismatch`` otherwise)."""
+    pixels, metres = read_rgb(image), read_depth(depth, depth_scale)
+    check_same_size(pixels, metres, str(depth))
+    return pixels, metres
+
+
+def check_same_size(image: np.ndarray, depth: np.ndarray, where: str) -> None:
+    """An image (H, W, 3) and its depth map (H, W) must be pixel-aligned: a ``size_mismatch`` otherwise."""
+    if image.shape[:2] != depth.shape[:2]:
+        raise LabelError(
+            REJECT_SIZE_MISMATCH,
+            f"{where}: image {image.shape[1]}x{image.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]} differ "
+            "in size (width x height)",
+        )
+
+
+# ------------------------------------------------------------------------------------------------ pair lists
+
+
+@dataclass(frozen=True)
+class ListedPair:
+    """One line of a pair list: an image, its depth map, the image's name (relative to the list's folder, or the
+    absolute path without its root) and the 1-based line number."""
+
+    image: Path
+    depth: Path
+    name: str
+    line: int
+
+
+def _listed_name(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix().lstrip("/")
+
+
+def read_pair_list(list_path: str | Path) -> list[ListedPair]:
+    """A text file of ``image_path depth_path`` lines (relative to the list's folder, or absolute; ``#`` starts a
+    comment; blank lines are skipped), in the list's order.
+
+    KITTI and TUM do not pair images and depth by name (KITTI's annotated depth lives in another tree; TUM pairs by
+    timestamp), so a list names each pair. A malformed line, a listed file that does not exist or an empty list stops
+    here with the line and the file named: the list is wrong as a whole, not one frame.
+    """
+    list_path = Path(list_path)
+    base = list_path.resolve().parent
+    pairs, missing = [], []
+    for number, text in enumerate(list_path.read_text().splitlines(), start=1):
+        fields = text.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            hint = ""
+            if len(fields) == 4:
+                hint = " (TUM's associate.py writes 4: 'stamp rgb stamp depth'; keep the 2nd and the 4th)"
+            raise NyuFormatError(
+                f"{list_path}:{number}: expected 'image_path depth_path', got {len(fields)} field(s): {text.strip()!r}"
+                f"{hint}"
+            )
+        image, depth = (Path(field) if Path(field).is_absolute() else base / field for field in fields)
+        missing.extend(f"{list_path}:{number}: {path}" for path in (image, depth) if not path.is_file())
+        pairs.append(ListedPair(image, depth, _listed_name(image, base), number))
+    if missing:
+        raise NyuFormatError(
+            f"{len(missing)} listed file(s) do not exist: {'; '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            " (relative paths are taken from the list's folder)"
+        )
+    if not pairs:
+        raise NyuFormatError(f"{list_path}: no 'image_path depth_path' lines")
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ evaluation sources
+
+
+class PairList:
+    """The frames of a pair list (:func:`read_pair_list`), e.g. KITTI's Eigen test split with its annotated depth
+    (16-bit PNG, ``depth_scale`` 256, 0 = invalid). Frames may differ in size. Names are the sample keys of the
+    image paths as listed (``shards.format.key_from_relative_path``)."""
+
+    def __init__(
+        self,
+        list_path: str | Path,
+        depth_scale: float | None,
+        limits: DepthLimits = LONG_RANGE_DEPTH,
+        limit: int | None = None,
+    ) -> None:
+        self.list_path = Path(list_path)
+        self.depth_scale = depth_scale
+        self.limits = limits
+        pairs = read_pair_list(self.list_path)
+        self.pairs = pairs[:limit] if limit is not None else pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, position: int) -> DepthFrame:
+        pair = self.pairs[position]
+        image, depth = read_rgbd(pair.image, pair.depth, self.depth_scale)
+        check_metric_depth(depth, f"{pair.depth} ({self.list_path}:{pair.line})", self.limits)
+        return DepthFrame(image, depth, position, key_from_relative_path(pair.name))
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "pair_list", "list": str(self.list_path), "depth_scale": self.depth_scale, "count": len(self)}
 
 
 class DepthFolder:
@@ -76,11 +240,8 @@ class DepthFolder:
 
     def __getitem__(self, position: int) -> DepthFrame:
         stem = self.stems[position]
-        image = _read_rgb(self._images[stem])
-        depth = _read_depth_file(self._depths[stem], self.depth_scale)
-        if depth.shape != image.shape[:2]:
-            raise NyuFormatError(f"{self.folder}: {stem}: image {image.shape[:2]} and depth {depth.shape} differ")
-        check_metric_depth(depth, str(self._depths[stem]))
+        image, depth = read_rgbd(self._images[stem], self._depths[stem], self.depth_scale)
+        check_metric_depth(depth, str(self._depths[stem]), INDOOR_DEPTH)
         return DepthFrame(image, depth, position, stem)
 
     def describe(self) -> dict[str, Any]:
@@ -148,9 +309,8 @@ class HfDepthDataset:
         image = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image, np.uint8)
         values = np.asarray(row[self.depth_column])
         where = f"dataset {self.name} row {position} column {self.depth_column}"
-        depth = _to_metres(values.squeeze(), self.depth_scale, where)
-        if depth.shape != image.shape[:2]:
-            raise NyuFormatError(f"{where}: depth {depth.shape} and image {image.shape[:2]} differ in size")
+        depth = to_metres(values.squeeze(), self.depth_scale, where)
+        check_same_size(image, depth, where)
         check_metric_depth(depth, where)
         return DepthFrame(image, depth, position, f"{self.split}_{position:06d}")
 

@@ -44,10 +44,29 @@ NYU_TRAIN_FRAMES = 795
 DEPTH_VARIABLES = {"raw": "rawDepths", "inpainted": "depths"}
 SPLIT_VARIABLES = {"train": "trainNdxs", "test": "testNdxs"}
 
-#: Plausibility of metric depth per frame (metres): indoor sensors stay under 20 m, and a median under 10 cm
-#: means the frame is not in metres (or is almost all holes, which the check then skips).
+#: Plausibility of metric depth per frame: indoor sensors stay under 20 m, and a median under 10 cm means the frame
+#: is not in metres (or is almost all holes, which the check then skips). A median over 100 is millimetres or
+#: unscaled integer codes.
 MAX_PLAUSIBLE_DEPTH = 20.0
 MIN_PLAUSIBLE_MEDIAN = 0.1
+MAX_PLAUSIBLE_MEDIAN = 100.0
+
+
+@dataclass(frozen=True)
+class DepthLimits:
+    """What one frame of metric depth from a kind of sensor looks like (metres): every valid value under
+    ``max_depth``, the median of the valid values in (``min_median``, ``max_median``]. Outside them the units or
+    the depth scale are wrong."""
+
+    max_depth: float
+    min_median: float = MIN_PLAUSIBLE_MEDIAN
+    max_median: float = MAX_PLAUSIBLE_MEDIAN
+
+
+#: Indoor structured-light, time-of-flight and phone sensors (NYU's Kinect, TUM, ARKitScenes): under 20 m.
+INDOOR_DEPTH = DepthLimits(max_depth=MAX_PLAUSIBLE_DEPTH)
+#: Laser scanners and lidar (DIODE's scanner reaches 350 m; a KITTI 16-bit PNG at 1/256 m tops out at 256 m).
+LONG_RANGE_DEPTH = DepthLimits(max_depth=400.0)
 
 
 class NyuFormatError(ValueError):
@@ -86,8 +105,9 @@ class NyuFrames:
         return dict(self.description, count=len(self))
 
 
-def check_metric_depth(depth: np.ndarray, where: str) -> None:
-    """Refuse a depth map that is not metres: max >= 20 m, or a median over 100 (millimetres) or under 0.1.
+def check_metric_depth(depth: np.ndarray, where: str, limits: DepthLimits = INDOOR_DEPTH) -> None:
+    """Refuse a depth map that is not metres under ``limits`` (indoor by default: max >= 20 m, or a median over 100,
+    i.e. millimetres or unscaled codes, or under 0.1), with a message naming ``where`` and the fix.
 
     Zeros are holes and are ignored; a frame without valid pixels passes (the metrics skip it).
     """
@@ -96,15 +116,16 @@ def check_metric_depth(depth: np.ndarray, where: str) -> None:
         return
     median = float(np.median(values))
     highest = float(values.max())
-    if median > 100.0:
+    if median > limits.max_median:
         raise NyuFormatError(
-            f"{where}: depth median {median:.1f} looks like millimetres, not metres: NYU depths are metres; "
-            "for a folder or dataset of integer depths give the right depth scale (units per metre, e.g. 1000)"
+            f"{where}: depth median {median:.1f} looks like millimetres or unscaled integer codes, not metres: "
+            "give integer depth's units per metre as the depth scale (KITTI 256, TUM 5000, millimetres 1000) and "
+            "store float depth in metres"
         )
-    if highest >= MAX_PLAUSIBLE_DEPTH or median <= MIN_PLAUSIBLE_MEDIAN:
+    if highest >= limits.max_depth or median <= limits.min_median:
         raise NyuFormatError(
-            f"{where}: depth max {highest:.3f}, median {median:.3f} is not indoor depth in metres "
-            f"(expected max < {MAX_PLAUSIBLE_DEPTH:g} m and median > {MIN_PLAUSIBLE_MEDIAN:g} m): check the units "
+            f"{where}: depth max {highest:.3f}, median {median:.3f} is not plausible depth in metres "
+            f"(expected max < {limits.max_depth:g} m and median > {limits.min_median:g} m): check the units "
             "and the depth scale"
         )
 

@@ -1,13 +1,22 @@
 """Import RGB-D ground truth as ``metric_depth`` shards: ``python -m shards import-rgbd``.
 
 Ground truth and pseudo-labels share one format, so a training run can mix them (the reference recipes also trained
-on NYU and ARKitScenes ground truth). Two sources:
+on NYU and ARKitScenes ground truth). Four sources, all read through ``shards.depth_sources`` (one depth reader:
+integer depth is ``value / depth_scale`` metres, float depth is metres, 0 / negative / non-finite is invalid):
 
 - a folder of images and a folder of depth maps, paired by relative path without extension (``a/0001.jpg`` with
-  ``a/0001.png``); 16-bit PNG depth is ``value / depth_scale`` metres, ``.npy`` depth is float metres; 0 (and any
-  non-finite or negative value) is an invalid pixel;
+  ``a/0001.png``; ARKitScenes, generated scenes);
+- a pair list, one ``image_path depth_path`` per line (KITTI's annotated depth, TUM's associated frames), where the
+  two do not pair by name;
+- DIODE as released (``shards.diode``): float depth in metres with its validity mask;
 - one split of NYU Depth v2 (the official ``nyu_depth_v2_labeled.mat`` and ``splits.mat``), raw sensor depth by
   default (holes invalid), in-painted depth as an option.
+
+What is wrong with the input as a whole stops the import before anything is written, with the file named: a
+malformed list line, a listed file or a DIODE mask that is missing, a tree outside its layout, no frames. What is
+wrong with one frame is a reject, by reason, in the stats json and the summary (an unreadable file, sizes that
+differ, implausible depth, no valid pixel), except that when the first frames checked all have implausible depth the
+scale or units are wrong for every frame and the import stops (``UNITS_PROBE_FRAMES``).
 
 Every sample is resized and cropped to 512x384 as DECISIONS.md fixes it: scale by ``max(512 / W, 384 / H)``, then
 crop (centre, or random with a seed). The image is resampled bicubically with antialiasing; depth and mask with the
@@ -17,15 +26,19 @@ exact nearest kernel (pixel centres), never averaged, so no depth is invented ac
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from shards.codec import DEFAULT_LABEL_CODEC, encode_sample
+from shards.depth_sources import check_same_size, read_pair_list, read_rgbd
+from shards.diode import DIODE_SCENES, DiodeScan, find_diode_scans, read_diode_scan
 from shards.format import METRIC_DEPTH, SAMPLE_SIZE, LabelError, SampleMeta, key_from_relative_path
+from shards.nyu import LONG_RANGE_DEPTH, DepthLimits, NyuFormatError, NyuSplit, check_metric_depth
 from shards.writer import ShardSetWriter
 
 logger = logging.getLogger(__name__)
@@ -33,16 +46,18 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEPTH_SUFFIXES = (".png", ".npy")
 
-#: Reject reasons of the importer (label reasons come from ``shards.format``).
+#: Reject reasons of the importer (label reasons come from ``shards.format``; ``size_mismatch`` from
+#: ``shards.depth_sources``, where image and depth are read).
 REJECT_NO_DEPTH = "no_depth_for_image"
 REJECT_NO_IMAGE = "no_image_for_depth"
 REJECT_UNREADABLE = "unreadable"
-REJECT_SIZE_MISMATCH = "size_mismatch"
 REJECT_DUPLICATE_KEY = "duplicate_key"
 REJECT_IMPLAUSIBLE_DEPTH = "implausible_depth"
 
-#: Indoor and outdoor sensors stay well under this; a larger median means the depth scale is wrong.
-MAX_PLAUSIBLE_MEDIAN_DEPTH = 100.0
+#: When this many frames (or all, if fewer) have been checked, none written and all had implausible depth, the
+#: import stops: a wrong depth scale or unit spoils every frame, and rejecting 85,000 KITTI frames one by one helps
+#: no one. A few odd frames later in a set stay counted rejects.
+UNITS_PROBE_FRAMES = 5
 
 
 @dataclass
@@ -128,24 +143,22 @@ def metric_sample(
     depth_scale: float | None = None,
     codec: str = DEFAULT_LABEL_CODEC,
     extra: dict | None = None,
+    limits: DepthLimits = LONG_RANGE_DEPTH,
+    where: str | None = None,
 ) -> dict:
     """One RGB-D frame (uint8 (H, W, 3), float32 metres (H, W), 0 / non-finite = invalid) -> shard members.
 
-    Raises ``LabelError`` (``no_valid_pixels``, ``constant_label``, ``implausible_depth``) for frames that
-    cannot be a label, and ``ValueError`` when image and depth differ in size.
+    Raises ``LabelError`` (``size_mismatch``, ``implausible_depth`` outside ``limits`` per
+    ``shards.nyu.check_metric_depth``, ``no_valid_pixels``, ``constant_label``) for frames that cannot be a label;
+    the messages name ``where`` (the depth file; ``source`` by default).
     """
-    if image.shape[:2] != depth.shape:
-        raise LabelError(
-            REJECT_SIZE_MISMATCH, f"image {image.shape[1]}x{image.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]}"
-        )
+    where = where or source
+    check_same_size(image, depth, where)
+    try:
+        check_metric_depth(depth, where, limits)
+    except NyuFormatError as error:
+        raise LabelError(REJECT_IMPLAUSIBLE_DEPTH, str(error)) from error
     valid = np.isfinite(depth) & (depth > 0)
-    if valid.any():
-        median = float(np.median(depth[valid]))
-        if median > MAX_PLAUSIBLE_MEDIAN_DEPTH:
-            raise LabelError(
-                REJECT_IMPLAUSIBLE_DEPTH,
-                f"median depth {median:.1f} m is not plausible: is --depth-scale right (units per metre)?",
-            )
     plan = plan_crop((image.shape[1], image.shape[0]), SAMPLE_SIZE, crop, rng)
     meta = SampleMeta(
         source=source,
@@ -167,41 +180,117 @@ def metric_sample(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The import loop, shared by every source
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One frame to import: its key, its name (the json ``source`` and the reject-list entry), how to read it
+    (-> image uint8 (H, W, 3), depth float32 metres (H, W), 0 = invalid), and its depth file (for messages)."""
+
+    key: str
+    source: str
+    read: Callable[[], tuple[np.ndarray, np.ndarray]]
+    extra: dict = field(default_factory=dict)
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What every import mode shares: shard size, crop position, seed of a random crop, label codec."""
+
+    samples_per_shard: int = 1000
+    crop: str = "center"
+    seed: int = 0
+    codec: str = DEFAULT_LABEL_CODEC
+
+
+def write_frames(
+    jobs: Sequence[FrameJob],
+    out: str | Path,
+    prefix: str,
+    options: ImportOptions | None,
+    summary: ImportSummary,
+    *,
+    depth_scale: float | None = None,
+    **stats_extra: object,
+) -> ImportSummary:
+    """Read, check and write each frame into shards ``out/<prefix>-000-NNNNNN.tar``; a frame that cannot be a
+    sample is rejected by reason (stats json and ``summary``); the units probe may stop the run. ``stats_extra``
+    (source, split ...) goes into every stats json with the depth scale, crop and seed."""
+    options = options or ImportOptions()
+    rng = np.random.default_rng(options.seed)
+    extra = {**stats_extra, "crop": options.crop, "seed": options.seed}
+    if depth_scale is not None:
+        extra["depth_scale"] = depth_scale
+    with ShardSetWriter(out, prefix, options.samples_per_shard, **extra) as writer:
+        for name, reason in _flatten(summary.rejects):
+            writer.reject(name, reason)
+        for job in jobs:
+            try:
+                image, depth = job.read()
+            except LabelError as error:
+                _reject(writer, summary, job.source, error.reason, error)
+                continue
+            except (OSError, ValueError) as error:
+                _reject(writer, summary, job.source, REJECT_UNREADABLE, error)
+                continue
+            try:
+                sample = metric_sample(
+                    job.key, job.source, image, depth, crop=options.crop, rng=rng, depth_scale=depth_scale,
+                    codec=options.codec, extra=job.extra, where=job.where,
+                )
+            except LabelError as error:
+                _reject(writer, summary, job.source, error.reason, error)
+                _probe_units(summary, error, len(jobs))
+                continue
+            writer.write(sample)
+            summary.written += 1
+    summary.shards = writer.shards
+    return summary
+
+
+def _probe_units(summary: ImportSummary, error: LabelError, total: int) -> None:
+    """Stop when the first frames checked all had implausible depth (see ``UNITS_PROBE_FRAMES``)."""
+    implausible = len(summary.rejects.get(REJECT_IMPLAUSIBLE_DEPTH, ()))
+    if error.reason != REJECT_IMPLAUSIBLE_DEPTH or summary.written or implausible < min(UNITS_PROBE_FRAMES, total):
+        return
+    raise NyuFormatError(
+        f"stopped: the first {implausible} frame(s) checked all have implausible depth, so the depth scale or "
+        f"units are wrong for the whole input, not for one frame. Last: {error}"
+    )
+
+
+def check_output_free(out: str | Path, prefix: str) -> None:
+    """Refuse to write into a folder that already holds shards of this prefix: a smaller re-import would leave the
+    old run's higher-numbered shards behind, mixed with the new ones."""
+    existing = sorted(Path(out).glob(f"{prefix}-*.tar"))
+    if existing:
+        raise FileExistsError(
+            f"{out} already holds {len(existing)} shard(s) named {prefix}-*.tar ({existing[0].name} ...): "
+            "write to an empty folder, choose another --prefix, or delete them first"
+        )
+
+
+def _flatten(rejects: dict[str, list[str]]) -> Iterator[tuple[str, str]]:
+    for reason, keys in rejects.items():
+        for key in keys:
+            yield key, reason
+
+
+def _reject(writer: ShardSetWriter, summary: ImportSummary, name: str, reason: str, error: Exception) -> None:
+    logger.warning("rejected %s (%s): %s", name, reason, error)
+    writer.reject(name, reason)
+    summary.reject(name, reason)
+
+
+def _check_depth_scale(depth_scale: float) -> None:
+    if not depth_scale > 0:
+        raise ValueError(f"--depth-scale must be positive (depth units per metre), got {depth_scale}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Folder pairs
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An RGB-D frame's colour image as uint8 (H, W, 3). No EXIF rotation: the depth map has none, and the pair
-    must stay pixel-aligned. 16-bit greyscale is scaled by 1/257 (PIL's convert would clip it white)."""
-    with Image.open(path) as picture:
-        if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-            grey = (np.asarray(picture, dtype=np.uint32) // 257).clip(0, 255).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=2)
-        if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
-            rgba = picture.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-        return np.asarray(picture.convert("RGB"))
-
-
-def read_depth(path: Path, depth_scale: float) -> np.ndarray:
-    """Depth in metres, float32 (H, W), 0 = invalid. PNG: 16-bit integers / ``depth_scale``; ``.npy``: float
-    metres (integer arrays are divided by ``depth_scale`` too). An 8-bit PNG is refused: it cannot hold depth."""
-    if path.suffix.lower() == ".npy":
-        values = np.load(path, allow_pickle=False)
-    else:
-        with Image.open(path) as picture:
-            if picture.mode not in ("I;16", "I;16B", "I;16L", "I"):
-                raise ValueError(f"depth PNG is mode {picture.mode!r}, not 16-bit: it cannot hold depth")
-            values = np.asarray(picture)
-    if values.ndim != 2:
-        raise ValueError(f"depth map has shape {values.shape}; expected one channel (H, W)")
-    if np.issubdtype(values.dtype, np.integer):
-        metres = values.astype(np.float32) / np.float32(depth_scale)
-    else:
-        metres = values.astype(np.float32)
-    metres[~np.isfinite(metres) | (metres < 0)] = 0.0
-    return metres
 
 
 def _index_folder(root: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -251,6 +340,10 @@ def pair_folders(images: Path, depths: Path, summary: ImportSummary) -> list[Rgb
     return [pairs[key] for key in sorted(pairs)]
 
 
+def _pair_job(key: str, source: str, image: Path, depth: Path, depth_scale: float) -> FrameJob:
+    return FrameJob(key, source, partial(read_rgbd, image, depth, depth_scale), where=str(depth))
+
+
 def import_rgbd_folder(
     images: str | Path,
     depths: str | Path,
@@ -258,66 +351,88 @@ def import_rgbd_folder(
     out: str | Path,
     *,
     prefix: str = "rgbd",
-    samples_per_shard: int = 1000,
-    crop: str = "center",
-    seed: int = 0,
-    codec: str = DEFAULT_LABEL_CODEC,
+    options: ImportOptions | None = None,
 ) -> ImportSummary:
     """Write the pairs of ``images`` / ``depths`` as metric shards in ``out``; rejects go into the stats json."""
-    if not depth_scale > 0:
-        raise ValueError(f"--depth-scale must be positive (depth units per metre), got {depth_scale}")
+    _check_depth_scale(depth_scale)
     images, depths = Path(images), Path(depths)
     for folder in (images, depths):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is not a folder")
     check_output_free(out, prefix)
     summary = ImportSummary()
-    pairs = pair_folders(images, depths, summary)
-    rng = np.random.default_rng(seed)
-    extra = {"source": str(images), "depths": str(depths), "depth_scale": depth_scale, "crop": crop, "seed": seed}
-    with ShardSetWriter(out, prefix, samples_per_shard, **extra) as writer:
-        for key, reason in _flatten(summary.rejects):
-            writer.reject(key, reason)
-        for pair in pairs:
-            try:
-                image, depth = read_rgb(pair.image), read_depth(pair.depth, depth_scale)
-            except (OSError, ValueError) as error:
-                _reject(writer, summary, pair.relative, REJECT_UNREADABLE, error)
-                continue
-            try:
-                sample = metric_sample(
-                    pair.key, pair.relative, image, depth, crop=crop, rng=rng, depth_scale=depth_scale, codec=codec
-                )
-            except LabelError as error:
-                _reject(writer, summary, pair.relative, error.reason, error)
-                continue
-            writer.write(sample)
-            summary.written += 1
-    summary.shards = writer.shards
-    return summary
+    jobs = [
+        _pair_job(pair.key, pair.relative, pair.image, pair.depth, depth_scale)
+        for pair in pair_folders(images, depths, summary)
+    ]
+    return write_frames(
+        jobs, out, prefix, options, summary, depth_scale=depth_scale, source=str(images), depths=str(depths)
+    )
 
 
-def check_output_free(out: str | Path, prefix: str) -> None:
-    """Refuse to write into a folder that already holds shards of this prefix: a smaller re-import would leave the
-    old run's higher-numbered shards behind, mixed with the new ones."""
-    existing = sorted(Path(out).glob(f"{prefix}-*.tar"))
-    if existing:
-        raise FileExistsError(
-            f"{out} already holds {len(existing)} shard(s) named {prefix}-*.tar ({existing[0].name} ...): "
-            "write to an empty folder, choose another --prefix, or delete them first"
+# ---------------------------------------------------------------------------------------------------------------
+# Pair lists (KITTI, TUM)
+
+
+def import_pair_list(
+    list_path: str | Path,
+    depth_scale: float,
+    out: str | Path,
+    *,
+    prefix: str = "rgbd",
+    options: ImportOptions | None = None,
+) -> ImportSummary:
+    """Write the pairs of a list (``shards.depth_sources.read_pair_list``) as metric shards, in the list's order.
+
+    Keys follow the key rule on each image's path as listed (relative to the list's folder); a key listed twice is
+    a ``duplicate_key`` reject. A malformed line or a missing file stops before anything is written."""
+    _check_depth_scale(depth_scale)
+    check_output_free(out, prefix)
+    summary = ImportSummary()
+    jobs, keys = [], set()
+    for pair in read_pair_list(list_path):
+        key = key_from_relative_path(pair.name)
+        if key in keys:
+            summary.reject(pair.name, REJECT_DUPLICATE_KEY)
+            continue
+        keys.add(key)
+        jobs.append(_pair_job(key, pair.name, pair.image, pair.depth, depth_scale))
+    return write_frames(jobs, out, prefix, options, summary, depth_scale=depth_scale, source=str(list_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DIODE
+
+
+def _read_diode(scan: DiodeScan) -> tuple[np.ndarray, np.ndarray]:
+    frame = read_diode_scan(scan)
+    return frame.image, frame.depth
+
+
+def import_diode(
+    root: str | Path,
+    out: str | Path,
+    *,
+    split: str = "train",
+    scene: str = "all",
+    prefix: str | None = None,
+    options: ImportOptions | None = None,
+) -> ImportSummary:
+    """Write one split of DIODE (``scene`` "indoors", "outdoor" or "all") as metric shards, the mask applied.
+
+    Keys ``diode/<split>/<scene>/scene_X/scan_Y/<name>``; the default prefix is ``diode<split>`` (plus the scene
+    type when only one is read). The tree's structure is checked before anything is written (``shards.diode``)."""
+    scenes = DIODE_SCENES if scene == "all" else (scene,)
+    prefix = prefix or (f"diode{split}" if scene == "all" else f"diode{split}{scene}")
+    check_output_free(out, prefix)
+    jobs = [
+        FrameJob(
+            scan.key, scan.relative, partial(_read_diode, scan), {"diode_split": split, "diode_scene": scan.scene},
+            where=str(scan.depth),
         )
-
-
-def _flatten(rejects: dict[str, list[str]]) -> Iterator[tuple[str, str]]:
-    for reason, keys in rejects.items():
-        for key in keys:
-            yield key, reason
-
-
-def _reject(writer: ShardSetWriter, summary: ImportSummary, name: str, reason: str, error: Exception) -> None:
-    logger.warning("rejected %s (%s): %s", name, reason, error)
-    writer.reject(name, reason)
-    summary.reject(name, reason)
+        for scan in find_diode_scans(root, split, scenes)
+    ]
+    return write_frames(jobs, out, prefix, options, ImportSummary(), source=str(root), split=split, scenes=list(scenes))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,6 +444,11 @@ def nyu_key(split: str, index: int) -> str:
     return f"nyu/{split}/{index:05d}"
 
 
+def _read_nyu(frames: NyuSplit, position: int) -> tuple[np.ndarray, np.ndarray]:
+    frame = frames[position]  # a frame whose depth is not plausible indoor metres raises: an ``unreadable`` reject
+    return frame.image, frame.depth
+
+
 def import_nyu(
     labeled_mat: str | Path,
     splits_mat: str | Path,
@@ -337,39 +457,21 @@ def import_nyu(
     split: str = "train",
     depth: str = "raw",
     prefix: str | None = None,
-    samples_per_shard: int = 1000,
-    crop: str = "center",
-    seed: int = 0,
-    codec: str = DEFAULT_LABEL_CODEC,
+    options: ImportOptions | None = None,
 ) -> ImportSummary:
     """Write one split of NYU Depth v2 as metric shards (raw sensor depth by default: holes are invalid)."""
-    from shards.nyu import NyuSplit  # h5py / scipy: only this mode needs them; reads one frame at a time
-
     prefix = prefix or f"nyu{split}"
     check_output_free(out, prefix)
-    summary = ImportSummary()
-    rng = np.random.default_rng(seed)
-    extra = {"source": str(labeled_mat), "splits": str(splits_mat), "split": split, "depth": depth, "crop": crop,
-             "seed": seed}
-    with NyuSplit(labeled_mat, splits_mat, split=split, depth=depth) as frames, ShardSetWriter(
-        out, prefix, samples_per_shard, **extra
-    ) as writer:
-        for position in range(len(frames)):
-            key = nyu_key(split, int(frames.indices[position]))
-            try:
-                frame = frames[position]
-            except ValueError as error:  # a frame whose depth is not plausible metres
-                _reject(writer, summary, key, REJECT_UNREADABLE, error)
-                continue
-            try:
-                sample = metric_sample(
-                    key, f"{Path(labeled_mat).name}#{frame.index}", frame.image, frame.depth,
-                    crop=crop, rng=rng, codec=codec, extra={"nyu_depth": depth, "nyu_split": split},
-                )
-            except LabelError as error:
-                _reject(writer, summary, key, error.reason, error)
-                continue
-            writer.write(sample)
-            summary.written += 1
-    summary.shards = writer.shards
-    return summary
+    name = Path(labeled_mat).name
+    with NyuSplit(labeled_mat, splits_mat, split=split, depth=depth) as frames:  # reads one frame at a time
+        jobs = [
+            FrameJob(
+                nyu_key(split, int(index)), f"{name}#{int(index)}", partial(_read_nyu, frames, position),
+                {"nyu_depth": depth, "nyu_split": split},
+            )
+            for position, index in enumerate(frames.indices)
+        ]
+        return write_frames(
+            jobs, out, prefix, options, ImportSummary(),
+            source=str(labeled_mat), splits=str(splits_mat), split=split, depth=depth,
+        )

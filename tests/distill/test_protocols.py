@@ -12,6 +12,7 @@ import torch
 from distill.metrics import batch_depth_metrics
 from distill.protocols import (
     EIGEN_CROP,
+    GARG_CROP,
     PRESETS,
     Protocol,
     add_protocol_arguments,
@@ -20,6 +21,7 @@ from distill.protocols import (
     protocol_overrides,
     valid_mask,
 )
+from shards.diode import DIODE_SCENES
 
 
 def test_reference_preset_is_the_reference_recipe() -> None:
@@ -157,6 +159,9 @@ def test_overrides_keep_the_preset_and_say_so() -> None:
         (["--depth-source", "inpainted", "--depth-min", "0.001"], {"depth_source": "inpainted", "depth_min": 0.001}),
         (["--max-inclusive", "--min-prediction", "none"], {"max_inclusive": True, "min_prediction": None}),
         (["--depth-cap", "80", "--input-resize", "bilinear"], {"depth_cap": 80.0, "input_resize": "bilinear"}),
+        (["--crop", "none", "--crop-fraction", "garg"], {"crop": None, "crop_fraction": GARG_CROP}),
+        (["--crop-fraction", "0.1,0.9,0,1", "--crop", "none"], {"crop_fraction": (0.1, 0.9, 0.0, 1.0), "crop": None}),
+        (["--scenes", "indoors,outdoor", "--depth-scale", "kitti"], {"scenes": DIODE_SCENES, "depth_scale": 256.0}),
     ],
 )
 def test_every_field_is_overridable_from_the_command_line(argv: list[str], expected: dict) -> None:

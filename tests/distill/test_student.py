@@ -140,10 +140,11 @@ def test_save_load_round_trip(student_config: StudentConfig, tmp_path) -> None:
     folder = save_student(model, student_config, tmp_path / "student")
     assert (folder / WEIGHTS_NAME).is_file() and not list(folder.glob("*.tmp"))
     record = json.loads((folder / CONFIG_NAME).read_text())
-    assert record["architecture"] == STUDENT_ARCHITECTURE and record["encoder"] == student_config.encoder
+    resolved = student_config.resolved()
+    assert record["architecture"] == STUDENT_ARCHITECTURE and record["encoder"] == resolved.encoder
     assert is_student_folder(folder)
     loaded, config = load_student(folder)
-    assert config == student_config and not loaded.training
+    assert config == resolved and not loaded.training
     image = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(loaded(image), model(image), atol=0, rtol=0)

@@ -204,3 +204,17 @@ def test_every_recipe_trains_three_steps(path: Path, tmp_path: Path, relative_sh
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     saved = read_student_config(out / "student")
     assert saved == dataclasses.replace(recipe.student, pretrained=False, pretrained_file=None).resolved()
+
+
+def test_a_depth_student_is_read_as_metric_by_every_runtime(tmp_path: Path) -> None:
+    """A ``prediction: depth`` student says so in its folder and in its ONNX graph, so evaluation scores it as a
+    metric model and predict shows 1 / metres; an inverse-depth student stays relative."""
+    from distill.runtime import load_runner
+
+    for prediction, kind in (("depth", "metric_depth"), ("inverse_depth", "relative_inverse_depth")):
+        config = _config("rt_monodepth_s", prediction=prediction)
+        folder = save_student(create_student(config), config, tmp_path / prediction)
+        model, _ = load_student(folder)
+        onnx_path = export_onnx(model, tmp_path / f"{prediction}.onnx", height=64, width=64)
+        assert load_runner(folder, width=64, height=64).kind == kind
+        assert load_runner(onnx_path).kind == kind

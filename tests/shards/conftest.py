@@ -75,3 +75,80 @@ def full_size_label(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image, metric depth and valid mask of a generated scene at the sample size (512x384)."""
     scene = render_scene(seed, width=SAMPLE_SIZE[0], height=SAMPLE_SIZE[1], holes=True)
     return scene.image, scene.depth, scene.valid
+
+
+# ------------------------------------------------------------------------------ released layouts, generated content
+
+#: DIODE's frame size (width, height) as released.
+DIODE_SIZE = (1024, 768)
+#: Generated rooms are 0.5-10 m deep; scaled so the presets' bounds cut: indoors 0.75-15 m (10 m bound), outdoors
+#: 5-100 m (80 m bound).
+DIODE_DEPTH_FACTOR = {"indoors": 1.5, "outdoor": 10.0}
+#: Each generated DIODE frame holds a block at exactly its scene type's preset bound (inclusive there) and one at
+#: 1.2 times the bound (left out), both valid.
+DIODE_BOUND = {"indoors": 10.0, "outdoor": 80.0}
+
+
+def diode_arrays(seed: int, scene: str, size: tuple[int, int] = DIODE_SIZE) -> tuple[np.ndarray, ...]:
+    """A generated frame as DIODE stores it: image, depth (metres; under mask 0 a plausible but wrong value, so only
+    the mask can tell) and mask (float 0/1), plus the true depth with 0 where invalid."""
+    scene_data = render_scene(seed, width=size[0], height=size[1], holes=True)
+    factor = DIODE_DEPTH_FACTOR[scene]
+    valid = scene_data.valid.copy()
+    depth = (scene_data.depth * factor).astype(np.float32)
+    valid[:6, :20] = True
+    depth[:6, :10] = DIODE_BOUND[scene]
+    depth[:6, 10:20] = 1.2 * DIODE_BOUND[scene]
+    stored = np.where(valid, depth, np.float32(3.0 * factor)).astype(np.float32)
+    return scene_data.image, stored, valid.astype(np.float32), np.where(valid, depth, 0).astype(np.float32)
+
+
+def write_diode_tree(
+    root: Path, frames: Sequence[tuple[str, int]], split: str = "val", size: tuple[int, int] = DIODE_SIZE
+) -> dict[str, np.ndarray]:
+    """Generated frames ``(scene type, seed)`` in DIODE's released layout under ``root``; returns the true depth
+    (0 = invalid) by sample key ``diode/<split>/<scene>/scene_X/scan_Y/<name>``."""
+    from shards.diode import write_diode_scan
+    from shards.format import key_from_relative_path
+
+    truth = {}
+    for scene, seed in frames:
+        image, stored, mask, depth = diode_arrays(seed, scene, size)
+        path = write_diode_scan(root, split, scene, (seed, 100 + seed, 0, seed), image, stored, mask)
+        truth[key_from_relative_path("diode/" + path.relative_to(root).as_posix())] = depth
+    return truth
+
+
+#: Frame sizes (width, height) of KITTI's raw images: they vary by drive.
+KITTI_SIZES = ((1242, 375), (1224, 370))
+
+
+def kitti_depth(seed: int, size: tuple[int, int]) -> np.ndarray:
+    """Sparse lidar-like depth in metres (0 = invalid), 4.5-90 m, as 16-bit PNG codes / 256 store it; a block at
+    exactly 80 m (outside the preset's strict bound) inside the Garg crop."""
+    scene = render_scene(seed, width=size[0], height=size[1], holes=True)
+    keep = scene.valid & (np.random.default_rng(seed).random(scene.depth.shape) < 0.3)
+    depth = np.where(keep, scene.depth * 9.0, 0.0)
+    depth[size[1] // 2 : size[1] // 2 + 4, size[0] // 2 : size[0] // 2 + 8] = 80.0
+    return np.rint(depth * 256).astype(np.uint16) / np.float32(256)
+
+
+def write_kitti_pairs(root: Path, seeds: Sequence[int] = (0, 1, 2)) -> tuple[Path, dict[str, np.ndarray]]:
+    """Generated frames in KITTI's trees (raw images; annotated depth as 16-bit PNG, metres * 256, 0 = invalid)
+    with a pair list ``root/eigen_test_pairs.txt`` of relative paths; sizes alternate over ``KITTI_SIZES``.
+    Returns the list and the true depth by image path (as listed)."""
+    lines, truth = ["# image depth (KITTI Eigen test, generated)"], {}
+    for number, seed in enumerate(seeds):
+        size = KITTI_SIZES[number % len(KITTI_SIZES)]
+        drive = f"2011_09_26_drive_{number + 1:04d}_sync"
+        image = Path("raw") / "2011_09_26" / drive / "image_02" / "data" / f"{seed:010d}.png"
+        depth = Path("annotated") / "val" / drive / "proj_depth" / "groundtruth" / "image_02" / f"{seed:010d}.png"
+        for path in (image, depth):
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_scene(seed, width=size[0], height=size[1]).image).save(root / image, compress_level=1)
+        metres = kitti_depth(seed, size)
+        Image.fromarray(np.rint(metres * 256).astype(np.uint16)).save(root / depth, compress_level=1)
+        lines.append(f"{image.as_posix()} {depth.as_posix()}")
+        truth[image.as_posix()] = metres
+    (root / "eigen_test_pairs.txt").write_text("\n".join(lines) + "\n")
+    return root / "eigen_test_pairs.txt", truth

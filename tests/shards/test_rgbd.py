@@ -142,6 +142,8 @@ def test_npy_depth_in_metres_and_subfolder_keys(tmp_path):
         (["--nyu-mat", "x.mat"], "--nyu-splits"),
         (["--images", "a", "--nyu-mat", "x.mat"], "either"),
         (["--images", "a", "--depths", "b", "--depth-scale", "0"], "positive"),
+        (["--pairs", "list.txt", "--diode", "root"], "either"),
+        (["--diode", "root", "--depth-scale", "kitti"], "does not apply to DIODE or NYU"),
     ],
 )
 def test_bad_usage_exits_2_with_a_message(tmp_path, capsys, argv, message):
@@ -149,17 +151,32 @@ def test_bad_usage_exits_2_with_a_message(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().out
 
 
-def test_implausible_depth_scale_is_rejected_by_name(tmp_path):
-    """Depth in millimetres imported with --depth-scale 1 reads as kilometres: rejected, not stored."""
+def test_a_wrong_depth_scale_stops_the_import(tmp_path, capsys):
+    """Depth in millimetres imported with --depth-scale 1 reads as kilometres in every frame: the import stops
+    (exit 2, nothing written) and says the scale is wrong, instead of rejecting the whole set frame by frame."""
     (tmp_path / "i").mkdir()
     (tmp_path / "d").mkdir()
     scene = render_scene(2, 64, 48)
     Image.fromarray(scene.image).save(tmp_path / "i" / "x.png")
     Image.fromarray((scene.depth * 1000).astype(np.uint16)).save(tmp_path / "d" / "x.png")
     assert main(["import-rgbd", "--images", str(tmp_path / "i"), "--depths", str(tmp_path / "d"),
-                 "--depth-scale", "1", "--out", str(tmp_path / "o")]) == 0
+                 "--depth-scale", "1", "--out", str(tmp_path / "o")]) == 2
+    out = capsys.readouterr().out
+    assert "all have implausible depth" in out and "x.png: depth median" in out and "KITTI 256" in out
+    assert not list((tmp_path / "o").glob("*.tar"))
+
+
+def test_one_implausible_frame_among_good_ones_is_a_counted_reject(scene_folder, tmp_path):
+    images, depths = tmp_path / "images", tmp_path / "depths"
+    shutil.copytree(scene_folder / "rgb", images)
+    shutil.copytree(scene_folder / "depth", depths)
+    np.save(depths / "scene_000013.npy", read_png(depths / "scene_000013.png").astype(np.float32))  # mm as "metres"
+    (depths / "scene_000013.png").unlink()
+    assert main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth-scale", "mm",
+                 "--out", str(tmp_path / "o")]) == 0
     stats = json.loads((tmp_path / "o" / "rgbd-000-000000.stats.json").read_text())
-    assert stats["count"] == 0 and stats["rejects"] == {"implausible_depth": ["x.png"]}
+    assert stats["count"] == 5 and stats["rejects"] == {"implausible_depth": ["scene_000013.png"]}
+    assert stats["depth_scale"] == 1000.0
 
 
 def test_nyu_training_split_import(tmp_path, capsys):
