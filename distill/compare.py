@@ -489,7 +489,9 @@ def write_markdown(record: dict[str, Any], header: list[str], cells: list[list[s
             f"{latency['warmup']} warm-up, threads {latency['threads'] or 'default'}; each model in its own "
             f"subprocess, one after the other (distill.benchmark's worker). Compute bound = 2 x MACs / "
             f"{matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (fp32 matmul {matmul['size']}^3, median, this "
-            "machine); 'x compute bound' = latency / bound."
+            f"machine, the faster engine: {matmul.get('engine', 'torch')}); 'x compute bound' = latency / bound. "
+            "MACs count every kernel tap, padding included (DeepLab's ASPP dilations 12/24/36 reach past a small "
+            "feature map, where direct convolution skips those taps), so a ratio below 1 is possible."
         )
     lines.append("")
     width, height = record["settings"]["input_size"]

@@ -150,7 +150,7 @@ class TorchRunner:
 
 
 def onnx_session(
-    path: str | os.PathLike,
+    path: str | os.PathLike | bytes,
     threads: int | None = None,
     optimization: str = "all",
     providers: list[str] | None = None,
@@ -183,7 +183,8 @@ def onnx_session(
     if providers is None:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    model = path if isinstance(path, bytes) else str(path)  # a file, or a serialised graph
+    return ort.InferenceSession(model, sess_options=options, providers=providers)
 
 
 @dataclass

@@ -92,3 +92,14 @@ def test_rounds_combine_into_the_median_of_round_medians() -> None:
     assert combined["batch1"]["median_ms"] == 12 and combined["batch1"]["repeats"] == 9
     assert combined["batch1"]["min_ms"] == pytest.approx(9.0)
     assert combined["batch8"]["images_per_s"] == pytest.approx(8 / 0.090)
+
+
+def test_compute_bound_uses_the_faster_gemm_engine() -> None:
+    """The bound's FLOP rate is the fastest of the engines measured (torch's GEMM and ONNX Runtime's MLAS)."""
+    from distill.benchmark import measure_matmul_flops
+
+    record = measure_matmul_flops(size=128, warmup=1, repeats=3, threads=1)
+    rates = record["flops_per_s_median_by_engine"]
+    assert set(rates) == {"torch", "onnxruntime"}
+    assert record["engine"] == max(rates, key=rates.get)
+    assert record["flops_per_s_median"] == max(rates.values())
