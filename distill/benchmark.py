@@ -266,15 +266,19 @@ def prepare_student(folder: str, name: str, workdir: Path, height: int, width: i
 
 def student_names(folders: Sequence[str]) -> list[str]:
     """Folder names, made unique (``student``, ``student_2``) for the table and the exported files."""
-    names: list[str] = []
-    for folder in folders:
-        base = Path(folder).resolve().name or "student"
-        name, number = base, 1
-        while name in names:
+    return unique_names([Path(folder).resolve().name or "student" for folder in folders])
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``a``, ``a_2``, ``a_3`` ...: every row and column needs its own name (and report folder)."""
+    result: list[str] = []
+    for name in names:
+        candidate, number = name, 1
+        while candidate in result:
             number += 1
-            name = f"{base}_{number}"
-        names.append(name)
-    return names
+            candidate = f"{name}_{number}"
+        result.append(candidate)
+    return result
 
 
 def run_benchmark(

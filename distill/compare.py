@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from distill import evaluate as evaluation
+from distill.benchmark import unique_names
 from distill.protocols import EIGEN_CROP, EIGEN_FRAME, PRESETS, Protocol, crop_box, crop_mask, get_protocol
 from shards.depth_sources import DepthFolder
 from shards.format import STUDENT_SIZE
@@ -123,18 +124,6 @@ def display_names(given: Sequence[str | None], models_or_paths: Sequence[str]) -
             name = f"{path.parent.name}/{name}"
         names.append(label or name)
     return unique_names(names)
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    """``a``, ``a_2``, ``a_3`` ...: every row and column needs its own name (and report folder)."""
-    result: list[str] = []
-    for name in names:
-        candidate, number = name, 1
-        while candidate in result:
-            number += 1
-            candidate = f"{name}_{number}"
-        result.append(candidate)
-    return result
 
 
 def _folder_name(name: str) -> str:

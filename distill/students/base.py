@@ -57,6 +57,17 @@ def create_timm_encoder(config: StudentConfig, out_indices: tuple[int, ...] = (0
         raise FileNotFoundError(missing_weights_message(config.encoder, f"{type(error).__name__}: {error}")) from error
 
 
+def timm_encoder_and_stats(config: StudentConfig) -> tuple[nn.Module, tuple, tuple]:
+    """A timm encoder (:func:`create_timm_encoder`, strides 2..32 checked) and the input mean / std its weights were
+    trained with (ImageNet's when its config says none)."""
+    encoder = create_timm_encoder(config)
+    check_strides(encoder, config.encoder, [2, 4, 8, 16, 32])
+    pretrained_cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    mean = pretrained_cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
+    std = pretrained_cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
+    return encoder, mean, std
+
+
 def check_strides(encoder: nn.Module, name: str, expected: list[int]) -> None:
     reductions = list(encoder.feature_info.reduction())
     if reductions != expected:

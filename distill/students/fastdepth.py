@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import timm
 import torch
 from torch import nn
 
-from distill.students.base import Student, check_strides, create_timm_encoder, upsample2
+from distill.students.base import Student, timm_encoder_and_stats, upsample2
 
 if TYPE_CHECKING:
     from distill.student import StudentConfig
@@ -50,15 +49,9 @@ class FastDepthStudent(Student):
     """Encoder features at strides 2..32 -> five NNConv5 stages with x2 upsampling and additive skips."""
 
     def __init__(self, config: StudentConfig) -> None:
-        encoder = create_timm_encoder(config)
-        pretrained_cfg = getattr(encoder, "pretrained_cfg", None) or {}
-        super().__init__(
-            config,
-            pretrained_cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN),
-            pretrained_cfg.get("std", timm.data.IMAGENET_DEFAULT_STD),
-        )
+        encoder, mean, std = timm_encoder_and_stats(config)
+        super().__init__(config, mean, std)
         self.encoder = encoder
-        check_strides(encoder, config.encoder, [2, 4, 8, 16, 32])
         channels = list(encoder.feature_info.channels())  # e.g. [16, 24, 40, 112, 960]
         reductions = list(encoder.feature_info.reduction())
         widths = list(config.decoder_widths)

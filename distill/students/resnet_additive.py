@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import timm
 import torch
 from torch import nn
 
-from distill.students.base import Student, check_strides, create_timm_encoder, upsample2
+from distill.students.base import Student, timm_encoder_and_stats, upsample2
 
 if TYPE_CHECKING:
     from distill.student import StudentConfig
@@ -45,15 +44,9 @@ class ResNetAdditiveStudent(Student):
     """ResNet features -> per-level 3x3 reductions, upsample x2 and add the next finer level -> 3x3 head."""
 
     def __init__(self, config: StudentConfig) -> None:
-        encoder = create_timm_encoder(config)
-        pretrained_cfg = getattr(encoder, "pretrained_cfg", None) or {}
-        super().__init__(
-            config,
-            pretrained_cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN),
-            pretrained_cfg.get("std", timm.data.IMAGENET_DEFAULT_STD),
-        )
+        encoder, mean, std = timm_encoder_and_stats(config)
+        super().__init__(config, mean, std)
         self.encoder = encoder
-        check_strides(encoder, config.encoder, [2, 4, 8, 16, 32])
         channels = list(encoder.feature_info.channels())[::-1]  # coarsest first: strides 32, 16, 8, 4, 2
         widths = list(config.decoder_widths)
         self.laterals = nn.ModuleList(_conv_bn_relu(c, w) for c, w in zip(channels, widths))
