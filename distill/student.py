@@ -65,27 +65,25 @@ class Architecture:
     decoder_widths: list[int]
     upsample: str
     output_activation: str
-    source: str  # where the architecture comes from, for reports
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "fastdepth": Architecture(
         fastdepth.FastDepthStudent, fastdepth.check_config, fastdepth.DEFAULT_ENCODER, True,
-        fastdepth.DEFAULT_DECODER_WIDTHS, "bilinear", "softplus", "FastDepth (Wofk et al., ICRA 2019)",
+        fastdepth.DEFAULT_DECODER_WIDTHS, "bilinear", "softplus",
     ),
     "resnet_additive": Architecture(
         resnet_additive.ResNetAdditiveStudent, resnet_additive.check_config, resnet_additive.DEFAULT_ENCODER, True,
-        resnet_additive.DEFAULT_DECODER_WIDTHS, "bilinear", "softplus", "ResNet-18 + additive decoder (blog recipe)",
+        resnet_additive.DEFAULT_DECODER_WIDTHS, "bilinear", "softplus",
     ),
     "deeplabv3": Architecture(
         deeplab.DeepLabV3Student, deeplab.check_config, deeplab.DEFAULT_ENCODER, True,
-        [], "bilinear", "none", "torchvision DeepLabv3-ResNet50 regressor (DIODE recipe)",
+        [], "bilinear", "none",
     ),
     **{
         name: Architecture(
             rt_monodepth.RTMonoDepthStudent, rt_monodepth.check_config, None, False, spec["decoder"], "nearest",
-            "softplus", "RT-MonoDepth (Feng et al., ICIP 2024, arXiv 2308.10569)" + (", small" if spec is
-            rt_monodepth.VARIANTS["rt_monodepth_s"] else ""),
+            "softplus",
         )
         for name, spec in rt_monodepth.VARIANTS.items()
     },

@@ -218,3 +218,15 @@ def test_a_depth_student_is_read_as_metric_by_every_runtime(tmp_path: Path) -> N
         onnx_path = export_onnx(model, tmp_path / f"{prediction}.onnx", height=64, width=64)
         assert load_runner(folder, width=64, height=64).kind == kind
         assert load_runner(onnx_path).kind == kind
+
+
+def test_as_inverse_depth_takes_arrays_and_tensors() -> None:
+    """predict hands numpy arrays, training hands tensors: both turn metres into 1 / metres (floor 1 mm)."""
+    import numpy as np
+
+    from distill.align import as_inverse_depth
+
+    metres = np.array([0.0, 0.5, 2.0], dtype=np.float32)
+    np.testing.assert_allclose(as_inverse_depth(metres, "metric_depth"), [1000.0, 2.0, 0.5])
+    assert torch.allclose(as_inverse_depth(torch.from_numpy(metres), "depth"), torch.tensor([1000.0, 2.0, 0.5]))
+    assert as_inverse_depth(metres, "relative_inverse_depth") is metres
