@@ -80,3 +80,8 @@ class DistillConfig:
         """Checks across sections, so a recipe that cannot train stops before any data is read."""
         if self.loss.coarse_weight > 0 and not self.student.coarse_head:
             raise ValueError("loss.coarse_weight > 0 needs student.coarse_head: true (an RT-MonoDepth student)")
+        if self.student.coarse_head and self.loss.coarse_weight == 0:
+            raise ValueError(
+                "student.coarse_head: true without loss.coarse_weight > 0 trains a head nothing uses (and several "
+                "processes stop on its missing gradients): set loss.coarse_weight, or coarse_head false"
+            )

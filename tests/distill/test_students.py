@@ -230,3 +230,15 @@ def test_as_inverse_depth_takes_arrays_and_tensors() -> None:
     np.testing.assert_allclose(as_inverse_depth(metres, "metric_depth"), [1000.0, 2.0, 0.5])
     assert torch.allclose(as_inverse_depth(torch.from_numpy(metres), "depth"), torch.tensor([1000.0, 2.0, 0.5]))
     assert as_inverse_depth(metres, "relative_inverse_depth") is metres
+
+
+@pytest.mark.parametrize(
+    "student, loss, message",
+    [
+        (dict(architecture="rt_monodepth", coarse_head=False), dict(coarse_weight=0.5), "needs student.coarse_head"),
+        (dict(architecture="rt_monodepth", coarse_head=True), dict(coarse_weight=0.0), "nothing uses"),
+    ],
+)
+def test_coarse_head_and_its_loss_come_together(student: dict, loss: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DistillConfig(student=StudentConfig(pretrained=False, **student), loss=LossConfig(name="l1", **loss))
