@@ -217,3 +217,29 @@ def test_two_processes_split_validation_exactly(tmp_path, relative_shards, val_s
         assert sorted(keys) == expected  # every sample once: no duplicate, none missing
     assert (output / "checkpoints" / "step_00000004" / "random_states_1.pkl").is_file()  # rank 1 saved its RNG
     load_student(output / "student")
+
+
+def test_two_processes_train_a_student_with_auxiliary_outputs(tmp_path, relative_shards, val_shards) -> None:
+    """RT-MonoDepth-S with its coarse map and the coarse RMSE term under two CPU processes: DDP carries the
+    ``return_aux`` call and the extra head's gradients; both ranks train and validate their own part."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    output = tmp_path / "ddp_aux"
+    argv = [
+        "--student.architecture", "rt_monodepth_s", "--student.coarse_head", "true",
+        "--loss.name", "l1", "--loss.invariant", "true", "--loss.coarse_weight", "0.5",
+        "--data.train", str(relative_shards), "--data.val", str(val_shards), "--data.size", "[64, 64]",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--data.shuffle_buffer", "4", "--data.epoch_steps", "2",
+        "--optim.warmup_steps", "1", "--train.steps", "2", "--checkpoint.every", "2", "--log.every", "1",
+        "--log.images_every", "0", "--log.val_every", "0", "--log.tensorboard", "false", "--output.dir", str(output),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "distill.py", *argv]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = _jsonl(output / "validation.jsonl")
+    assert record["world_size"] == 2 and all(n > 0 for n in record["samples_per_rank"].values())
+    logged = [line for line in _jsonl(output / "metrics.jsonl") if "train/coarse" in line]
+    assert len(logged) == 2 and all(line["train/coarse"] > 0 for line in logged)
+    model, config = load_student(output / "student")
+    assert config.coarse_head and model.coarse is not None
