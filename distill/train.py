@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import signal
 import time
 import warnings
@@ -35,6 +34,8 @@ from distill.config import DistillConfig
 from distill.data import build_train_loader, build_val_loader
 from distill.losses import build_loss, prepare_target
 from distill.metrics import inverse_depth_metrics, mean_metrics
+from distill.optim import WarmupCosine, build_optimizer, optimizer_step
+from distill.step_stats import StepStats
 from distill.student import create_student, save_student
 from shards.viz import colorize_depth, image_grid
 
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 #: Validation metric that picks the best checkpoint, in order of preference (lower is better).
 BEST_METRICS = ("abs_rel_inv", "abs_rel")
+#: Steps between checks of the stop flag (a signal on any rank), besides log and checkpoint steps: each check is an
+#: all-reduce read on the host.
+STOP_CHECK_STEPS = 10
 
 
 @dataclasses.dataclass
@@ -53,19 +57,6 @@ class TrainResult:
     student: Path | None  # OUTPUT_DIR/student when completed
     validation: dict[str, float] | None  # the last validation's means
     main_process: bool = True  # this process is the main one (it alone reports)
-
-
-class WarmupCosine:
-    """LR factor: linear warm-up from 0 over ``warmup`` steps, then cosine down to ``min_ratio`` at ``total``."""
-
-    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
-        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / (self.warmup + 1)
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class StopSignal:
@@ -90,15 +81,6 @@ class StopSignal:
     def __exit__(self, *exc: Any) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation weights (1-D parameters)."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _flat_hparams(config: DistillConfig) -> dict[str, Any]:
@@ -229,8 +211,8 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(accelerator.device, memory_format=memory_format)
     ema = ModelEmaV3(model, decay=config.train.ema_decay) if config.train.ema_decay else None
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.optim.weight_decay), lr=config.optim.lr, betas=tuple(config.optim.betas)
+    optimizer = build_optimizer(
+        model, config.optim.lr, tuple(config.optim.betas), config.optim.weight_decay, accelerator.device
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(config.optim.warmup_steps, config.train.steps, config.optim.min_lr_ratio)
@@ -255,14 +237,14 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
     batches = TrainBatches(config, accelerator.device)
     progress = tqdm(total=config.train.steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc="distill", dynamic_ncols=True)
-    start_step, consecutive_nonfinite, samples = state.step, 0, 0
-    running: dict[str, tuple[float, int]] = {}
+    start_step, samples = state.step, 0
+    stats = StepStats(accelerator.device, skipped_before=state.skipped_nonfinite)
     log_started = time.perf_counter()
     last_validation: dict[str, float] | None = None
     stop_signum: int | None = None
     with StopSignal() as stop:
         while state.step < config.train.steps:
-            step_ok = True
+            loss_nonfinite = torch.zeros((), device=accelerator.device)
             for _ in range(config.train.gradient_accumulation_steps):
                 batch = batches.next(state.step)
                 image = batch["image"].contiguous(memory_format=memory_format)
@@ -275,42 +257,39 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                     parts = loss_fn(
                         prediction.float(), batch["target"], batch["valid"], batch["is_metric"], image, aux
                     )
-                    nonfinite = (~torch.isfinite(parts["loss"].detach())).float().reshape(1)
-                    if float(accelerator.reduce(nonfinite, reduction="max")) > 0:  # every rank skips together
-                        step_ok = False
-                    else:
-                        accelerator.backward(parts["loss"])
+                    # a non-finite loss still goes backward: its gradients are non-finite and the update is
+                    # skipped on the device (distill.optim), with no host read to decide
+                    loss_nonfinite = torch.maximum(loss_nonfinite, (~torch.isfinite(parts["loss"].detach())).float())
+                    accelerator.backward(parts["loss"])
                     if accelerator.sync_gradients:
-                        step_ok = _optimizer_step(accelerator, model, optimizer, config, step_ok)
+                        skipped = optimizer_step(accelerator, model, optimizer, config.optim.clip_grad_norm,
+                                                 loss_nonfinite)
                 samples += image.shape[0]
-                for name, value in parts.items():  # averages over the finite values of the interval
-                    value = float(value.detach())
-                    if math.isfinite(value):
-                        total, count = running.get(name, (0.0, 0))
-                        running[name] = (total + value, count + 1)
+                stats.add_parts(parts)
             with warnings.catch_warnings():  # torch warns when a skipped first step leaves the optimizer unstepped
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
                 scheduler.step()
             state.step += 1
-            if step_ok:
-                consecutive_nonfinite = 0
-                if ema is not None:
-                    ema.update(accelerator.unwrap_model(model), step=state.step)
-            else:
-                state.skipped_nonfinite += 1
-                consecutive_nonfinite += 1
-                logger.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", state.step,
-                               state.skipped_nonfinite)
-                if consecutive_nonfinite >= config.train.max_consecutive_nonfinite:
-                    raise FloatingPointError(
-                        f"{consecutive_nonfinite} non-finite steps in a row at step {state.step}: lower optim.lr, "
-                        "check the labels (shards verify), or train in fp32 / bf16 instead of fp16"
-                    )
+            stats.add_step(skipped)
+            if ema is not None:  # on a skipped step the weights are unchanged: the EMA moves toward the same weights
+                ema.update(accelerator.unwrap_model(model), step=state.step)
             progress.update(1)
 
-            if state.step % config.log.every == 0 or state.step == config.train.steps:
+            log_step = state.step % config.log.every == 0 or state.step == config.train.steps
+            if log_step:
                 elapsed = time.perf_counter() - log_started
-                scalars = {f"train/{name}": total / count for name, (total, count) in running.items()}
+                means, skipped_total, longest_run = stats.read()
+                if skipped_total > state.skipped_nonfinite:
+                    logger.warning("steps %d-%d: %d update(s) skipped for a non-finite loss or gradient (%d so far)",
+                                   state.step - config.log.every + 1, state.step,
+                                   skipped_total - state.skipped_nonfinite, skipped_total)
+                state.skipped_nonfinite = skipped_total
+                if longest_run >= config.train.max_consecutive_nonfinite:
+                    raise FloatingPointError(
+                        f"{longest_run} non-finite steps in a row by step {state.step}: lower optim.lr, "
+                        "check the labels (shards verify), or train in fp32 / bf16 instead of fp16"
+                    )
+                scalars = {f"train/{name}": value for name, value in means.items()}
                 scalars.update({
                     "train/lr": scheduler.get_last_lr()[0],
                     "train/samples_per_s": samples * accelerator.num_processes / max(elapsed, 1e-9),
@@ -319,7 +298,7 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                 accelerator.log(scalars, step=state.step)
                 _append_jsonl(accelerator, output_dir / "metrics.jsonl", {"step": state.step, **scalars})
                 progress.set_postfix(loss=f"{scalars.get('train/loss', float('nan')):.4f}")
-                running, samples, log_started = {}, 0, time.perf_counter()
+                samples, log_started = 0, time.perf_counter()
             if config.log.images_every and state.step % config.log.images_every == 0 and accelerator.trackers:
                 examples = as_inverse_depth(prediction.detach().float(), config.student.prediction)
                 _log_image(accelerator, "train/examples", _example_grid(batch, examples, config.log.images),
@@ -332,13 +311,15 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                 last_validation = _validate_and_keep_best(accelerator, evaluated, config, state, output_dir)
                 log_started += time.perf_counter() - paused  # samples/s counts training time only
 
-            stopping = stop.received is not None or (
-                config.train.stop_after is not None and state.step - start_step >= config.train.stop_after
-            )
-            # every rank must agree to stop at the same step (a signal may reach one rank first)
-            stop_flag = accelerator.reduce(torch.tensor([float(stopping)], device=accelerator.device), "max")
-            stopping = bool(float(stop_flag) > 0) and not finished
-            if state.step % config.checkpoint.every == 0 or stopping or finished:
+            stopping = config.train.stop_after is not None and state.step - start_step >= config.train.stop_after
+            checkpoint_step = state.step % config.checkpoint.every == 0
+            if log_step or checkpoint_step or state.step % STOP_CHECK_STEPS == 0:
+                # every rank must agree to stop at the same step (a signal may reach one rank first)
+                signalled = torch.tensor([float(stop.received is not None)], device=accelerator.device)
+                stopping = stopping or float(accelerator.reduce(signalled, "max")) > 0
+            stopping = stopping and not finished
+            if checkpoint_step or stopping or finished:
+                state.skipped_nonfinite = int(stats.skipped_total)  # the checkpoint holds the exact count
                 paused = time.perf_counter()
                 save_checkpoint(accelerator, output_dir, state.step, config.checkpoint.keep)
                 log_started += time.perf_counter() - paused
@@ -358,20 +339,6 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
         accelerator.wait_for_everyone()
     return TrainResult(state.step, state.step >= config.train.steps, stop_signum, state.skipped_nonfinite,
                        student_dir, last_validation, accelerator.is_main_process)
-
-
-def _optimizer_step(accelerator: Accelerator, model: nn.Module, optimizer, config: DistillConfig, ok: bool) -> bool:
-    """Clip, step, zero. Returns whether the update happened (False for a non-finite loss or gradient)."""
-    if ok and config.optim.clip_grad_norm:
-        norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm)
-        if norm is not None and not bool(torch.isfinite(norm)) and accelerator.scaler is None:
-            ok = False  # fp16's scaler handles overflow itself (it must see the step to lower its scale)
-    if ok:
-        optimizer.step()
-        if accelerator.optimizer_step_was_skipped:
-            ok = False
-    optimizer.zero_grad(set_to_none=True)
-    return ok
 
 
 def _validate_and_keep_best(

@@ -57,7 +57,7 @@ class TeacherConfig:
     revision: str | None = None  # hub branch, tag or commit; the resolved commit goes into the manifest
     flip_tta: bool = False  # average the map and the un-flipped map of the flipped image
     short_side: int = 384  # the network sees the crop with this short side (sides floored to 32, or 14 for DA)
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # the backbone: auto = bf16 autocast on CUDA, fp32 on CPU; the head is always fp32
 
 
 @dataclass

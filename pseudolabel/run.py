@@ -217,7 +217,7 @@ def build_manifest(config: PseudolabelConfig, listing: SourceListing, teacher: T
         "source": listing.description,
         "jobs": {"samples_per_shard": config.output.samples_per_shard, "count": job_count},
         "preprocess": asdict(config.preprocess),
-        "teacher": {**teacher.info(), "precision": str(teacher.autocast_dtype or torch.float32).replace("torch.", "")},
+        "teacher": {**teacher.info(), "precision": teacher.precisions()},
         "output": {
             "prefix": config.output.prefix,
             "label_codec": config.output.label_codec,

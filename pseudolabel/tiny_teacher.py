@@ -3,7 +3,9 @@
 ``python -m pseudolabel.tiny_teacher --out DIR [--architecture dpt|dpt_hybrid|depth_anything] [--seed S]`` writes
 ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``; ``--teacher.model DIR`` then loads it through
 the same code as a hub id. Its weights are random, so its labels are a fixed random function of the image, not depth:
-it exercises the pipeline, it teaches nothing. The configs are the small ones listed in STACK.md.
+it exercises the pipeline, it teaches nothing. The same builder makes real-size teachers with random weights
+(:data:`REFERENCE_TEACHERS`: the architectures and FLOPs of DPT-Hybrid, DPT-Large and Depth Anything V2), which
+time the pipeline on a GPU without a download (``benchmarks/gpu_suite.py``).
 
 transformers' default init makes a tiny DPT output an almost constant map (a ReLU over values near 0), whose labels
 would all be rejected as constant: convolutions are Kaiming-initialised, the position embeddings get a small random
@@ -56,6 +58,44 @@ def tiny_config(architecture: str):
     raise ValueError(f"unknown tiny teacher architecture {architecture!r}; expected one of {list(ARCHITECTURES)}")
 
 
+#: Real-size teachers: name -> (the hub checkpoint of that architecture, parameters in millions).
+REFERENCE_TEACHERS = {
+    "dpt_hybrid": ("Intel/dpt-hybrid-midas", 122.4),
+    "dpt_large": ("Intel/dpt-large", 343.0),
+    "depth_anything_v2_small": ("depth-anything/Depth-Anything-V2-Small-hf", 24.8),
+    "depth_anything_v2_base": ("depth-anything/Depth-Anything-V2-Base-hf", 97.5),  # weights CC-BY-NC-4.0
+    "depth_anything_v2_large": ("depth-anything/Depth-Anything-V2-Large-hf", 335.3),  # weights CC-BY-NC-4.0
+}
+
+#: Depth Anything V2 backbone and neck sizes: (hidden, layers, heads, out_indices, neck, fusion).
+_DEPTH_ANYTHING_V2 = {
+    "depth_anything_v2_small": (384, 12, 6, [3, 6, 9, 12], [48, 96, 192, 384], 64),
+    "depth_anything_v2_base": (768, 12, 12, [3, 6, 9, 12], [96, 192, 384, 768], 128),
+    "depth_anything_v2_large": (1024, 24, 16, [5, 12, 18, 24], [256, 512, 1024, 1024], 256),
+}
+
+
+def reference_config(name: str):
+    """The transformers config of a real-size teacher architecture (see :data:`REFERENCE_TEACHERS`)."""
+    from transformers import DepthAnythingConfig, DPTConfig
+
+    if name == "dpt_hybrid":
+        return DPTConfig(is_hybrid=True, backbone_featmap_shape=[1, 1024, 24, 24],
+                         neck_hidden_sizes=[256, 512, 768, 768], reassemble_factors=[1, 1, 1, 0.5])
+    if name == "dpt_large":
+        return DPTConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                         neck_hidden_sizes=[256, 512, 1024, 1024], backbone_out_indices=[5, 11, 17, 23])
+    if name in _DEPTH_ANYTHING_V2:
+        hidden, layers, heads, out_indices, neck, fusion = _DEPTH_ANYTHING_V2[name]
+        return DepthAnythingConfig(
+            backbone_config=dict(model_type="dinov2", image_size=518, patch_size=14, hidden_size=hidden,
+                                 num_hidden_layers=layers, num_attention_heads=heads, out_indices=out_indices,
+                                 reshape_hidden_states=False),
+            reassemble_hidden_size=hidden, neck_hidden_sizes=neck, fusion_hidden_size=fusion, head_hidden_size=32,
+        )
+    raise ValueError(f"unknown reference teacher {name!r}; expected one of {list(REFERENCE_TEACHERS)}")
+
+
 def last_convolution(model: torch.nn.Module) -> torch.nn.Conv2d:
     """The convolution that produces the depth map (before the final ReLU)."""
     head = model.head
@@ -64,10 +104,15 @@ def last_convolution(model: torch.nn.Module) -> torch.nn.Conv2d:
 
 def build_tiny_teacher(architecture: str = "dpt", seed: int = 0) -> torch.nn.Module:
     """A tiny depth model with weights that make its map vary with the image (see the module docstring)."""
+    return build_random_teacher(tiny_config(architecture), seed)
+
+
+def build_random_teacher(config, seed: int = 0) -> torch.nn.Module:
+    """A depth model of ``config`` with random weights that make its map vary with the image."""
     from transformers import AutoModelForDepthEstimation
 
     torch.manual_seed(seed)
-    model = AutoModelForDepthEstimation.from_config(tiny_config(architecture))
+    model = AutoModelForDepthEstimation.from_config(config)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
@@ -82,8 +127,12 @@ def build_tiny_teacher(architecture: str = "dpt", seed: int = 0) -> torch.nn.Mod
 
 def save_tiny_teacher(out_dir: str | Path, architecture: str = "dpt", seed: int = 0) -> Path:
     """Build a tiny teacher and save it as a model folder (config, weights, preprocessor config)."""
+    return save_teacher(build_tiny_teacher(architecture, seed), out_dir)
+
+
+def save_teacher(model: torch.nn.Module, out_dir: str | Path) -> Path:
+    """Save a depth model as a folder that :func:`pseudolabel.teachers.load_teacher` reads like a downloaded one."""
     out_dir = Path(out_dir)
-    model = build_tiny_teacher(architecture, seed)
     model.save_pretrained(out_dir)
     model_type = model.config.model_type
     mean, std = DEFAULT_NORMALISATION[model_type]

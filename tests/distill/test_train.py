@@ -243,3 +243,43 @@ def test_two_processes_train_a_student_with_auxiliary_outputs(tmp_path, relative
     assert len(logged) == 2 and all(line["train/coarse"] > 0 for line in logged)
     model, config = load_student(output / "student")
     assert config.coarse_head and model.coarse is not None
+
+
+LOOP_FILES = tuple(str(REPO / "distill" / name) for name in ("train.py", "optim.py", "step_stats.py"))
+HOST_READS = ("__float__", "__bool__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
+
+
+def test_the_loop_reads_the_host_only_at_log_and_check_steps(tmp_path, relative_shards, monkeypatch) -> None:
+    """A host read of a device tensor (float(), bool(), .item(), ...) stalls a GPU until its queue drains: the loop
+    may do it at log intervals and stop-flag checks only. Counted here by wrapping the tensor methods that read
+    values and attributing each call made from the loop's own files to the step in progress."""
+    reads: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller in LOOP_FILES:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    reads_per_step: list[int] = []
+
+    class StepCounter(train_module.tqdm):
+        """update() closes each step's update: entry s holds the reads of step s after its update() (logging and
+        stop checks come there) and of step s + 1 before it."""
+
+        def update(self, n=1):
+            reads_per_step.append(len(reads) - sum(reads_per_step))
+            return super().update(n)
+
+    monkeypatch.setattr(train_module, "tqdm", StepCounter)
+    argv = _argv(tmp_path / "run", relative_shards, "--train.steps", "12", "--log.every", "6",
+                 "--log.images_every", "0", "--checkpoint.every", "1000", "--train.ema_decay", "0.9")
+    assert main(argv) == 0
+    assert train_module.STOP_CHECK_STEPS == 10
+    # steps 1-5, 7-9, 11 neither log nor check the stop flag; step 12 ends the run
+    quiet = [reads_per_step[step] for step in (1, 2, 3, 4, 5, 7, 8, 9, 11)]
+    assert quiet == [0] * 9, reads_per_step
+    assert reads_per_step[6] >= 1 and reads_per_step[10] >= 1  # the log at 6, the stop check at 10

@@ -14,6 +14,7 @@ from pseudolabel.teachers import (
     compute_precision,
     load_teacher,
 )
+from pseudolabel.tiny_teacher import REFERENCE_TEACHERS, reference_config
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 from tests.pseudolabel.conftest import gradient_rgb
 
@@ -145,3 +146,40 @@ def test_precision_is_bf16_on_cuda_and_fp32_on_cpu():
     assert compute_precision("auto", torch.device("cuda")) is torch.bfloat16
     assert compute_precision("auto", torch.device("cpu")) is None
     assert compute_precision("fp16", torch.device("cuda")) is torch.float16
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_bf16_backbone_keeps_a_float32_head_and_map(tiny_teachers, architecture):
+    """Under bf16 autocast (CPU here, CUDA's default) the map must keep float32 resolution: a bf16 output holds at
+    most a few hundred distinct values per octave, which the 16-bit label would then store as rounding steps."""
+    bf16 = load_teacher(str(tiny_teachers[architecture]), short_side=96, precision="bf16")
+    fp32 = load_teacher(str(tiny_teachers[architecture]), short_side=96, precision="fp32")
+    batch = images(2, 128, 96)
+    mixed, full = bf16(batch), fp32(batch)
+    assert mixed.dtype == torch.float32
+    assert bf16.precisions() == {"backbone": "bfloat16", "head": "float32", "output": "float32"}
+    # the network's own map, before the resize to the input size, is what the head wrote
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pixels = torch.rand(1, 3, 96, 128)
+        head_map = bf16.network(pixels)
+    assert head_map.dtype == torch.float32
+    if architecture == "depth_anything":
+        return  # the tiny Depth Anything map is >99% ReLU zeros: too few values to count; dtype checked above
+    distinct = torch.unique(head_map).numel()
+    bf16_representable = torch.unique(head_map.bfloat16()).numel()
+    assert distinct > 4 * bf16_representable, (distinct, bf16_representable)
+    # and the map follows the full-precision one closely (the backbone's bf16 error only)
+    relative = ((mixed - full).abs() / full.abs().clamp(min=1e-3)).median()
+    assert relative < 0.05
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_TEACHERS))
+def test_reference_teacher_configs_have_the_published_sizes(name):
+    """The GPU suite times random-weight teachers built from these configs: right only if the sizes are the real
+    ones (built on the meta device: no memory, no time)."""
+    from transformers import AutoModelForDepthEstimation
+
+    with torch.device("meta"):
+        model = AutoModelForDepthEstimation.from_config(reference_config(name))
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    assert round(millions, 1) == REFERENCE_TEACHERS[name][1]

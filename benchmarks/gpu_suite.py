@@ -1,0 +1,413 @@
+"""Every GPU figure the pipeline promises, in one run of a few minutes on one GPU, with no download.
+
+    python benchmarks/gpu_suite.py --out benchmarks/results/gpu_suite_<date>.json
+    python benchmarks/gpu_suite.py --cpu --tiny --out /tmp/suite.json     # the same code in seconds (CI)
+
+Sections, each with its own time budget, each written to the JSON as soon as it ends (a failing section records
+its error and the next one runs):
+- ``teachers``: teacher images/s at 384x512 (378x504 for Depth Anything) with the bf16 backbone and float32 head,
+  batch 16 and 64, for DPT-Hybrid, DPT-Large and Depth Anything V2 Small / Base / Large built at their real sizes
+  with random weights (same FLOPs as the trained ones; the parameter counts are asserted); ``channels_last`` and
+  ``torch.compile`` tried on the reference teacher (DPT-Hybrid) at its faster batch; peak GPU memory of each.
+- ``label_precision``: the label map of the bf16-backbone default and of a fully bf16 network against a full
+  float32 run of the same teacher on the same images: distinct values and relative error.
+- ``labelling``: the whole ``pseudolabel`` stage on generated 683x512 JPEGs with 0, 8 and 16 decode workers:
+  images/s and the GPU's busy fraction (NVML), so a user sees how many CPU cores one GPU needs.
+- ``training``: the reference student at 256x192, batch 256, bf16, ``channels_last``: optimizer steps/s on device
+  batches with and without ``torch.compile``, and with the per-step host reads of the old loop against none; the
+  training loader alone at 8 and 16 workers; the whole ``distill`` loop on the labelling section's shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.pseudolabel_pipeline import make_inputs  # noqa: E402
+from pseudolabel.teachers import load_teacher  # noqa: E402
+from pseudolabel.tiny_teacher import (  # noqa: E402
+    REFERENCE_TEACHERS,
+    build_random_teacher,
+    reference_config,
+    save_teacher,
+    tiny_config,
+)
+
+#: The tiny stand-in (``pseudolabel.tiny_teacher`` architecture) of each reference teacher in ``--tiny`` mode.
+TINY_TEACHERS = {"dpt_hybrid": "dpt_hybrid", "dpt_large": "dpt", "depth_anything_v2_small": "depth_anything"}
+
+
+class Suite:
+    """Settings that differ between the real run and ``--tiny``, the device, and the JSON being written."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.tiny = args.tiny
+        self.device = torch.device("cpu" if args.cpu or not torch.cuda.is_available() else "cuda")
+        self.out = Path(args.out)
+        self.work = Path(tempfile.mkdtemp(prefix="gpu_suite_"))
+        self.size = (96, 128) if self.tiny else (384, 512)  # teacher input (H, W)
+        self.batches = (2, 4) if self.tiny else (16, 64)
+        self.teachers = list(TINY_TEACHERS) if self.tiny else list(REFERENCE_TEACHERS)
+        self.label_images = 24 if self.tiny else 2048
+        self.label_workers = (0, 2) if self.tiny else (0, 8, 16)
+        self.student_size = (128, 96) if self.tiny else (256, 192)  # (W, H)
+        self.student_batch = 4 if self.tiny else 256
+        self.student = {"pretrained": False}  # the reference student; tiny: a small timm test encoder
+        if self.tiny:
+            self.student.update(encoder="test_efficientnet", decoder_widths=[32, 24, 16, 16, 8])
+        self.loader_workers = (0, 2) if self.tiny else (8, 16)
+        self.compile_backend = "eager" if self.tiny else "inductor"  # tiny: the code path, not the compiler
+        self.results: dict[str, Any] = {"environment": environment(self.device), "tiny": self.tiny, "sections": {}}
+
+    def seconds(self, real: float) -> float:
+        """A time budget: ``real`` seconds on the GPU, a token amount in tiny mode."""
+        return 0.2 if self.tiny else real
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def reset_peak(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib(self) -> float | None:
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.device.type == "cuda" else None
+
+    def write(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(self.results, indent=2) + "\n")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+    }
+    return record
+
+
+def timed_rate(suite: Suite, step: Callable[[], Any], items_per_call: int, budget: float, warmup: int = 2,
+               min_calls: int = 3) -> dict[str, float]:
+    """Calls ``step`` ``warmup`` times, then until ``budget`` seconds and ``min_calls`` calls have passed.
+    Returns the median seconds per call and the items/s it gives."""
+    for _ in range(warmup):
+        step()
+    suite.synchronize()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - started < budget:
+        begun = time.perf_counter()
+        step()
+        suite.synchronize()
+        times.append(time.perf_counter() - begun)
+    median = statistics.median(times)
+    return {"calls": len(times), "median_s": round(median, 5), "items_per_s": round(items_per_call / median, 1)}
+
+
+def teacher_folder(suite: Suite, name: str) -> Path:
+    """A saved random-weight teacher (real size, or its tiny stand-in), loaded later like a downloaded one."""
+    folder = suite.work / "teachers" / name
+    if not folder.exists():
+        config = tiny_config(TINY_TEACHERS[name]) if suite.tiny else reference_config(name)
+        with torch.device(suite.device):  # initialise on the GPU: a 343 M model builds in seconds there
+            model = build_random_teacher(config)
+        millions = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+        if not suite.tiny and millions != REFERENCE_TEACHERS[name][1]:
+            raise AssertionError(f"{name}: {millions} M parameters, expected {REFERENCE_TEACHERS[name][1]} M")
+        save_teacher(model.cpu(), folder)
+        del model
+    return folder
+
+
+def section_teachers(suite: Suite) -> dict[str, Any]:
+    height, width = suite.size
+    records: dict[str, Any] = {}
+    for name in suite.teachers:
+        folder = teacher_folder(suite, name)
+        teacher = load_teacher(str(folder), device=suite.device, short_side=height)
+        record: dict[str, Any] = {
+            "parameters_m": round(sum(p.numel() for p in teacher.network.model.parameters()) / 1e6, 1),
+            "network_size": list(teacher.network_size(height, width)),
+            "precisions": teacher.precisions(),
+        }
+        for batch in suite.batches:
+            images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=suite.device)
+            suite.reset_peak()
+            rate = timed_rate(suite, lambda t=teacher, x=images: t.predict(x), batch, suite.seconds(4))
+            record[f"batch_{batch}"] = {**rate, "peak_gib": suite.peak_gib()}
+        records[name] = record
+        del teacher
+        shutil.rmtree(folder)  # keep the disk for the next one
+    reference = suite.teachers[0]
+    best = max(suite.batches, key=lambda b: records[reference][f"batch_{b}"]["items_per_s"])
+    records[f"{reference}_tuned"] = tuned_teacher(suite, reference, best)
+    return records
+
+
+def tuned_teacher(suite: Suite, name: str, batch: int) -> dict[str, Any]:
+    """``channels_last`` and ``torch.compile`` on one teacher and batch (the compile time is reported)."""
+    height, width = suite.size
+    images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=suite.device)
+    teacher = load_teacher(str(teacher_folder(suite, name)), device=suite.device, short_side=height)
+    results: dict[str, Any] = {"batch": batch}
+    teacher.network.model.to(memory_format=torch.channels_last)
+    suite.reset_peak()
+    results["channels_last"] = {**timed_rate(suite, lambda: teacher.predict(images), batch, suite.seconds(6)),
+                                "peak_gib": suite.peak_gib()}
+    teacher.network = torch.compile(teacher.network, backend=suite.compile_backend)
+    started = time.perf_counter()
+    teacher.predict(images)
+    suite.synchronize()
+    results["compile_seconds"] = round(time.perf_counter() - started, 1)
+    suite.reset_peak()
+    results["channels_last_compiled"] = {
+        **timed_rate(suite, lambda: teacher.predict(images), batch, suite.seconds(6)), "peak_gib": suite.peak_gib()
+    }
+    return results
+
+
+def section_label_precision(suite: Suite) -> dict[str, Any]:
+    """The bf16 backbone + float32 head default, and a fully bf16 network, against float32 on the same images."""
+    from shards.scenes import render_scene
+
+    name = suite.teachers[0]
+    folder = teacher_folder(suite, name)
+    height, width = suite.size
+    images = torch.from_numpy(__import__("numpy").stack(
+        [render_scene(seed, width, height).image for seed in range(4 if suite.tiny else 16)]
+    ))
+    maps = {}
+    for precision in ("fp32", "bf16"):
+        teacher = load_teacher(str(folder), device=suite.device, short_side=height, precision=precision)
+        maps[precision] = torch.cat([teacher(images[i : i + 4]) for i in range(0, len(images), 4)])
+        if precision == "bf16":
+            del teacher.network.model.head.forward  # the old behaviour: the head under bf16 autocast too
+            maps["bf16_head"] = torch.cat([teacher(images[i : i + 4]) for i in range(0, len(images), 4)])
+    reference = maps["fp32"]
+    span = (reference.flatten(1).amax(1) - reference.flatten(1).amin(1)).clamp(min=1e-12)[:, None, None]
+    records: dict[str, Any] = {"teacher": name, "images": len(images)}
+    for label, values in (("bf16_backbone_fp32_head", maps["bf16"]), ("bf16_everywhere", maps["bf16_head"]),
+                          ("fp32", reference)):
+        relative = ((values - reference).abs() / reference.abs().clamp(min=1e-6)).flatten()
+        code_steps = ((values - reference).abs() / span * 65534).flatten()
+        records[label] = {
+            "distinct_values_per_map": int(statistics.median(torch.unique(m).numel() for m in values)),
+            "median_relative_error": float(relative.median()),
+            "p99_relative_error": float(relative.quantile(0.99)) if relative.numel() < 2**24 else None,
+            "median_error_in_16bit_code_steps": float(code_steps.median()),
+        }
+    return records
+
+
+class BusySampler(threading.Thread):
+    """The GPU's busy percentage from NVML every 0.1 s while the block runs (None without NVML or a GPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[int] = []
+        self.stop = threading.Event()
+        self.handle = None
+        if device.type == "cuda":
+            with contextlib.suppress(Exception):
+                import pynvml
+
+                pynvml.nvmlInit()
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+                self.read = lambda: pynvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
+
+    def run(self) -> None:
+        while self.handle is not None and not self.stop.wait(0.1):
+            self.samples.append(self.read())
+
+    def fraction(self) -> float | None:
+        return round(statistics.mean(self.samples) / 100, 3) if self.samples else None
+
+
+def section_labelling(suite: Suite) -> dict[str, Any]:
+    """``pseudolabel`` end to end (its own config parser and run) on generated Places365-sized JPEGs."""
+    from pseudolabel.config import PseudolabelConfig
+    from pseudolabel.run import run
+    from shards.config import parse_config
+
+    inputs = suite.work / "inputs"
+    make_inputs(inputs, suite.label_images, unique=12 if suite.tiny else 48)
+    folder = teacher_folder(suite, suite.teachers[0])
+    records: dict[str, Any] = {"images": suite.label_images, "input_size": [683, 512]}
+    for workers in suite.label_workers:
+        output = suite.work / f"labels_w{workers}"
+        argv = [
+            "--source.path", str(inputs), "--source.sample_count", "0", "--teacher.model", str(folder),
+            "--output.dir", str(output), "--output.samples_per_shard", "256" if not suite.tiny else "8",
+            "--runtime.batch_size", str(suite.batches[-1]), "--runtime.num_workers", str(workers),
+            "--runtime.progress", "false", "--runtime.log_level", "WARNING",
+        ]
+        if suite.tiny:
+            argv += ["--teacher.short_side", "96"]
+        config, resolved = parse_config(PseudolabelConfig, argv, prog="pseudolabel.py")
+        sampler = BusySampler(suite.device)
+        sampler.start()
+        summary = run(config, resolved)
+        sampler.stop.set()
+        process = summary["this_run"]["processes"][0]
+        records[f"workers_{workers}"] = {
+            "images_per_s": process["images_per_second"], "labeled": summary["labeled"],
+            "rejected": summary["rejected"], "gpu_busy_fraction": sampler.fraction(),
+            "teacher_share_of_wall": round(process["teacher_seconds"] / process["seconds"], 3),
+            "loader_wait_s": process["loader_wait_seconds"], "writer_wait_s": process["writer_wait_seconds"],
+        }
+        suite.results["shards_for_training"] = str(output)
+    return records
+
+
+def section_training(suite: Suite) -> dict[str, Any]:
+    from distill.config import DistillConfig
+    from distill.data import build_train_loader
+    from distill.losses import build_loss
+    from distill.optim import build_optimizer
+    from distill.student import StudentConfig, create_student
+    from shards.config import parse_config
+
+    width, height = suite.student_size
+    batch = suite.student_batch
+    records: dict[str, Any] = {"size": [width, height], "batch": batch}
+    loss_fn = build_loss()
+    image = torch.rand(batch, 3, height, width, device=suite.device).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(batch, 1, height, width, device=suite.device) + 0.1
+    valid = torch.ones_like(target, dtype=torch.bool)
+    is_metric = torch.zeros(batch, dtype=torch.bool, device=suite.device)
+    autocast = torch.autocast(suite.device.type, dtype=torch.bfloat16)
+    for variant, compiled, host_reads in (("eager", False, False), ("eager_host_reads_per_step", False, True),
+                                          ("compiled", True, False)):
+        torch.manual_seed(0)
+        model = create_student(StudentConfig(**suite.student)).to(suite.device, memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, 1e-3, (0.9, 0.999), 1e-4, suite.device)
+        forward = torch.compile(model, backend=suite.compile_backend) if compiled else model
+
+        def step(forward=forward, optimizer=optimizer, host_reads=host_reads) -> None:
+            with autocast:
+                prediction = forward(image)
+            parts = loss_fn(prediction.float(), target, valid, is_metric, image, None)
+            parts["loss"].backward()
+            if host_reads:  # what the loop did before: each loss part and the non-finite flag read every step
+                _ = [float(value.detach()) for value in parts.values()]
+                _ = float((~torch.isfinite(parts["loss"].detach())).float())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        started = time.perf_counter()
+        step()
+        suite.synchronize()
+        first_step_s = round(time.perf_counter() - started, 1)
+        suite.reset_peak()
+        records[variant] = {**timed_rate(suite, step, batch, suite.seconds(8)), "first_step_s": first_step_s,
+                            "peak_gib": suite.peak_gib()}
+    shards = suite.results.get("shards_for_training")
+    if shards is None:
+        raise RuntimeError("the labelling section wrote no shards to train on")
+    base = ["--data.train", shards, "--data.size", json.dumps([width, height]), "--data.batch_size", str(batch),
+            "--data.shuffle_buffer", "64" if suite.tiny else "1000"]
+    for key, value in suite.student.items():
+        base += [f"--student.{key}", json.dumps(value)]
+    for workers in suite.loader_workers:
+        config, _ = parse_config(DistillConfig, base + ["--data.num_workers", str(workers)], prog="distill.py")
+        count = 4 if suite.tiny else 10 * workers  # ~10 batches per worker, after its shuffle buffer filled
+        loader = iter(build_train_loader(config.data, seed=0, epoch=0, batches=count))
+        next(loader)  # workers started and their shuffle buffers filled
+        started = time.perf_counter()
+        got = sum(1 for _ in loader)
+        records[f"loader_workers_{workers}"] = {
+            "images_per_s": round(got * batch / (time.perf_counter() - started), 1), "batches": got
+        }
+    steps = 6 if suite.tiny else 60
+    output = suite.work / "distill"
+    argv = base + ["--data.num_workers", str(suite.loader_workers[-1]), "--train.steps", str(steps),
+                   "--log.every", str(steps // 3), "--log.images_every", "0", "--log.tensorboard", "false",
+                   "--checkpoint.every", str(10 * steps), "--optim.warmup_steps", "1", "--output.dir", str(output)]
+    # the real command in its own process: Accelerate's precision is fixed per process, and the labelling section
+    # already made this one's state
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "bf16" if suite.device.type == "cuda" else "no", "--dynamo_backend", "no"]
+    if suite.device.type == "cpu":
+        launch.append("--cpu")
+    sampler = BusySampler(suite.device)
+    sampler.start()
+    subprocess.run([*launch, str(REPO_ROOT / "distill.py"), *argv], check=True, cwd=REPO_ROOT)
+    sampler.stop.set()
+    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    records["distill_loop"] = {
+        "steps": metrics[-1]["step"], "loader_workers": suite.loader_workers[-1],
+        "images_per_s_after_first_interval": [round(m["train/samples_per_s"], 1) for m in metrics[1:]],
+        "gpu_busy_fraction": sampler.fraction(),
+    }
+    return records
+
+
+SECTIONS = {
+    "teachers": section_teachers,
+    "label_precision": section_label_precision,
+    "labelling": section_labelling,
+    "training": section_training,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is present")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and data: the code path in seconds")
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    args = parser.parse_args(argv)
+    suite = Suite(args)
+    failures = 0
+    try:
+        for name in [name for name in SECTIONS if name in args.sections]:
+            started = time.perf_counter()
+            print(f"[gpu_suite] {name} ...", flush=True)
+            try:
+                record = SECTIONS[name](suite)
+            except Exception as error:  # noqa: BLE001 - recorded, and the next section still runs
+                traceback.print_exc()
+                record, failures = {"error": f"{type(error).__name__}: {error}"}, failures + 1
+            record["seconds"] = round(time.perf_counter() - started, 1)
+            suite.results["sections"][name] = record
+            suite.write()
+            print(f"[gpu_suite] {name}: {json.dumps(record)}", flush=True)
+    finally:
+        shutil.rmtree(suite.work, ignore_errors=True)
+    suite.results.pop("shards_for_training", None)
+    suite.write()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
