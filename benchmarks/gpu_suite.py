@@ -337,7 +337,7 @@ def section_training(suite: Suite) -> dict[str, Any]:
     base = ["--data.train", shards, "--data.size", json.dumps([width, height]), "--data.batch_size", str(batch),
             "--data.shuffle_buffer", "64" if suite.tiny else "1000"]
     for key, value in suite.student.items():
-        base += [f"--student.{key}", json.dumps(value)]
+        base += [f"--student.{key}", value if isinstance(value, str) else json.dumps(value)]
     for workers in suite.loader_workers:
         config, _ = parse_config(DistillConfig, base + ["--data.num_workers", str(workers)], prog="distill.py")
         count = 4 if suite.tiny else 10 * workers  # ~10 batches per worker, after its shuffle buffer filled
