@@ -28,7 +28,7 @@ import torch
 from distill import evaluate
 from distill.export import check_parity, export_onnx, parity_inputs, quantize_int8
 from distill.losses import build_loss
-from distill.student import StudentConfig, create_student, load_student, save_student
+from distill.students import StudentConfig, create_student, load_student, save_student
 from shards.nyu import write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distill import benchmark
 from distill.config import DistillConfig
-from distill.student import create_student, save_student
+from distill.students import create_student, save_student
 from shards.config import load_config
 from shards.format import STUDENT_SIZE
 

@@ -27,7 +27,7 @@ import torch
 
 from distill.evaluate import evaluate, load_model
 from distill.protocols import PRESETS, resize_images
-from distill.student import StudentConfig, create_student, save_student
+from distill.students import StudentConfig, create_student, save_student
 from shards.nyu import NyuSplit, write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 

@@ -34,7 +34,7 @@ def worker(name: str, layout: str, repeats: int, threads: int | None) -> dict:
     import torch
 
     from distill.complexity import count_macs, count_parameters
-    from distill.student import StudentConfig, create_student
+    from distill.students import StudentConfig, create_student
 
     if threads:
         torch.set_num_threads(threads)

@@ -120,7 +120,7 @@ def _backend_runner(backend: str, model: str, threads: int | None) -> tuple[Call
     if backend == "torch_eager":
         import torch
 
-        from distill.student import load_student
+        from distill.students import load_student
 
         if threads:
             torch.set_num_threads(threads)
@@ -242,7 +242,7 @@ def prepare_student(folder: str, name: str, workdir: Path, height: int, width: i
     """Count parameters and MACs, export fp32 ONNX (parity-checked on random inputs) and a static int8 model."""
     from distill.complexity import count_macs, count_parameters
     from distill.export import calibration_pictures, check_parity, export_onnx, quantize_int8
-    from distill.student import load_student
+    from distill.students import load_student
 
     model, config = load_student(folder)
     fp32_path = workdir / f"{name}.onnx"

@@ -186,13 +186,13 @@ def prepare_model(entry: ModelEntry, input_size: tuple[int, int], workdir: Path 
     width, height = input_size
     if entry.source == "student":
         from distill.complexity import count_macs, count_parameters
-        from distill.student import is_student_folder, load_student
+        from distill.students import is_student_folder, load_student
 
         record = json.loads((Path(entry.model) / "config.json").read_text())
         if not is_student_folder(entry.model):
             raise ValueError(
                 f"{entry.model}: config.json names architecture {record.get('architecture')!r}, which "
-                "distill.student does not know"
+                "distill.students does not know"
             )
         entry.architecture = str(record.get("architecture"))
         network, _ = load_student(entry.model)

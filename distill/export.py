@@ -94,7 +94,7 @@ def export_onnx(
 
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "prediction"):  # a student: say what its output holds
-        from distill.student import student_output_kind
+        from distill.students import student_output_kind
 
         graph = onnx.load(str(path))
         onnx.helper.set_model_props(
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Export, check parity, quantise; write ``<out>.json`` with what was done. 0 on success, 1 on a failed check."""
-    from distill.student import load_student
+    from distill.students import load_student
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

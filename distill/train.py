@@ -35,7 +35,7 @@ from distill.config import DistillConfig
 from distill.data import build_train_loader, build_val_loader
 from distill.losses import build_loss, prepare_target
 from distill.metrics import inverse_depth_metrics, mean_metrics
-from distill.student import create_student, save_student
+from distill.students import create_student, save_student
 from shards.viz import colorize_depth, image_grid
 
 logger = logging.getLogger(__name__)

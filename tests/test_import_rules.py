@@ -49,6 +49,6 @@ def test_package_imports_follow_the_layering(package: str) -> None:
 
 def test_rule_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import os\nfrom distill.student import create_student\ndef f():\n    import pseudolabel.teachers\n")
+    bad.write_text("import os\nfrom distill.students import create_student\ndef f():\n    import pseudolabel.teachers\n")
     assert ("distill", False) in imports_of(bad)
     assert ("pseudolabel", True) in imports_of(bad)

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from distill import benchmark  # noqa: E402
 from distill.complexity import count_macs, count_parameters  # noqa: E402
-from distill.student import create_student, save_student  # noqa: E402
+from distill.students import create_student, save_student  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
 TINY_RUN = ["--height", "64", "--width", "96", "--warmup", "0", "--repeats", "2", "--throughput-repeats", "1"]

@@ -18,7 +18,7 @@ from distill import compare
 from distill import evaluate as evaluation
 from distill.complexity import count_macs, count_parameters
 from distill.export import export_onnx
-from distill.student import load_student
+from distill.students import load_student
 
 LIMIT = 3
 PICTURE_FRAMES = 2

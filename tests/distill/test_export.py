@@ -16,11 +16,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import distill.student  # noqa: E402
+import distill.students  # noqa: E402
 from distill import export  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
 from distill.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
-from distill.student import StudentConfig, create_student, save_student  # noqa: E402
+from distill.students import StudentConfig, create_student, save_student  # noqa: E402
 from shards.config import load_config  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
@@ -120,13 +120,13 @@ def test_command_writes_the_model_and_its_report(tiny_folder: Path, tmp_path: Pa
 def test_command_fails_loudly_and_hides_a_broken_export(
     tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    load = distill.student.load_student
+    load = distill.students.load_student
 
     def load_broken(folder: str) -> tuple[nn.Module, StudentConfig]:
         model, config = load(folder)
         return ExportDiffers(model), config
 
-    monkeypatch.setattr(distill.student, "load_student", load_broken)
+    monkeypatch.setattr(distill.students, "load_student", load_broken)
     out = tmp_path / "student.onnx"
     argv = ["--student", str(tiny_folder), "--out", str(out), "--height", "64", "--width", "96"]
     assert export.main(argv) == 1

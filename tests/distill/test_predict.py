@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 import distill.predict as predict  # noqa: E402
 from distill.export import export_onnx  # noqa: E402
 from distill.runtime import load_runner  # noqa: E402
-from distill.student import create_student, save_student  # noqa: E402
+from distill.students import create_student, save_student  # noqa: E402
 from distill.video import VideoWriter, read_frames, video_info  # noqa: E402
 from shards.format import decode_label_codes  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402

@@ -19,7 +19,7 @@ from distill.cli import main as distill_main
 from distill.config import DistillConfig
 from distill.export import check_parity, export_onnx, parity_inputs
 from distill.losses import LossConfig, build_loss
-from distill.student import (
+from distill.students import (
     ARCHITECTURES,
     StudentConfig,
     create_student,
