@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "student_latency.json"
 def worker(name: str, layout: str, repeats: int, threads: int | None) -> dict:
     import torch
 
-    from distill.complexity import count_macs, count_parameters
+    from distill.deploy.complexity import count_macs, count_parameters
     from distill.students import StudentConfig, create_student
 
     if threads:

@@ -36,8 +36,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from distill.align import as_inverse_depth
-from distill.runtime import IMAGE_EXTENSIONS, DepthRunner, images_to_batch, load_picture, load_runner, resize_prediction
-from distill.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
+from distill.deploy.runtime import (
+    IMAGE_EXTENSIONS,
+    DepthRunner,
+    images_to_batch,
+    load_picture,
+    load_runner,
+    resize_prediction,
+)
+from distill.deploy.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
 from shards.format import RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
 from shards.viz import colorize_depth
 

@@ -2,11 +2,11 @@
 
 ``python -m distill.evaluate --model M --data D [--splits splits.mat] [--protocol reference] --out DIR``
 
-The model is recognised by content: an ``.onnx`` file (ONNX Runtime), a folder whose ``config.json`` carries our
-``"architecture"`` marker (a student), or a transformers depth model folder or hub id (a teacher, built by
-``pseudolabel.teachers`` so that its row is measured by the same code that labels). Each frame is resized to the
-model's input size, the prediction resized back to the frame's size, then the protocol (``distill.protocols``)
-aligns it, caps it and scores it per image with ``distill.metrics``; figures are averaged over images.
+The model is recognised by content (:mod:`distill.evaluation.models`): an ``.onnx`` file, a student folder, a
+transformers depth model folder or hub id (a teacher), or ``constant``; the data by its form
+(:mod:`distill.evaluation.sources`). Each frame is resized to the model's input size, the prediction resized back to
+the frame's size, then the protocol (:mod:`distill.evaluation.protocols`) aligns it, caps it and scores it per image
+with ``distill.metrics``; figures are averaged over images.
 
 Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means), ``per_image.csv``,
 ``table_row.md`` (the reference table's layout), ``best_median_worst.png`` and, with ``--save-predictions``,
@@ -20,11 +20,10 @@ import csv
 import json
 import logging
 import math
-import re
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
-from distill.protocols import (
+from distill.evaluation.models import DepthModel, cpu_or, load_model
+from distill.evaluation.protocols import (
     PRESETS,
     Protocol,
     add_protocol_arguments,
@@ -47,25 +46,13 @@ from distill.protocols import (
     resize_images,
     valid_mask,
 )
-from shards.depth_sources import DepthFolder, HfDepthDataset, PairList
-from shards.diode import DIODE_SCENES, DiodeSplit, is_diode_tree
-from shards.format import SAMPLE_SIZE, STUDENT_SIZE, LabelError
-from shards.nyu import DepthFrame, NyuFormatError, NyuSplit
+from distill.evaluation.sources import open_data
+from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
+from shards.format import LabelError
+from shards.nyu import DepthFrame, NyuFormatError
 from shards.viz import colorize_depth, error_map, image_grid, save_picture
 
 log = logging.getLogger(__name__)
-
-ACCEPTED_MODELS = (
-    "a student folder (config.json with our 'architecture' field + model.safetensors), "
-    "an exported .onnx file (input 'image', output 'inverse_depth'), "
-    "a transformers depth model (a folder whose config.json has model_type dpt / depth_anything, or a hub id "
-    "such as Intel/dpt-hybrid-midas), or 'constant' (the baseline that predicts one value everywhere)"
-)
-#: ``--model constant``: the baseline every depth model must beat. Its inverse depth is 1 everywhere, so after the
-#: protocol's per-image alignment it becomes the best single depth for each image.
-CONSTANT_MODEL = "constant"
-TRANSFORMERS_DEPTH_TYPES = ("dpt", "depth_anything", "glpn", "zoedepth", "depth_pro", "prompt_depth_anything")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 #: Column headers of the reference table, with the metric each shows.
 TABLE_COLUMNS = (
@@ -77,136 +64,6 @@ TABLE_COLUMNS = (
     ("δ<1.25²", "delta2"),
     ("δ<1.25³", "delta3"),
 )
-
-
-# ------------------------------------------------------------------------------------------------ models
-
-
-@dataclass
-class DepthModel:
-    """A model behind one call: float (B, 3, height, width) RGB in [0, 1] on ``device`` -> float32 (B, h, w)
-    tensor, relative inverse depth or metres per ``kind``."""
-
-    name: str
-    source: str  # "student" | "onnx" | "teacher"
-    kind: str  # "relative_inverse_depth" | "metric_depth"
-    width: int
-    height: int
-    predict: Callable[[torch.Tensor], torch.Tensor]
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "type": self.source, "kind": self.kind, "input_size": [self.width, self.height]}
-
-
-def detect_model_type(model: str) -> str:
-    """"onnx", "student", "teacher" or "constant", from the file's content (DECISIONS.md); anything else is an
-    error."""
-    if model == CONSTANT_MODEL:
-        return CONSTANT_MODEL
-    path = Path(model)
-    if path.suffix.lower() == ".onnx":
-        if not path.is_file():
-            raise FileNotFoundError(f"{model}: no such ONNX file")
-        return "onnx"
-    if path.is_dir():
-        config_path = path / "config.json"
-        record = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        if "architecture" in record:
-            return "student"
-        architectures = record.get("architectures") or []
-        if record.get("model_type") in TRANSFORMERS_DEPTH_TYPES or any("DepthEstimation" in a for a in architectures):
-            return "teacher"
-        raise ValueError(f"{model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
-    if not path.exists() and _HUB_ID.match(model):
-        return "teacher"
-    raise ValueError(f"{model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
-
-
-def _runner_model(model: str, source: str, width: int | None, height: int | None, device: str) -> DepthModel:
-    from distill.runtime import load_runner
-
-    runner = load_runner(model, width=width, height=height, device=device)
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        inverse_depth = runner(images.float().cpu().numpy())  # (B, H, W)
-        return torch.from_numpy(np.asarray(inverse_depth, dtype=np.float32))
-
-    return DepthModel(runner.name, source, runner.kind, runner.width, runner.height, predict)  # a depth student: metres
-
-
-def _teacher_model(model: str, device: str) -> DepthModel:
-    from pseudolabel.teachers import load_teacher  # the one allowed crossing (DESIGN.md): the teacher row is measured
-
-    teacher = load_teacher(model, device=device)
-    kind = "metric_depth" if teacher.kind == "metric_depth" else "relative_inverse_depth"
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()  # (B, H, W, 3)
-        return torch.as_tensor(teacher(pixels), dtype=torch.float32)
-
-    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (DECISIONS.md)
-    return DepthModel(f"teacher:{model}", "teacher", kind, width, height, predict)
-
-
-def _constant_prediction(images: torch.Tensor) -> torch.Tensor:
-    return torch.ones(images.shape[0], images.shape[2], images.shape[3], dtype=torch.float32)
-
-
-def load_model(model: str, device: str = "auto", input_size: tuple[int, int] | None = None) -> DepthModel:
-    """The model of ``--model``; ``input_size`` (W, H) overrides a student's default 256x192."""
-    source = detect_model_type(model)
-    if source == CONSTANT_MODEL:
-        width, height = input_size or STUDENT_SIZE
-        return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, "relative_inverse_depth", width, height, _constant_prediction)
-    if source == "teacher":
-        if input_size is not None:
-            raise ValueError("--input-size applies to students; teachers run at 512x384 (DECISIONS.md)")
-        return _teacher_model(model, "cuda" if device == "auto" and torch.cuda.is_available() else _cpu(device))
-    width, height = input_size or (None, None)
-    return _runner_model(model, source, width, height, device)
-
-
-def _cpu(device: str) -> str:
-    return "cpu" if device == "auto" else device
-
-
-# -------------------------------------------------------------------------------------------------- data
-
-
-def open_data(args: argparse.Namespace, protocol: Protocol) -> Any:
-    """A lazy frame source for ``--data``: ``len()``, ``source[i] -> DepthFrame``, ``describe()``.
-
-    A DIODE preset (``protocol.scenes``) reads a DIODE tree, its scene types only; otherwise the source is
-    recognised by form: a ``.mat`` file (NYU), a ``.txt`` pair list, a DIODE tree, an ``rgb/`` + ``depth/`` folder,
-    else a ``datasets`` copy."""
-    data = args.data
-    path = Path(data)
-    diode = is_diode_tree(path)
-    if protocol.scenes is not None and not diode:
-        raise NyuFormatError(
-            f"protocol {protocol.name} reads DIODE ({', '.join(protocol.scenes)}): {data} is not a DIODE root "
-            "(<root>/val/indoors|outdoor/scene_XXXXX/scan_XXXXX/...)"
-        )
-    if diode:
-        scenes = protocol.scenes or DIODE_SCENES
-        return DiodeSplit(data, split=args.split or "val", scenes=scenes, limit=args.limit)
-    if path.suffix.lower() == ".mat":
-        return NyuSplit(data, args.splits, split=args.split or "test", depth=protocol.depth_source, limit=args.limit)
-    if path.suffix.lower() == ".txt":
-        return PairList(data, depth_scale=protocol.depth_scale, limit=args.limit)
-    if path.is_dir() and (path / "rgb").is_dir() and (path / "depth").is_dir():
-        log.info("%s is a folder source: its depth is used as given (protocol depth_source does not apply)", data)
-        return DepthFolder(data, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit)
-    return HfDepthDataset(
-        data,
-        split=args.split or "test",
-        depth=protocol.depth_source,
-        image_column=args.image_column,
-        depth_column=args.depth_column,
-        raw_depth_column=args.raw_depth_column,
-        depth_scale=protocol.depth_scale,
-        limit=args.limit,
-    )
 
 
 def _batches(source: Any, batch_size: int) -> list[list[int]]:
@@ -451,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else _cpu(args.device))
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else cpu_or(args.device))
     try:
         model = load_model(args.model, device=args.device, input_size=args.input_size)
         protocol, note = resolve_protocol(args, model.kind)
