@@ -2,7 +2,7 @@
 
 ``python -m distill.benchmark --student <folder> [--student <folder2> ...] [--json out.json]``
 
-For each student: parameters and MACs (``distill.complexity``) at 1 x 3 x H x W; latency at batch 1 (median of
+For each student: parameters and MACs (``distill.deploy.complexity``) at 1 x 3 x H x W; latency at batch 1 (median of
 ``--repeats`` calls) and throughput at batch 8 for each backend; the compute lower bound, 2 x MACs divided by this
 machine's measured fp32 matrix-multiply FLOP/s (a large ``torch.matmul``, median); and each figure's ratio to it.
 

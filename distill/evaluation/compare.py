@@ -4,12 +4,14 @@
 
 Nothing here measures anything in a new way; it puts the project's own measurements in one table:
 
-- parameters and MACs at the input size (``distill.complexity``);
-- ONNX Runtime fp32 latency at batch 1: students are exported (``distill.export.export_onnx``, parity-checked) and
-  every model is timed by ``distill.benchmark``'s worker, each in its own subprocess, one after the other, beside
-  one measurement of this machine's fp32 matmul rate (the compute bound, as ``distill.benchmark`` reports it);
-- the metrics on every ``--data``, scored by ``distill.evaluate`` (``load_model``, ``open_data``, ``evaluate``) under
-  each data set's protocol preset (``distill.protocols``), with each cell's full report kept under ``reports/``.
+- parameters and MACs at the input size (``distill.deploy.complexity``);
+- ONNX Runtime fp32 latency at batch 1: students are exported (``distill.deploy.export.export_onnx``,
+  parity-checked) and every model is timed by ``distill.benchmark``'s worker, each in its own subprocess, one after
+  the other, beside one measurement of this machine's fp32 matmul rate (the compute bound, as ``distill.benchmark``
+  reports it);
+- the metrics on every ``--data``, scored by ``distill.evaluation`` (``load_model``, ``open_data``, ``evaluate``)
+  under each data set's protocol preset (``distill.evaluation.protocols``), with each cell's full report kept under
+  ``reports/``.
 
 Outputs in ``--out``: ``compare.md`` (one table, the best value of each column in bold), ``compare.json`` (every
 figure, the protocols in full, the machine) and ``compare.png`` (the same frames of the first data set: input,
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _model_entries(texts: Sequence[str]) -> list[ModelEntry]:
-    """One row per ``--model``, its kind detected as ``distill.evaluate`` detects it."""
+    """One row per ``--model``, its kind detected as ``python -m distill.evaluate`` detects it."""
     specs = [parse_model_spec(text) for text in texts]
     names = display_names([given for given, _ in specs], [model for _, model in specs])
     return [ModelEntry(name, model, detect_model_type(model)) for name, (_, model) in zip(names, specs)]
@@ -212,7 +214,7 @@ def _evaluate_model(
     args: argparse.Namespace,
     device: torch.device,
 ) -> None:
-    """One model on every data set through ``distill.evaluate.evaluate``; its frames of the picture as well."""
+    """One model on every data set through :func:`distill.evaluation.evaluate.evaluate`; its picture frames too."""
     input_size = args.input_size if entry.source in ("student", CONSTANT_MODEL) else None
     model = load_model(entry.model, device=args.device, input_size=input_size)
     entry.input_size = (model.width, model.height)

@@ -27,7 +27,7 @@ _PRESET = re.compile(r"^[\w+-]+$")
 DATA_HELP = (
     "a data source, repeatable: [NAME=]PATH[:PRESET]. PATH is what python -m distill.evaluate --data takes "
     "(nyu_depth_v2_labeled.mat, an rgb/ + depth/ folder, a datasets copy, ...); PRESET a protocol preset "
-    f"(distill.protocols: {', '.join(sorted(PRESETS))}); NAME the column name (default: the file or "
+    f"(distill.evaluation.protocols: {', '.join(sorted(PRESETS))}); NAME the column name (default: the file or "
     "folder name). Without PRESET the protocol is evaluate's default: 'reference' (a folder whose frames are not "
     "640x480 gets 'reference' without the Eigen crop, reported as reference+custom). A PATH that exists as given is "
     "never split, so a path with ':' or '=' in it still works"
@@ -42,7 +42,7 @@ MODEL_HELP = (
 
 @dataclass(frozen=True)
 class DataSpec:
-    """One ``--data``: a display name, the path given to ``distill.evaluate.open_data`` and an optional preset."""
+    """One ``--data``: a display name, the path given to :func:`distill.evaluation.sources.open_data`, a preset."""
 
     name: str | None
     path: str
@@ -67,7 +67,7 @@ def parse_data_spec(text: str) -> DataSpec:
             rest, preset = head, tail
     if preset is not None:
         try:
-            get_protocol(preset)  # the presets of distill.protocols, whatever they are by now
+            get_protocol(preset)  # the presets of distill.evaluation.protocols, whatever they are by now
         except ValueError as error:
             raise ValueError(f"--data {text}: {error}") from error
     return DataSpec(name, rest, preset)
@@ -105,7 +105,7 @@ def folder_name(name: str) -> str:
 @dataclass
 class Dataset:
     """One opened ``--data``: evaluate's arguments for it (protocol flags included), the frame source and its
-    protocol for relative models (``distill.evaluate.resolve_protocol`` decides per model kind)."""
+    protocol for relative models (``distill.evaluation.evaluate.resolve_protocol`` decides per model kind)."""
 
     name: str
     spec: DataSpec
