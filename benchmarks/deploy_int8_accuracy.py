@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill import evaluate
-from distill.export import check_parity, export_onnx, parity_inputs, quantize_int8
+from distill.deploy.export import export_onnx
+from distill.deploy.parity import check_parity, parity_inputs
+from distill.deploy.quantize import quantize_int8
+from distill.evaluation import evaluate
 from distill.losses import build_loss
-from distill.student import StudentConfig, create_student, load_student, save_student
-from shards.nyu import write_nyu_labeled, write_nyu_splits
+from distill.students import StudentConfig, create_student, load_student, save_student
+from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 
 ROOT = Path(__file__).resolve().parents[1]

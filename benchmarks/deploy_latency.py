@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from distill import benchmark
 from distill.config import DistillConfig
-from distill.student import create_student, save_student
+from distill.deploy import benchmark
+from distill.students import create_student, save_student
 from shards.config import load_config
 from shards.format import STUDENT_SIZE
 

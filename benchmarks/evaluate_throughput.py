@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.evaluate import evaluate, load_model
-from distill.protocols import PRESETS, resize_images
-from distill.student import StudentConfig, create_student, save_student
-from shards.nyu import NyuSplit, write_nyu_labeled, write_nyu_splits
+from distill.evaluation.evaluate import evaluate
+from distill.evaluation.models import load_model
+from distill.evaluation.protocols import PRESETS, resize_images
+from distill.students import StudentConfig, create_student, save_student
+from shards.nyu import NyuSplit
+from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 
 ROOT = Path(__file__).resolve().parents[1]

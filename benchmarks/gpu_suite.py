@@ -294,7 +294,7 @@ def section_training(suite: Suite) -> dict[str, Any]:
     from distill.data import build_train_loader
     from distill.losses import build_loss
     from distill.optim import build_optimizer
-    from distill.student import StudentConfig, create_student
+    from distill.students import StudentConfig, create_student
     from shards.config import parse_config
 
     width, height = suite.student_size

@@ -33,7 +33,7 @@ import torch
 from distill.config import CheckpointConfig, DistillConfig, LogConfig, OptimConfig, OutputConfig, TrainConfig
 from distill.data import DataConfig
 from distill.metrics import inverse_depth_metrics, mean_metrics
-from distill.student import StudentConfig, create_student, load_student
+from distill.students import StudentConfig, create_student, load_student
 from distill.train import train
 from shards.codec import encode_sample
 from shards.format import METRIC_DEPTH, SampleMeta

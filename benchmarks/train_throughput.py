@@ -30,7 +30,7 @@ def worker(variant: str, steps: int, batch_size: int) -> dict:
     import torch
 
     from distill.losses import build_loss
-    from distill.student import StudentConfig, create_student
+    from distill.students import StudentConfig, create_student
     from shards.scenes import render_scene
 
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.video import VideoWriter
+from distill.deploy.video import VideoWriter
 from shards.scenes import render_scene
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from distill.align import align_scale_shift
-from distill.student import load_student
+from distill.students import load_student
 from pseudolabel.teachers import load_teacher
 from shards.reader import build_pipeline
 from shards.viz import colorize_depth, image_grid, save_picture

@@ -148,7 +148,7 @@ def _save_untrained_student(trained: Path, folder: Path) -> None:
     """The untrained baseline: the same architecture, freshly initialised with the same seed the training used."""
     import torch
 
-    from distill.student import create_student, read_student_config, save_student
+    from distill.students import create_student, read_student_config, save_student
 
     config = read_student_config(trained)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.nyu import write_nyu_labeled, write_nyu_splits
+from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 
 #: Frames at the start of the file that play the training split (the official file has 795 of them).

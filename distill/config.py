@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from distill.data import DataConfig
 from distill.losses import LossConfig
-from distill.student import StudentConfig
+from distill.students import StudentConfig
 
 
 @dataclass

@@ -36,7 +36,7 @@ from distill.losses import build_loss, prepare_target
 from distill.metrics import inverse_depth_metrics, mean_metrics
 from distill.optim import WarmupCosine, build_optimizer, optimizer_step
 from distill.step_stats import StepStats
-from distill.student import create_student, save_student
+from distill.students import create_student, save_student
 from shards.viz import colorize_depth, image_grid
 
 logger = logging.getLogger(__name__)

@@ -139,33 +139,34 @@ def _import_usage_error(args: argparse.Namespace) -> str | None:
 def _run_import(args: argparse.Namespace) -> int:
     """The ``import-rgbd`` command: prints the summary and the rejects; exit 2 on bad usage, a taken output or input
     that is wrong as a whole (the message names the file and the problem)."""
-    from shards import rgbd
+    from shards import rgbd_sources
     from shards.nyu import NyuFormatError
+    from shards.rgbd import ImportOptions
 
     problem = _import_usage_error(args)
     if problem:
         print(f"import-rgbd: {problem}")
         return 2
-    options = rgbd.ImportOptions(
+    options = ImportOptions(
         samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec
     )
     try:
         if args.nyu_mat is not None:
-            summary = rgbd.import_nyu(
+            summary = rgbd_sources.import_nyu(
                 args.nyu_mat, args.nyu_splits, args.out, split=args.nyu_split, depth=args.nyu_depth,
                 prefix=args.prefix, options=options,
             )
         elif args.diode is not None:
-            summary = rgbd.import_diode(
+            summary = rgbd_sources.import_diode(
                 args.diode, args.out, split=args.diode_split, scene=args.diode_scene, prefix=args.prefix,
                 options=options,
             )
         elif args.pairs is not None:
-            summary = rgbd.import_pair_list(
+            summary = rgbd_sources.import_pair_list(
                 args.pairs, args.depth_scale, args.out, prefix=args.prefix or "rgbd", options=options
             )
         else:
-            summary = rgbd.import_rgbd_folder(
+            summary = rgbd_sources.import_rgbd_folder(
                 args.images, args.depths, args.depth_scale, args.out, prefix=args.prefix or "rgbd", options=options
             )
     except (FileExistsError, FileNotFoundError, NyuFormatError) as error:

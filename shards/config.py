@@ -2,6 +2,10 @@
 
 jsonargparse does the work: it rejects an unknown key by name (``Group 'source' does not accept option
 'pth'``, exit 2) and prints the resolved config. Shared by both stages so they parse configs the same way.
+
+Not part of the data contract: the stages share nothing through this module but the parser (no config key, no
+format), and a shard written or read anywhere never depends on it. It lives in ``shards`` because that is the one
+package both stages may import.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
-    from distill.student import StudentConfig
+    from distill.students.config import StudentConfig
 
 #: The largest encoder output stride of any student; inputs must be multiples of it.
 INPUT_MULTIPLE = 32

@@ -18,10 +18,11 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from distill.students._registry import register_student
 from distill.students.base import Student
 
 if TYPE_CHECKING:
-    from distill.student import StudentConfig
+    from distill.students.config import StudentConfig
 
 DEFAULT_ENCODER = "resnet50"
 #: encoder name -> (torchvision segmentation builder, backbone ImageNet weights enum member)
@@ -85,6 +86,10 @@ def load_backbone_weights(backbone: nn.Module, config: StudentConfig) -> None:
     backbone.load_state_dict(state, strict=True)
 
 
+@register_student(
+    "deeplabv3", check=check_config, encoder=DEFAULT_ENCODER, imagenet_encoder=True, decoder_widths=[],
+    upsample="bilinear", output_activation="none",
+)
 class DeepLabV3Student(Student):
     """Dilated ResNet backbone (output stride 8) -> ASPP head -> one-channel 1x1 -> bilinear to input size."""
 

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from distill.students._registry import register_student
 from distill.students.base import Student, timm_encoder_and_stats, upsample2
 
 if TYPE_CHECKING:
-    from distill.student import StudentConfig
+    from distill.students.config import StudentConfig
 
 DEFAULT_ENCODER = "mobilenetv3_large_100"
 DEFAULT_DECODER_WIDTHS = [512, 256, 128, 64, 32]  # strides 16, 8, 4, 2, 1
@@ -45,6 +46,10 @@ def check_config(config: StudentConfig) -> None:
         raise ValueError(f"student.kernel_size must be odd, got {config.kernel_size}")
 
 
+@register_student(
+    "fastdepth", check=check_config, encoder=DEFAULT_ENCODER, imagenet_encoder=True,
+    decoder_widths=DEFAULT_DECODER_WIDTHS, upsample="bilinear", output_activation="softplus",
+)
 class FastDepthStudent(Student):
     """Encoder features at strides 2..32 -> five NNConv5 stages with x2 upsampling and additive skips."""
 

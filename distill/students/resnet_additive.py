@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from distill.students._registry import register_student
 from distill.students.base import Student, timm_encoder_and_stats, upsample2
 
 if TYPE_CHECKING:
-    from distill.student import StudentConfig
+    from distill.students.config import StudentConfig
 
 DEFAULT_ENCODER = "resnet18"
 DEFAULT_DECODER_WIDTHS = [256, 128, 64, 64, 32]  # strides 32, 16, 8, 4, 2
@@ -40,6 +41,10 @@ def check_config(config: StudentConfig) -> None:
         )
 
 
+@register_student(
+    "resnet_additive", check=check_config, encoder=DEFAULT_ENCODER, imagenet_encoder=True,
+    decoder_widths=DEFAULT_DECODER_WIDTHS, upsample="bilinear", output_activation="softplus",
+)
 class ResNetAdditiveStudent(Student):
     """ResNet features -> per-level 3x3 reductions, upsample x2 and add the next finer level -> 3x3 head."""
 

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from distill.students._registry import register_student
 from distill.students.base import Student, upsample2
 
 if TYPE_CHECKING:
-    from distill.student import StudentConfig
+    from distill.students.config import StudentConfig
 
 #: variant -> encoder widths (strides 2, 4, 8, 16), convs per level, stem kernel, decoder widths, head widths, fusion
 VARIANTS = {
@@ -55,6 +56,14 @@ def _conv_elu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3), nn.ELU(inplace=True))
 
 
+@register_student(
+    "rt_monodepth_s", check=check_config, encoder=None, imagenet_encoder=False,
+    decoder_widths=VARIANTS["rt_monodepth_s"]["decoder"], upsample="nearest", output_activation="softplus",
+)
+@register_student(
+    "rt_monodepth", check=check_config, encoder=None, imagenet_encoder=False,
+    decoder_widths=VARIANTS["rt_monodepth"]["decoder"], upsample="nearest", output_activation="softplus",
+)
 class RTMonoDepthStudent(Student):
     """Pyramid encoder (strides 2, 4, 8, 16) -> four fuse-and-upsample stages -> full-resolution head."""
 

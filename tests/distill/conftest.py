@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from distill.student import StudentConfig, create_student, save_student  # noqa: E402
+from distill.students import StudentConfig, create_student, save_student  # noqa: E402
 from shards.codec import encode_sample  # noqa: E402
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta  # noqa: E402
 from shards.scenes import render_scene, write_scene_folder  # noqa: E402

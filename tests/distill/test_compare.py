@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill import compare
-from distill import evaluate as evaluation
-from distill.complexity import count_macs, count_parameters
-from distill.export import export_onnx
-from distill.student import load_student
+from distill.deploy.complexity import count_macs, count_parameters
+from distill.deploy.export import export_onnx
+from distill.evaluation import compare, compare_inputs
+from distill.evaluation import evaluate as evaluation
+from distill.students import load_student
 
 LIMIT = 3
 PICTURE_FRAMES = 2
@@ -86,18 +86,18 @@ def _evaluate_alone(model: Path, folder: Path, out: Path) -> dict[str, float]:
     ],
 )
 def test_data_syntax(text: str, expected: tuple) -> None:
-    spec = compare.parse_data_spec(text)
+    spec = compare_inputs.parse_data_spec(text)
     assert (spec.name, spec.path, spec.preset) == expected
 
 
 def test_data_syntax_keeps_an_existing_path_whole_and_names_unknown_presets(tmp_path: Path) -> None:
     odd = tmp_path / "a=b:midas"
     odd.mkdir()
-    assert compare.parse_data_spec(str(odd)) == compare.DataSpec(None, str(odd), None)
+    assert compare_inputs.parse_data_spec(str(odd)) == compare_inputs.DataSpec(None, str(odd), None)
     with pytest.raises(ValueError, match="unknown protocol 'nosuch'.*reference"):
-        compare.parse_data_spec("data/nyu.mat:nosuch")
-    assert compare.parse_model_spec("fast=runs/b/student") == ("fast", "runs/b/student")
-    assert compare.parse_model_spec("constant") == (None, "constant")
+        compare_inputs.parse_data_spec("data/nyu.mat:nosuch")
+    assert compare_inputs.parse_model_spec("fast=runs/b/student") == ("fast", "runs/b/student")
+    assert compare_inputs.parse_model_spec("constant") == (None, "constant")
 
 
 def test_display_names_tell_training_outputs_apart(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_display_names_tell_training_outputs_apart(tmp_path: Path) -> None:
     for folder in runs:
         folder.mkdir(parents=True)
     models = [str(runs[0]), str(runs[1]), "constant", "constant", str(runs[0])]
-    names = compare.display_names([None, None, None, None, "mine"], models)
+    names = compare_inputs.display_names([None, None, None, None, "mine"], models)
     assert names == ["run_a/student", "run_b/student", "constant", "constant_2", "mine"]
 
 

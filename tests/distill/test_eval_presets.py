@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.evaluate import main
-from distill.protocols import GARG_CROP, PRESETS, Protocol, crop_box, get_protocol, valid_mask
+from distill.evaluation.evaluate import main
+from distill.evaluation.protocols import GARG_CROP, PRESETS, Protocol, crop_box, get_protocol, valid_mask
 from tests.shards.conftest import DIODE_BOUND, KITTI_SIZES, write_diode_tree, write_kitti_pairs
 
 DIODE_FRAMES = [("indoors", 5), ("indoors", 6), ("outdoor", 7)]

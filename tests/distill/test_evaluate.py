@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.evaluate import build_parser, detect_model_type, main, resolve_protocol
-from distill.protocols import PRESETS
-from distill.student import create_student, save_student
-from shards.nyu import write_nyu_labeled, write_nyu_splits
+from distill.evaluation.evaluate import build_parser, main, resolve_protocol
+from distill.evaluation.models import detect_model_type
+from distill.evaluation.protocols import PRESETS
+from distill.students import create_student, save_student
+from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 from tests.distill.conftest import tiny_student_config
 
@@ -110,8 +111,8 @@ def test_table_row_and_picture(student_run: tuple[Path, dict]) -> None:
 
 
 def test_onnx_export_scores_like_the_folder(student: Path, student_run: tuple[Path, dict], nyu: dict, tmp_path) -> None:
-    from distill.export import export_onnx
-    from distill.student import load_student
+    from distill.deploy.export import export_onnx
+    from distill.students import load_student
 
     model, _ = load_student(student)
     onnx_path = export_onnx(model, tmp_path / "student.onnx")

@@ -16,11 +16,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import distill.student  # noqa: E402
-from distill import export  # noqa: E402
+import distill.students  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
-from distill.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
-from distill.student import StudentConfig, create_student, save_student  # noqa: E402
+from distill.deploy import export, parity, quantize  # noqa: E402
+from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
+from distill.students import StudentConfig, create_student, save_student  # noqa: E402
 from shards.config import load_config  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
@@ -80,20 +80,20 @@ def test_export_matches_pytorch_at_batch_1_and_3(name: str, tmp_path: Path) -> N
     assert output.shape == (2, 1, HEIGHT, WIDTH)
     del session
 
-    inputs = export.parity_inputs(HEIGHT, WIDTH)
+    inputs = parity.parity_inputs(HEIGHT, WIDTH)
     assert {"random", "scene"} <= set(inputs)
-    report = export.check_parity(model, path, inputs)
+    report = parity.check_parity(model, path, inputs)
     assert report.passed
-    assert {case.batch for case in report.cases} == set(export.PARITY_BATCHES)
+    assert {case.batch for case in report.cases} == set(parity.PARITY_BATCHES)
     assert {case.name for case in report.cases} == set(inputs)
     assert all(case.output_range > 0 for case in report.cases)  # a varying output, so the check means something
 
 
 def test_parity_uses_the_real_nyu_frame_when_present() -> None:
-    if not export.NYU_SAMPLE_FRAME.is_file():
-        pytest.skip(f"the shared NYU frame is absent ({export.NYU_SAMPLE_FRAME}): ../shared is not beside the checkout")
-    inputs = export.parity_inputs(HEIGHT, WIDTH)
-    assert len(inputs["nyu_frame"]) >= max(export.PARITY_BATCHES)
+    if not parity.NYU_SAMPLE_FRAME.is_file():
+        pytest.skip(f"the shared NYU frame is absent ({parity.NYU_SAMPLE_FRAME}): ../shared is not beside the checkout")
+    inputs = parity.parity_inputs(HEIGHT, WIDTH)
+    assert len(inputs["nyu_frame"]) >= max(parity.PARITY_BATCHES)
     assert inputs["nyu_frame"][0].shape == (224, 224, 3)
 
 
@@ -101,10 +101,10 @@ def test_a_broken_export_trips_the_parity_check(tmp_path: Path) -> None:
     torch.manual_seed(0)
     broken = ExportDiffers(create_student(tiny_student_config()))
     path = export.export_onnx(broken, tmp_path / "broken.onnx", height=HEIGHT, width=WIDTH)
-    with pytest.raises(export.ParityError, match="parity check FAILED"):
-        export.check_parity(broken, path, export.parity_inputs(HEIGHT, WIDTH))
-    report = export.check_parity(broken, path, export.parity_inputs(HEIGHT, WIDTH), raise_on_failure=False)
-    assert not report.passed and report.worst.relative_difference > export.PARITY_TOLERANCE
+    with pytest.raises(parity.ParityError, match="parity check FAILED"):
+        parity.check_parity(broken, path, parity.parity_inputs(HEIGHT, WIDTH))
+    report = parity.check_parity(broken, path, parity.parity_inputs(HEIGHT, WIDTH), raise_on_failure=False)
+    assert not report.passed and report.worst.relative_difference > parity.PARITY_TOLERANCE
 
 
 def test_command_writes_the_model_and_its_report(tiny_folder: Path, tmp_path: Path) -> None:
@@ -120,13 +120,13 @@ def test_command_writes_the_model_and_its_report(tiny_folder: Path, tmp_path: Pa
 def test_command_fails_loudly_and_hides_a_broken_export(
     tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    load = distill.student.load_student
+    load = distill.students.load_student
 
     def load_broken(folder: str) -> tuple[nn.Module, StudentConfig]:
         model, config = load(folder)
         return ExportDiffers(model), config
 
-    monkeypatch.setattr(distill.student, "load_student", load_broken)
+    monkeypatch.setattr(distill.students, "load_student", load_broken)
     out = tmp_path / "student.onnx"
     argv = ["--student", str(tiny_folder), "--out", str(out), "--height", "64", "--width", "96"]
     assert export.main(argv) == 1
@@ -135,23 +135,23 @@ def test_command_fails_loudly_and_hides_a_broken_export(
     assert json.loads(Path(f"{out}.json").read_text())["parity"]["passed"] is False
 
 
-@pytest.mark.parametrize("mode", export.INT8_MODES)
+@pytest.mark.parametrize("mode", quantize.INT8_MODES)
 def test_int8_model_runs_and_stays_close_to_fp32(mode: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     fp32 = export.export_onnx(create_student(tiny_student_config()), tmp_path / "fp32.onnx", HEIGHT, WIDTH)
-    calibration = export.calibration_pictures(None, 4, WIDTH, HEIGHT)
-    int8 = export.quantize_int8(fp32, tmp_path / "int8.onnx", mode=mode, calibration=calibration)
+    calibration = quantize.calibration_pictures(None, 4, WIDTH, HEIGHT)
+    int8 = quantize.quantize_int8(fp32, tmp_path / "int8.onnx", mode=mode, calibration=calibration)
     (output,) = onnx_session(int8).run(None, {INPUT_NAME: np.random.rand(3, 3, HEIGHT, WIDTH).astype(np.float32)})
     assert output.shape == (3, 1, HEIGHT, WIDTH) and np.isfinite(output).all()
-    change = export.compare_outputs(fp32, int8, export.parity_inputs(HEIGHT, WIDTH)["scene"])
+    change = quantize.compare_outputs(fp32, int8, parity.parity_inputs(HEIGHT, WIDTH)["scene"])
     assert 0 < change["mean_relative_to_range"] < 0.1  # quantised (not identical), yet the same map
     assert not list(tmp_path.glob("*.prepared.onnx"))  # the intermediate file is cleaned up
 
 
 def test_exported_models_evaluate_like_the_student(tiny_folder: Path, tmp_path: Path) -> None:
     """The fp32 export scores what the PyTorch student scores on NYU-layout files; int8 evaluates too."""
-    evaluate = pytest.importorskip("distill.evaluate")
-    from shards.nyu import write_nyu_labeled, write_nyu_splits
+    from distill.evaluation import evaluate
+    from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
     from shards.scenes import render_scene
 
     scenes = [render_scene(seed, holes=True) for seed in range(3)]

@@ -15,11 +15,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import distill.predict as predict  # noqa: E402
-from distill.export import export_onnx  # noqa: E402
-from distill.runtime import load_runner  # noqa: E402
-from distill.student import create_student, save_student  # noqa: E402
-from distill.video import VideoWriter, read_frames, video_info  # noqa: E402
+import distill.deploy.predict as predict  # noqa: E402
+from distill.deploy.export import export_onnx  # noqa: E402
+from distill.deploy.runtime import load_runner  # noqa: E402
+from distill.deploy.video import VideoWriter, read_frames, video_info  # noqa: E402
+from distill.students import create_student, save_student  # noqa: E402
 from shards.format import decode_label_codes  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
@@ -109,7 +109,7 @@ def test_raw_outputs_hold_the_model_prediction(models: dict, picture_folder: Pat
 
     runner = load_runner(models["onnx"])
     picture = np.asarray(Image.open(picture_folder / "room.png").convert("RGB"))
-    from distill.runtime import images_to_batch, resize_prediction
+    from distill.deploy.runtime import images_to_batch, resize_prediction
 
     expected = resize_prediction(runner(images_to_batch([picture], runner.width, runner.height))[0], 120, 90)
     np.testing.assert_allclose(from_npy, expected, rtol=1e-5, atol=1e-6)

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.metrics import batch_depth_metrics
-from distill.protocols import (
+from distill.evaluation.protocols import (
     EIGEN_CROP,
     GARG_CROP,
     PRESETS,
@@ -21,6 +20,7 @@ from distill.protocols import (
     protocol_overrides,
     valid_mask,
 )
+from distill.metrics import batch_depth_metrics
 from shards.diode import DIODE_SCENES
 
 

@@ -10,8 +10,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from distill.complexity import count_macs, count_parameters
-from distill.student import (
+from distill.deploy.complexity import count_macs, count_parameters
+from distill.students import (
     CONFIG_NAME,
     STUDENT_ARCHITECTURE,
     WEIGHTS_NAME,

@@ -17,9 +17,10 @@ import torchvision
 
 from distill.cli import main as distill_main
 from distill.config import DistillConfig
-from distill.export import check_parity, export_onnx, parity_inputs
+from distill.deploy.export import export_onnx
+from distill.deploy.parity import check_parity, parity_inputs
 from distill.losses import LossConfig, build_loss
-from distill.student import (
+from distill.students import (
     ARCHITECTURES,
     StudentConfig,
     create_student,
@@ -209,7 +210,7 @@ def test_every_recipe_trains_three_steps(path: Path, tmp_path: Path, relative_sh
 def test_a_depth_student_is_read_as_metric_by_every_runtime(tmp_path: Path) -> None:
     """A ``prediction: depth`` student says so in its folder and in its ONNX graph, so evaluation scores it as a
     metric model and predict shows 1 / metres; an inverse-depth student stays relative."""
-    from distill.runtime import load_runner
+    from distill.deploy.runtime import load_runner
 
     for prediction, kind in (("depth", "metric_depth"), ("inverse_depth", "relative_inverse_depth")):
         config = _config("rt_monodepth_s", prediction=prediction)

@@ -19,7 +19,7 @@ from distill.cli import main
 from distill.config import DistillConfig
 from distill.data import EvalTransform, collate_samples
 from distill.losses import LossConfig, build_loss
-from distill.student import ARCHITECTURES, create_student, load_student
+from distill.students import ARCHITECTURES, create_student, load_student
 from shards.config import load_config
 from shards.reader import build_pipeline
 from tests.distill.conftest import TINY_STUDENT, tiny_student_config

@@ -19,9 +19,8 @@ from shards.nyu import (
     NyuSplit,
     load_nyu,
     read_nyu_splits,
-    write_nyu_labeled,
-    write_nyu_splits,
 )
+from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 
 FRAMES = 5
 TRAIN_1BASED = [1, 3]

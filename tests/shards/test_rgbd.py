@@ -180,7 +180,7 @@ def test_one_implausible_frame_among_good_ones_is_a_counted_reject(scene_folder,
 
 
 def test_nyu_training_split_import(tmp_path, capsys):
-    from shards.nyu import write_nyu_labeled, write_nyu_splits
+    from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 
     scenes = [render_scene(seed, 640, 480, holes=True) for seed in range(4)]
     images = np.stack([scene.image for scene in scenes])

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from shards.format import STUDENT_SIZE
 
 if TYPE_CHECKING:
-    from distill.compare import ModelEntry
+    from distill.evaluation.compare_models import ModelEntry
 
 NOT_AVAILABLE = "n/a"
 #: Per data set: (header, metric key, which is best); also the columns of ``compare.md``.

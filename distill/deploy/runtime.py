@@ -119,10 +119,10 @@ class TorchRunner:
     ) -> None:
         import torch
 
-        from distill.student import load_student
+        from distill.students import load_student
 
         self.device = pick_device(device)
-        from distill.student import student_output_kind
+        from distill.students import student_output_kind
 
         model, self.config = load_student(folder, device=self.device)
         self.kind = student_output_kind(self.config)  # relative_inverse_depth, or metric_depth (metres)
@@ -240,7 +240,7 @@ def load_runner(
     if path.is_file() and path.suffix.lower() == ".onnx":
         return OnnxRunner.open(path, width=width, height=height, threads=threads)
     if path.is_dir():
-        from distill.student import is_student_folder
+        from distill.students import is_student_folder
 
         if is_student_folder(path):
             import torch
@@ -250,5 +250,5 @@ def load_runner(
             return TorchRunner(path, width=width, height=height, device=device)
     raise ValueError(
         f"{model} is neither an exported .onnx file nor a student folder (config.json with our 'architecture' "
-        "marker + model.safetensors, as written by training or distill.student.save_student)"
+        "marker + model.safetensors, as written by training or distill.students.save_student)"
     )

@@ -1,0 +1,330 @@
+"""Deployment latency on this machine: PyTorch eager, ONNX Runtime fp32 and int8, against the compute lower bound.
+
+``python -m distill.benchmark --student <folder> [--student <folder2> ...] [--json out.json]``
+
+For each student: parameters and MACs (``distill.deploy.complexity``) at 1 x 3 x H x W; latency at batch 1 (median of
+``--repeats`` calls) and throughput at batch 8 for each backend; the compute lower bound, 2 x MACs divided by this
+machine's measured fp32 matrix-multiply FLOP/s (a large ``torch.matmul``, median); and each figure's ratio to it.
+
+Each backend (and the matmul) is timed in its OWN subprocess, one after the other: PyTorch's and ONNX Runtime's
+thread pools both spin, and in one process they steal each other's cores (STACK.md). The parent only prepares
+(export, quantisation, counting) and prints. Backends: ``torch_eager`` (channels_last, ``inference_mode``),
+``ort_fp32`` (``ORT_ENABLE_ALL``) and ``ort_int8`` (static QDQ int8, calibrated on generated scenes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from distill.deploy.latency import (
+    BACKEND_LABELS,
+    BACKENDS,
+    LATENCY_BATCH,
+    THROUGHPUT_BATCH,
+    cpu_info,
+    int8_note,
+    lower_bound_ms,
+    measure_backend,
+    measure_matmul_flops,
+)
+from shards.format import STUDENT_SIZE
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The parent: one subprocess per measurement
+
+
+def run_worker(arguments: list[str], timeout: float = 1800.0) -> dict:
+    """``python -m distill.benchmark --worker ...`` in a fresh process; its last stdout line is the JSON result."""
+    command = [sys.executable, "-m", "distill.benchmark", *arguments]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({' '.join(arguments)}):\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def prepare_student(folder: str, name: str, workdir: Path, height: int, width: int, calibration_count: int = 8) -> dict:
+    """Count parameters and MACs, export fp32 ONNX (parity-checked on random inputs) and a static int8 model."""
+    from distill.deploy.complexity import count_macs, count_parameters
+    from distill.deploy.export import export_onnx
+    from distill.deploy.parity import check_parity
+    from distill.deploy.quantize import calibration_pictures, quantize_int8
+    from distill.students import load_student
+
+    model, config = load_student(folder)
+    fp32_path = workdir / f"{name}.onnx"
+    int8_path = workdir / f"{name}.int8.onnx"
+    export_onnx(model, fp32_path, height=height, width=width)
+    rng = np.random.default_rng(0)
+    random_pictures = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(3)]
+    check_parity(model, fp32_path, {"random": random_pictures})
+    quantize_int8(fp32_path, int8_path, "static", calibration_pictures(None, calibration_count, width, height))
+    return {
+        "name": name,
+        "folder": str(folder),
+        "encoder": config.encoder,
+        "upsample": config.upsample,
+        "input": [1, 3, height, width],
+        "params": count_parameters(model),
+        "macs": count_macs(model, (1, 3, height, width)),
+        "models": {"torch_eager": str(folder), "ort_fp32": str(fp32_path), "ort_int8": str(int8_path)},
+    }
+
+
+def student_names(folders: Sequence[str]) -> list[str]:
+    """Folder names, made unique (``student``, ``student_2``) for the table and the exported files."""
+    return unique_names([Path(folder).resolve().name or "student" for folder in folders])
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``a``, ``a_2``, ``a_3`` ...: every row and column needs its own name (and report folder)."""
+    result: list[str] = []
+    for name in names:
+        candidate, number = name, 1
+        while candidate in result:
+            number += 1
+            candidate = f"{name}_{number}"
+        result.append(candidate)
+    return result
+
+
+def run_benchmark(
+    students: Sequence[str],
+    names: Sequence[str] | None = None,
+    height: int = STUDENT_SIZE[1],
+    width: int = STUDENT_SIZE[0],
+    warmup: int = 5,
+    repeats: int = 50,
+    throughput_repeats: int = 10,
+    matmul_size: int = 2048,
+    matmul_repeats: int = 10,
+    threads: int | None = None,
+    backends: Sequence[str] = BACKENDS,
+    workdir: str | Path | None = None,
+    rounds: int = 1,
+) -> dict:
+    """Prepare every student, then time the matmul and each (student, backend) in its own subprocess, in turn.
+
+    With ``rounds`` > 1 the whole sequence is repeated and each figure is the median of its rounds' medians: on a
+    shared machine, load that comes and goes then hits every backend alike instead of one of them.
+    """
+    import onnxruntime
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="deploy-bench-") as scratch:
+        folder = Path(workdir) if workdir else Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = list(names) if names else student_names(students)
+        prepared = [prepare_student(student, name, folder, height, width) for student, name in zip(students, names)]
+        thread_args = ["--threads", str(threads)] if threads else []
+        size_args = ["--height", str(height), "--width", str(width), "--warmup", str(warmup)]
+        size_args += ["--repeats", str(repeats), "--throughput-repeats", str(throughput_repeats), *thread_args]
+        matmul_rounds: list[dict] = []
+        backend_rounds: dict[tuple[int, str], list[dict]] = {}
+        for round_number in range(rounds):
+            logger.info("round %d of %d: fp32 matmul (%d^3)", round_number + 1, rounds, matmul_size)
+            matmul_args = ["--matmul-size", str(matmul_size), "--matmul-repeats", str(matmul_repeats), *thread_args]
+            matmul_rounds.append(run_worker(["--worker", "matmul", *matmul_args]))
+            for index, student in enumerate(prepared):
+                for backend in backends:
+                    logger.info("round %d: %s on %s", round_number + 1, BACKEND_LABELS[backend], student["name"])
+                    measured = run_worker(["--worker", backend, "--model", student["models"][backend], *size_args])
+                    backend_rounds.setdefault((index, backend), []).append(measured)
+    matmul = _combine_matmul(matmul_rounds)
+    for index, student in enumerate(prepared):
+        student["lower_bound_ms"] = {
+            f"batch{batch}": lower_bound_ms(student["macs"], matmul["flops_per_s_median"], batch)
+            for batch in (LATENCY_BATCH, THROUGHPUT_BATCH)
+        }
+        student["backends"] = {}
+        for backend in backends:
+            measured = _combine_backend(backend_rounds[(index, backend)])
+            for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+                measured[key]["ratio_to_lower_bound"] = measured[key]["median_ms"] / student["lower_bound_ms"][key]
+            student["backends"][backend] = measured
+        student["ratios"] = _ratios(student["backends"])
+    cpu = cpu_info()
+    return {
+        "machine": {
+            **cpu,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "threads": threads or "default",
+        },
+        "settings": {
+            "height": height,
+            "width": width,
+            "warmup": warmup,
+            "repeats_batch1": repeats,
+            "repeats_batch8": throughput_repeats,
+            "rounds": rounds,
+            "each_backend_in_own_subprocess": True,
+        },
+        "matmul": matmul,
+        "int8_note": int8_note(cpu),
+        "students": prepared,
+    }
+
+
+def _combine_matmul(rounds: list[dict]) -> dict:
+    combined = dict(rounds[0])
+    rates = [entry["flops_per_s_median"] for entry in rounds]
+    combined.update(
+        flops_per_s_median=statistics.median(rates),
+        flops_per_s_max=max(entry["flops_per_s_max"] for entry in rounds),
+        rounds=len(rounds),
+        round_medians=rates,
+    )
+    return combined
+
+
+def _combine_backend(rounds: list[dict]) -> dict:
+    combined = {"backend": rounds[0]["backend"], "threads": rounds[0]["threads"], "rounds": len(rounds)}
+    for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+        medians = [entry[key]["median_ms"] for entry in rounds]
+        median = statistics.median(medians)
+        combined[key] = {
+            "batch": rounds[0][key]["batch"],
+            "repeats": sum(entry[key]["repeats"] for entry in rounds),
+            "median_ms": median,
+            "min_ms": min(entry[key]["min_ms"] for entry in rounds),
+            "images_per_s": rounds[0][key]["batch"] / median * 1e3,
+            "round_medians_ms": medians,
+        }
+    return combined
+
+
+def _ratios(backends: dict) -> dict:
+    """Speed-ups (> 1 = faster): ORT fp32 over eager, int8 over ORT fp32, at both batch sizes."""
+    ratios = {}
+    pairs = {"ort_fp32_vs_torch_eager": ("torch_eager", "ort_fp32"), "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8")}
+    for name, (slow, fast) in pairs.items():
+        if slow in backends and fast in backends:
+            for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+                ratios[f"{name}_speedup_{key}"] = backends[slow][key]["median_ms"] / backends[fast][key]["median_ms"]
+    return ratios
+
+
+def format_report(result: dict) -> str:
+    """The printed table: one row per (student, backend), then the ratios and the int8 note."""
+    machine, matmul = result["machine"], result["matmul"]
+    width = max([7] + [len(student["name"]) for student in result["students"]])
+    lines = [
+        f"machine: {machine['processor']}, {machine['logical_cores']} logical cores; torch {machine['torch']}, "
+        f"onnxruntime {machine['onnxruntime']}; threads {machine['threads']}; rounds {result['settings']['rounds']}",
+        f"fp32 matmul {matmul['size']}^3 ({matmul.get('engine', 'torch')}): "
+        f"{matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (median, "
+        f"{matmul['threads']} threads)",
+        "",
+        f"{'student':<{width}} {'params':>7} {'GMAC':>6}  {'backend':<11} {'b1 ms':>8} {'bound ms':>8} {'x bound':>7} "
+        f"{'b8 img/s':>8} {'x bound':>7}",
+    ]
+    for student in result["students"]:
+        bound = student["lower_bound_ms"]
+        for row, (backend, measured) in enumerate(student["backends"].items()):
+            head = f"{student['name']:<{width}} {student['params'] / 1e6:>6.2f}M {student['macs'] / 1e9:>6.3f}"
+            b1, b8 = measured["batch1"], measured["batch8"]
+            lines.append(
+                f"{head if row == 0 else ' ' * len(head)}  {BACKEND_LABELS[backend]:<11} {b1['median_ms']:>8.2f} "
+                f"{bound['batch1']:>8.2f} {b1['ratio_to_lower_bound']:>7.2f} {b8['images_per_s']:>8.1f} "
+                f"{b8['ratio_to_lower_bound']:>7.2f}"
+            )
+        ratios = student["ratios"]
+        for pair, label in (("ort_fp32_vs_torch_eager", "ORT fp32 vs eager"), ("ort_int8_vs_ort_fp32", "int8 vs fp32")):
+            if f"{pair}_speedup_batch1" in ratios:
+                lines.append(
+                    f"{'':<{width}}   {label}: {ratios[f'{pair}_speedup_batch1']:.2f}x at batch 1, "
+                    f"{ratios[f'{pair}_speedup_batch8']:.2f}x at batch 8 (> 1 = faster)"
+                )
+    lines += ["", "int8: " + result["int8_note"]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.benchmark",
+        description="Latency and throughput of students: PyTorch eager, ONNX Runtime fp32 and int8.",
+    )
+    parser.add_argument("--student", action="append", default=[], help="a student folder (repeat for several)")
+    parser.add_argument("--json", help="write the figures to this json file")
+    parser.add_argument("--height", type=int, default=STUDENT_SIZE[1])
+    parser.add_argument("--width", type=int, default=STUDENT_SIZE[0])
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls before each timing")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls at batch 1")
+    parser.add_argument("--throughput-repeats", type=int, default=10, help="timed calls at batch 8")
+    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square fp32 matmul")
+    parser.add_argument("--matmul-repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="threads for every backend (default: each runtime's choice)")
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="only these backends (default: all)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sequence; median of the rounds")
+    parser.add_argument("--workdir", help="keep the exported models here (default: a temporary folder)")
+    # Internal: one measurement in this process (the parent starts these).
+    parser.add_argument("--worker", choices=("matmul", *BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        if args.worker == "matmul":
+            result = measure_matmul_flops(args.matmul_size, repeats=args.matmul_repeats, threads=args.threads)
+        else:
+            result = measure_backend(
+                args.worker,
+                args.model,
+                args.height,
+                args.width,
+                args.warmup,
+                args.repeats,
+                args.throughput_repeats,
+                args.threads,
+            )
+        print(json.dumps(result))
+        return 0
+    if not args.student:
+        build_parser().error("give at least one --student folder")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run_benchmark(
+        args.student,
+        height=args.height,
+        width=args.width,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        throughput_repeats=args.throughput_repeats,
+        matmul_size=args.matmul_size,
+        matmul_repeats=args.matmul_repeats,
+        threads=args.threads,
+        backends=args.backend or BACKENDS,
+        workdir=args.workdir,
+        rounds=args.rounds,
+    )
+    print(format_report(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

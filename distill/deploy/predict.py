@@ -1,0 +1,330 @@
+"""Run a student on pictures, folders and videos: colour-mapped depth pictures, and raw inverse depth on request.
+
+``python -m distill.predict --student <folder | model.onnx> INPUT... --out DIR``
+
+Each picture is resized (bicubic) to the model's input size (a multiple of 32, 256x192 by default; the aspect
+ratio is not kept), and the prediction is resized back to the picture's own size, so every output has the input's
+resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
+
+- ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.viz.colorize_depth``);
+- ``--save-raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
+  range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save-raw npy``: ``DIR/a/b_inverse_depth.npy``
+  (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer); a student that
+  predicts depth (``prediction: depth``) is written as 1 / metres.
+- a video ``clip.mp4`` gives ``DIR/clip_depth.mp4`` (``--video-out mp4``) or ``DIR/clip_depth/000000.png ...``
+  (``--video-out frames``), and raw frames in ``DIR/clip_inverse_depth/``. ``--smooth ema|mean`` averages the
+  predictions over frames (less flicker, a little lag).
+
+Unreadable inputs are skipped, listed at the end and in ``DIR/skipped.txt``; the exit status is non-zero only if
+nothing could be processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from distill.align import as_inverse_depth
+from distill.deploy.runtime import (
+    IMAGE_EXTENSIONS,
+    DepthRunner,
+    images_to_batch,
+    load_picture,
+    load_runner,
+    resize_prediction,
+)
+from distill.deploy.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
+from shards.format import RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
+from shards.viz import colorize_depth
+
+logger = logging.getLogger(__name__)
+
+RAW_FORMATS = ("png16", "npy")
+SMOOTHING = ("ema", "mean")
+VIDEO_OUTPUTS = ("mp4", "frames")
+SKIPPED_LIST = "skipped.txt"
+#: Percentiles of each map that span the colour scale (as ``colorize_depth``'s default).
+COLOUR_PERCENTILES = (2.0, 98.0)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its outputs go: ``stem`` is the output path without suffix, relative to ``--out``."""
+
+    path: Path
+    stem: Path
+    is_video: bool
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def collect_jobs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Job], list[Skipped]]:
+    """Expand files and folders (recursive, sorted) into jobs; a folder's files keep their relative paths.
+
+    A missing path is skipped; within folders only picture and video file endings are taken. Two inputs that
+    would write the same output get ``_2``, ``_3``... rather than overwrite each other.
+    """
+    jobs: list[Job] = []
+    skipped: list[Skipped] = []
+    taken: set[Path] = set()
+    for given in map(Path, inputs):
+        if given.is_dir():
+            found = sorted(p for p in given.rglob("*") if p.is_file() and _is_media(p))
+            if not found:
+                skipped.append(Skipped(str(given), "folder holds no picture or video files"))
+            pairs = [(path, path.relative_to(given).with_suffix("")) for path in found]
+        elif given.is_file():
+            pairs = [(given, Path(given.stem))]
+        else:
+            skipped.append(Skipped(str(given), "no such file or folder"))
+            continue
+        for path, stem in pairs:
+            unique, number = stem, 1
+            while unique in taken:
+                number += 1
+                unique = stem.with_name(f"{stem.name}_{number}")
+            taken.add(unique)
+            jobs.append(Job(path, unique, path.suffix.lower() in VIDEO_EXTENSIONS))
+    return jobs, skipped
+
+
+def _is_media(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+class TemporalSmoother:
+    """Averages successive maps: ``ema`` (s = alpha * new + (1 - alpha) * s) or ``mean`` (the last ``window``).
+
+    Operates on whatever arrays it is given (inverse depth maps, colour ranges), all of one shape.
+    """
+
+    def __init__(self, mode: str, window: int = 5, alpha: float = 0.5) -> None:
+        if mode not in SMOOTHING:
+            raise ValueError(f"smoothing must be one of {SMOOTHING}, got {mode!r}")
+        if window < 1 or not 0.0 < alpha <= 1.0:
+            raise ValueError(f"need --smooth-window >= 1 and 0 < --smooth-alpha <= 1 (got {window}, {alpha})")
+        self.mode, self.alpha = mode, alpha
+        self._recent: deque[np.ndarray] = deque(maxlen=window)
+        self._state: np.ndarray | None = None
+
+    def __call__(self, value: np.ndarray) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float32)
+        if self.mode == "ema":
+            self._state = value.copy() if self._state is None else self.alpha * value + (1 - self.alpha) * self._state
+            return self._state
+        self._recent.append(value)
+        return np.mean(np.stack(self._recent), axis=0)
+
+
+def colour_range(inverse_depth: np.ndarray) -> np.ndarray:
+    """(low, high) of the colour scale: the 2nd and 98th percentiles (robust to a few extreme pixels)."""
+    return np.percentile(inverse_depth, COLOUR_PERCENTILES).astype(np.float32)
+
+
+def write_raw(inverse_depth: np.ndarray, path: Path, raw_format: str, source: str) -> None:
+    """float32 (H, W) inverse depth -> ``<path>.npy``, or ``<path>.png`` (16-bit code) + ``<path>.json`` (its range)."""
+    if raw_format == "npy":
+        np.save(path.with_suffix(".npy"), inverse_depth.astype(np.float32))
+        return
+    try:
+        codes, value_range = encode_label_codes(inverse_depth)
+    except LabelError:  # a constant map: every pixel gets the first code, the range is that one value
+        value = float(inverse_depth.flat[0]) if np.isfinite(inverse_depth).all() else 0.0
+        codes, value_range = np.ones(inverse_depth.shape, dtype=np.uint16), (value, value)
+    Image.fromarray(codes).save(path.with_suffix(".png"))
+    sidecar = {
+        "kind": RELATIVE_INVERSE_DEPTH,
+        "label_range": list(value_range),
+        "code": "0 = invalid; 1..65535 map linearly onto label_range: value = min + (code - 1) / 65534 * (max - min)",
+        "size": [int(inverse_depth.shape[1]), int(inverse_depth.shape[0])],
+        "source": source,
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+def predict_pictures(
+    runner: DepthRunner, jobs: list[Job], out: Path, raw_format: str | None, batch_size: int, skipped: list[Skipped]
+) -> int:
+    """Predict every picture job in batches; returns how many were written. Unreadable ones go to ``skipped``."""
+    done = 0
+    with tqdm(total=len(jobs), desc="pictures", unit="img", disable=not jobs) as progress:
+        for start in range(0, len(jobs), batch_size):
+            loaded: list[tuple[Job, np.ndarray]] = []
+            for job in jobs[start : start + batch_size]:
+                try:
+                    loaded.append((job, load_picture(job.path)))
+                except Exception as error:  # noqa: BLE001 - any unreadable file is skipped and reported, never fatal
+                    skipped.append(Skipped(str(job.path), f"unreadable picture: {type(error).__name__}: {error}"))
+            if loaded:
+                predictions = runner(images_to_batch([picture for _, picture in loaded], runner.width, runner.height))
+                predictions = as_inverse_depth(predictions, runner.kind)  # a depth student's metres -> 1 / m
+                for (job, picture), prediction in zip(loaded, predictions):
+                    inverse_depth = resize_prediction(prediction, picture.shape[1], picture.shape[0])
+                    stem = out / job.stem
+                    stem.parent.mkdir(parents=True, exist_ok=True)
+                    colour = colorize_depth(inverse_depth, value_range=tuple(colour_range(inverse_depth)))
+                    Image.fromarray(colour).save(stem.with_name(stem.name + "_depth.png"))
+                    if raw_format:
+                        write_raw(
+                            inverse_depth, stem.with_name(stem.name + "_inverse_depth"), raw_format, str(job.path)
+                        )
+                    done += 1
+            progress.update(len(jobs[start : start + batch_size]))
+    return done
+
+
+@dataclass
+class VideoOptions:
+    output: str = "mp4"
+    raw_format: str | None = None
+    smooth: str | None = None
+    window: int = 5
+    alpha: float = 0.5
+    batch_size: int = 4
+
+
+def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_video(runner: DepthRunner, job: Job, out: Path, options: VideoOptions) -> int:
+    """Predict every frame of one video; returns the number of frames written. Raises if the video cannot be read.
+
+    Smoothing runs on the model-resolution maps (before resizing back), in frame order; the colour scale is
+    smoothed the same way so that it does not flicker either.
+    """
+    info = video_info(job.path)
+    stem = out / job.stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    depth_smoother = TemporalSmoother(options.smooth, options.window, options.alpha) if options.smooth else None
+    range_smoother = TemporalSmoother(options.smooth, options.window, options.alpha) if options.smooth else None
+    frames_dir = stem.with_name(stem.name + "_depth")
+    raw_dir = stem.with_name(stem.name + "_inverse_depth")
+    if options.output == "frames":
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    if options.raw_format:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+    writer = VideoWriter(stem.with_name(stem.name + "_depth.mp4"), info.fps) if options.output == "mp4" else None
+    count = 0
+    try:
+        with tqdm(total=info.frames or None, desc=job.path.name, unit="frame") as progress:
+            for frames in _batches(read_frames(job.path), options.batch_size):
+                predictions = runner(images_to_batch(frames, runner.width, runner.height))
+                predictions = as_inverse_depth(predictions, runner.kind)
+                for frame, prediction in zip(frames, predictions):
+                    if depth_smoother is not None:
+                        prediction = depth_smoother(prediction)
+                    inverse_depth = resize_prediction(prediction, frame.shape[1], frame.shape[0])
+                    value_range = colour_range(inverse_depth)
+                    if range_smoother is not None:
+                        value_range = range_smoother(value_range)
+                    colour = colorize_depth(inverse_depth, value_range=(float(value_range[0]), float(value_range[1])))
+                    name = f"{count:06d}"
+                    if writer is not None:
+                        writer.write(colour)
+                    else:
+                        Image.fromarray(colour).save(frames_dir / f"{name}.png")
+                    if options.raw_format:
+                        write_raw(inverse_depth, raw_dir / name, options.raw_format, f"{job.path}#frame={count}")
+                    count += 1
+                progress.update(len(frames))
+    finally:
+        if writer is not None:
+            writer.close()
+    if count == 0:
+        raise ValueError("no frame could be decoded")
+    return count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.predict",
+        description="Predict relative inverse depth for pictures, folders (recursive) and videos.",
+    )
+    parser.add_argument("--student", required=True, help="a student folder or an exported .onnx file")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures, folders (recursive) or video files")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--save-raw", choices=RAW_FORMATS, help="also write raw inverse depth: 16-bit PNG or .npy")
+    parser.add_argument("--smooth", choices=SMOOTHING, help="video: average predictions over frames")
+    parser.add_argument("--smooth-window", type=int, default=5, help="frames in the moving average (mean)")
+    parser.add_argument("--smooth-alpha", type=float, default=0.5, help="weight of the newest frame (ema)")
+    parser.add_argument("--video-out", choices=VIDEO_OUTPUTS, default="mp4", help="video: an mp4 or a PNG per frame")
+    parser.add_argument("--height", type=int, help="model input height (student folders; default 192)")
+    parser.add_argument("--width", type=int, help="model input width (student folders; default 256)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto", help="PyTorch device for student folders: auto, cpu, cuda")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 when at least one input was processed, 1 when none could be, 2 for bad arguments or a missing extra."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    jobs, skipped = collect_jobs(args.inputs)
+    videos = [job for job in jobs if job.is_video]
+    if videos:
+        try:
+            require_av()
+        except VideoSupportMissing as error:
+            print(f"error: {len(videos)} video input(s) given, but {error}", file=sys.stderr)
+            return 2
+    out.mkdir(parents=True, exist_ok=True)
+    runner = load_runner(args.student, width=args.width, height=args.height, device=args.device, threads=args.threads)
+    logger.info("model %s at %dx%d (W x H); %d input(s)", runner.name, runner.width, runner.height, len(jobs))
+    pictures = [job for job in jobs if not job.is_video]
+    processed = predict_pictures(runner, pictures, out, args.save_raw, args.batch_size, skipped)
+    options = VideoOptions(
+        args.video_out, args.save_raw, args.smooth, args.smooth_window, args.smooth_alpha, args.batch_size
+    )
+    for job in videos:
+        try:
+            frames = predict_video(runner, job, out, options)
+            processed += 1
+            logger.info("%s: %d frames", job.path, frames)
+        except Exception as error:  # noqa: BLE001 - an unreadable video is skipped and reported, never fatal
+            skipped.append(Skipped(str(job.path), f"unreadable video: {type(error).__name__}: {error}"))
+    return _report(out, processed, skipped)
+
+
+def _report(out: Path, processed: int, skipped: list[Skipped]) -> int:
+    skipped_path = out / SKIPPED_LIST
+    if skipped:
+        skipped_path.write_text("".join(f"{item.path}\t{item.reason}\n" for item in skipped))
+        logger.warning("skipped %d input(s) (listed in %s):", len(skipped), skipped_path)
+        for item in skipped:
+            logger.warning("  %s: %s", item.path, item.reason)
+    else:
+        skipped_path.unlink(missing_ok=True)
+    logger.info("processed %d input(s) -> %s", processed, out)
+    if processed == 0:
+        print("error: no input could be processed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
