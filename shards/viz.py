@@ -31,7 +31,7 @@ HOLE_COLOUR = (160, 160, 160)
 @dataclass(frozen=True)
 class ColourScale:
     """How a panel's colours map back to values: ``low``..``high`` in ``units`` on the matplotlib map ``colormap``.
-    Panels of one row with equal scales share one colour bar (``holes`` does not count in the comparison)."""
+    Consecutive panels of one row with equal scales share one colour bar (``holes`` is not compared)."""
 
     low: float
     high: float
