@@ -18,6 +18,8 @@ from pseudolabel.teachers import load_teacher
 from shards.reader import build_pipeline
 from shards.viz import colorize_depth, image_grid, save_picture
 
+INVERSE_METRES = "inverse depth (1/m)"  # every map is aligned onto the ground truth's 1 / metres
+
 
 @torch.inference_mode()
 def draw_comparison(val_shards: Path, teacher_folder: Path, student_folder: Path, out: Path, count: int = 4) -> Path:
@@ -41,8 +43,8 @@ def draw_comparison(val_shards: Path, teacher_folder: Path, student_folder: Path
         value_range = tuple(np.percentile(shown[sample.valid], [2, 98]))
         rows.append([
             sample.image,
-            colorize_depth(shown, sample.valid, value_range),
-            *(colorize_depth(m, None, value_range) for m in aligned),
+            colorize_depth(shown, sample.valid, value_range, units=INVERSE_METRES),
+            *(colorize_depth(m, None, value_range, units=INVERSE_METRES) for m in aligned),
         ])
         labels.append(sample.key.rsplit("/", 1)[-1])
     titles = ["input", "ground truth", "teacher label", "student (256x192)"]

@@ -1,8 +1,8 @@
 """A picture of samples from shards: ``python -m shards show DIR --n 16 --out grid.png``.
 
 One row per sample, its key on the left: the stored image, then its label colour-mapped by ``shards.viz`` (near =
-warm for both kinds; invalid pixels black). Each label uses its own 2-98 % range, since relative labels have no
-common scale.
+warm for both kinds; invalid pixels grey) with a colour bar in the label's units. Each label uses its own 2-98 %
+range, since relative labels have no common scale.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from shards.viz import colorize_depth, image_grid, save_picture
 
 
 def sample_row(sample: DepthSample) -> list[np.ndarray]:
-    """[image, colour-mapped label] of one sample, both uint8 (H, W, 3)."""
+    """[image, colour-mapped label] of one sample, both uint8 (H, W, 3); the label's colour bar names its kind."""
     inverse = sample.meta.kind == RELATIVE_INVERSE_DEPTH
-    return [sample.image, colorize_depth(sample.depth, sample.valid, inverse=inverse)]
+    units = "relative inverse depth" if inverse else "depth (m)"
+    return [sample.image, colorize_depth(sample.depth, sample.valid, inverse=inverse, units=units)]
 
 
 def show_samples(

@@ -66,6 +66,19 @@ def scene_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def locate(picture: np.ndarray, block: np.ndarray, step: int = 4) -> tuple[int, int, float]:
+    """Where ``block`` (h, w, 3) best matches inside ``picture``: (top, left, mean absolute difference), from a grid
+    of the block's pixels every ``step``; it finds a panel in a drawn grid whatever the margins around it."""
+    picture, block = picture.astype(np.float32), block.astype(np.float32)
+    rows, cols = picture.shape[0] - block.shape[0] + 1, picture.shape[1] - block.shape[1] + 1
+    error = np.zeros((rows, cols), dtype=np.float32)
+    points = [(y, x) for y in range(0, block.shape[0], step) for x in range(0, block.shape[1], step)]
+    for y, x in points:
+        error += np.abs(picture[y : y + rows, x : x + cols] - block[y, x]).sum(axis=2)
+    top, left = np.unravel_index(int(error.argmin()), error.shape)
+    return int(top), int(left), float(error[top, left] / (3 * len(points)))
+
+
 def read_png(path: Path) -> np.ndarray:
     with Image.open(path) as picture:
         return np.asarray(picture)

@@ -1,4 +1,4 @@
-"""``python -m shards show``: a readable PNG grid, one row per sample (image | colour-mapped label)."""
+"""``python -m shards show``: a readable PNG grid, one row per sample (image | colour-mapped label | colour bar)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from PIL import Image
 
 from shards.cli import main
 from shards.codec import decode_jpeg
-from tests.shards.conftest import scene_members
+from shards.viz import HOLE_COLOUR
+from tests.shards.conftest import locate, scene_members
 
 
-def test_show_writes_a_readable_grid_of_the_expected_size(shard_set, tmp_path, capsys):
+def _small_image(key: str, seed: int, size: tuple[int, int]) -> np.ndarray:
+    """The sample's stored image, scaled as the grid scales it."""
+    first = decode_jpeg(scene_members(key, seed)["jpg"])
+    return np.asarray(Image.fromarray(first).resize(size, Image.BILINEAR))
+
+
+def test_show_writes_a_grid_with_a_row_per_sample(shard_set, tmp_path, capsys):
     paths = shard_set((3, 3))
     out = tmp_path / "pics" / "grid.png"
     assert main(["show", str(paths[0].parent), "--n", "4", "--out", str(out), "--cell-height", "48"]) == 0
@@ -18,17 +25,19 @@ def test_show_writes_a_readable_grid_of_the_expected_size(shard_set, tmp_path, c
     with Image.open(out) as picture:
         picture.load()
         grid = np.asarray(picture.convert("RGB"))
-    # 4 rows of 48 px + 4 px gaps under a 16 px title; row labels "s0/000" (6 chars, 8 px each, + 8) on the left,
-    # then two 64x48 cells (the 128x96 samples scaled to 48 px high) with 4 px gaps.
-    assert grid.shape == (16 + 4 * (48 + 4), 6 * 8 + 8 + 2 * 64 + 2 * 4, 3)
-    # The first row's image cell holds the first sample's image, downscaled.
-    first = decode_jpeg(scene_members("s0/000", 0)["jpg"])
-    small = np.asarray(Image.fromarray(first).resize((64, 48), Image.BILINEAR)).astype(int)
-    cell = grid[16 : 16 + 48, 56 : 56 + 64].astype(int)
-    assert np.abs(cell - small).mean() < 3
-    # The label cell is colour-mapped (not grey), with black holes.
-    label = grid[16 : 16 + 48, 56 + 64 + 4 : 56 + 128 + 4]
+    # The 128x96 samples are drawn 64x48, one row each, 48 px + a 4 px gap apart, in shard order.
+    top, left, difference = locate(grid, _small_image("s0/000", 0, (64, 48)))
+    assert difference < 3 and top > 0 and left > 0  # a title above, the row label on the left
+    for row, (key, seed) in enumerate([("s0/001", 1), ("s0/002", 2), ("s1/000", 100)], start=1):
+        assert locate(grid, _small_image(key, seed, (64, 48)))[:2] == (top + row * 52, left)
+    assert grid.shape[0] < top + 5 * 52  # four rows, not five
+    # The label cell, right of the image after the gap, is colour-mapped (not grey) with grey holes.
+    label = grid[top : top + 48, left + 68 : left + 68 + 64]
     assert (label.std(axis=2) > 20).mean() > 0.5
+    assert (label == HOLE_COLOUR).all(axis=2).any()
+    # Its colour bar follows it: a column of many distinct colours right of the label cell.
+    bar_zone = grid[top + 4 : top + 44, left + 68 + 64 : left + 68 + 64 + 30]
+    assert max(len(np.unique(bar_zone[:, x], axis=0)) for x in range(bar_zone.shape[1])) > 20
 
 
 def test_show_with_fewer_samples_than_asked(shard_set, tmp_path):
@@ -36,4 +45,8 @@ def test_show_with_fewer_samples_than_asked(shard_set, tmp_path):
     out = tmp_path / "grid.png"
     assert main(["show", str(paths[0]), "--n", "16", "--out", str(out), "--cell-height", "32"]) == 0
     with Image.open(out) as picture:
-        assert picture.size[1] == 16 + 2 * (32 + 4)
+        grid = np.asarray(picture.convert("RGB"))
+    top, left, difference = locate(grid, _small_image("s0/000", 0, (43, 32)))
+    assert difference < 3
+    assert locate(grid, _small_image("s0/001", 1, (43, 32)))[:2] == (top + 36, left)
+    assert grid.shape[0] < top + 2 * 36 + 32  # no room for a third row
