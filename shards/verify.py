@@ -27,7 +27,7 @@ import numpy as np
 from shards.codec import LABEL_CODECS, decode_jpeg, label_codec
 from shards.format import FIRST_VALID_CODE, FORMAT_VERSION, LAST_VALID_CODE, SampleMeta, check_key, decode_label_codes
 from shards.reader import expand_shard_urls
-from shards.tarstream import ShardCheck, is_local, load_stats, open_stream, tar_samples
+from shards.tarstream import ShardCheck, TarSample, is_local, load_stats, open_stream, tar_samples
 from shards.writer import STATS_SHA256_FIELD, file_sha256, stats_path
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,19 @@ class VerifyReport:
             f"{'OK' if self.ok else 'FAILED'}: {len(self.problems)} problem(s)",
         ]
         return "\n".join(lines)
+
+
+def format_problems(
+    sample: TarSample, kinds: Counter | None = None, codecs: Counter | None = None, sizes: Counter | None = None
+) -> list[str]:
+    """What breaks the format's rules in one sample (members, record, label, image, sizes); counts its kind, codec
+    and size into the counters given."""
+    problems: list[str] = []
+    extensions = Counter(name[len(sample.key) + 1 :] for name, _ in sample.members)
+    problems += [f"member .{name} appears twice" for name, n in extensions.items() if n > 1]
+    _check_sample(sample.raw(""), problems.append, kinds if kinds is not None else Counter(),
+                  codecs if codecs is not None else Counter(), sizes if sizes is not None else Counter())
+    return problems
 
 
 def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Counter, codecs: Counter,
@@ -234,9 +247,7 @@ def verify_shard(url: str, recorded_stats_sha256: str | None = None) -> ShardRes
                     continue
                 result.keys.append(sample.key)
                 if not problems:  # the bytes are the ones written: check them against the format
-                    extensions = Counter(name[len(sample.key) + 1 :] for name, _ in sample.members)
-                    problems += [f"member .{name} appears twice" for name, n in extensions.items() if n > 1]
-                    _check_sample(sample.raw(url), problems.append, result.kinds, result.codecs, result.sizes)
+                    problems = format_problems(sample, result.kinds, result.codecs, result.sizes)
                 check.record(sample.key, problems)
                 result.problems += [Problem(url, sample.key, message) for message in problems]
     except Exception as error:  # noqa: BLE001 - a broken tar is a finding
