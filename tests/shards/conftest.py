@@ -67,6 +67,27 @@ def write_legacy_shard(directory: Path, index: int, samples: Sequence[dict], pre
     return path
 
 
+def downgrade_shard(path: Path) -> None:
+    """Rewrite a finished shard as the writer made it before format version 2 (same samples and stats fields)."""
+    import io
+    import tarfile
+
+    from shards.writer import read_stats, stats_path, write_json_atomic
+
+    buffer = io.BytesIO()
+    with tarfile.open(path) as source, tarfile.open(fileobj=buffer, mode="w") as target:
+        for info in source.getmembers():
+            data = source.extractfile(info).read()
+            data = legacy_json(data) if info.name.endswith(".json") else data
+            info.size = len(data)
+            target.addfile(info, io.BytesIO(data))
+    path.write_bytes(buffer.getvalue())
+    stats = read_stats(path)
+    del stats["format_version"], stats["members"]
+    stats["bytes"] = path.stat().st_size
+    write_json_atomic(stats_path(path), stats)
+
+
 @pytest.fixture
 def shard_set(tmp_path: Path) -> Callable[..., list[Path]]:
     """``shard_set(counts=(4, 4, 4))``: shards of generated scenes, keys ``s<shard>/<sample>``, in ``tmp/shards``."""
