@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webdataset.tariterators import base_plus_ext
+
 from shards.format import FORMAT_VERSION, LEGACY_FORMAT_VERSION, SampleMeta
 
 JSON_MEMBER = "json"
@@ -62,8 +64,6 @@ def expected_members(stats: Mapping[str, Any] | None) -> dict[str, list[MemberRe
     listed = stats.get("members")
     if not isinstance(listed, list):
         raise ValueError("stats json of format 2 without its members list: the stats json is damaged")
-    from webdataset.tariterators import base_plus_ext
-
     by_key: dict[str, list[MemberRecord]] = {}
     for entry in listed:
         name, size, sha = entry

@@ -163,3 +163,16 @@ def test_a_stats_json_changed_after_the_run_is_caught(tmp_path, capsys):
     stats_path(path).write_text(json.dumps(stats))
     assert main(["verify", str(tmp_path), "--quiet"]) == 1
     assert "stats json's sha256 differs from the one its run's summary recorded" in capsys.readouterr().out
+
+
+def test_an_import_records_the_sha256_of_each_stats_json(tmp_path, capsys):
+    from tests.shards.conftest import write_kitti_pairs
+
+    pairs, _ = write_kitti_pairs(tmp_path / "kitti")
+    out = tmp_path / "out"
+    assert main(["import-rgbd", "--pairs", str(pairs), "--depth-scale", "kitti", "--out", str(out),
+                 "--samples-per-shard", "2"]) == 0
+    summary = json.loads((out / "rgbd.summary.json").read_text())
+    shards = sorted(out.glob("*.tar"))
+    assert summary["stats_sha256"] == {path.name: digest(stats_path(path).read_bytes()) for path in shards}
+    assert main(["verify", str(out), "--quiet"]) == 0
