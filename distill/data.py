@@ -11,6 +11,10 @@ flips, jitter) comes from generators seeded from that seed, the rank and the Dat
 step depend only on (seed, step, world size, workers), and a resumed run reads the same batches as an uninterrupted
 one (it rebuilds the epoch and discards the batches already used).
 
+Integrity: every reader checks each sample's checksums before decoding, skips a damaged one and counts lost ones;
+its counts ride with each batch to the training process (``distill.integrity``), which logs them and stops past
+``data.max_damaged_fraction``.
+
 Validation: the held-out shards, every sample exactly once, split by node and worker; each sample is resized to the
 training size without augmentation. The loaders are plain torch DataLoaders, never passed to
 ``accelerator.prepare`` (STACK.md: prepare breaks WebDataset splitting).
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -33,8 +38,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
+from distill.integrity import READS_FIELD, ReadTally, tally_for
 from shards.format import METRIC_DEPTH, STUDENT_SIZE, DepthSample
-from shards.reader import build_pipeline, expand_shard_urls
+from shards.reader import SkipCounter, build_pipeline, expand_shard_urls
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +65,15 @@ class DataConfig:
     brightness: float = 0.2  # colour jitter: factors drawn from [1 - x, 1 + x]
     contrast: float = 0.2
     saturation: float = 0.2
+    checksums: bool = True  # check every member's sha256 before decoding (docs/shards.md; cost in BENCHMARKS.md)
+    max_damaged_fraction: float = 0.01  # stop when more of the samples read are damaged or lost (see distill.integrity)
 
     def __post_init__(self) -> None:
         width, height = self.size
         if width % 32 or height % 32:
             raise ValueError(f"data.size {width}x{height} (W x H): both sides must be multiples of 32")
+        if not 0.0 <= self.max_damaged_fraction <= 1.0:
+            raise ValueError(f"data.max_damaged_fraction must lie in [0, 1], got {self.max_damaged_fraction}")
 
     def train_sets(self) -> list[str]:
         sets = [self.train] if isinstance(self.train, str) else list(self.train)
@@ -217,9 +227,13 @@ def collate_samples(samples: list[dict]) -> dict:
 
 class MixedShardSets(IterableDataset):
     """Endless decoded samples drawn from several shard sets with weights (``wds.RandomMix``, with our own seeded
-    generator so the mix is reproducible). Each set is a resampled ``build_pipeline(training=True)``."""
+    generator so the mix is reproducible). Each set is a resampled ``build_pipeline(training=True)``; one
+    ``SkipCounter`` per reader counts what they skip and lose (see :class:`AttachReads`)."""
 
-    def __init__(self, shard_sets: Sequence[list[str]], weights: Sequence[float], seed: int, shuffle_buffer: int):
+    def __init__(
+        self, shard_sets: Sequence[list[str]], weights: Sequence[float], seed: int, shuffle_buffer: int,
+        checksums: bool = True, max_damaged_fraction: float | None = None,
+    ):
         if len(weights) != len(shard_sets):
             raise ValueError(f"data.train_weights has {len(weights)} weights for {len(shard_sets)} shard sets")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
@@ -228,12 +242,21 @@ class MixedShardSets(IterableDataset):
         self.probabilities = np.asarray(weights, dtype=np.float64) / float(sum(weights))
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
+        self.checksums = checksums
+        self.max_damaged_fraction = max_damaged_fraction
+        self.counter = SkipCounter(max_fraction=max_damaged_fraction)
+        self.reader = ""
 
     def __iter__(self) -> Iterator[DepthSample]:
         rank, _, worker, _ = pytorch_worker_info()
         rng = np.random.default_rng([self.seed, rank, worker, 2])
+        self.counter = SkipCounter(max_fraction=self.max_damaged_fraction)
+        self.reader = uuid.uuid4().hex  # this reader's counts, told apart from other workers' and loaders'
         sources = [
-            iter(build_pipeline(urls, training=True, seed=self.seed + 7919 * index, shuffle_buffer=self.shuffle_buffer))
+            iter(build_pipeline(
+                urls, training=True, seed=self.seed + 7919 * index, shuffle_buffer=self.shuffle_buffer,
+                skip_counter=self.counter, checksums=self.checksums,
+            ))
             for index, urls in enumerate(self.shard_sets)
         ]
         while True:
@@ -242,6 +265,34 @@ class MixedShardSets(IterableDataset):
                 yield next(sources[index])
             except StopIteration:  # a resampled source only ends when it holds no readable sample at all
                 raise RuntimeError(f"shard set {index} ({self.shard_sets[index][:2]}...) yielded no sample") from None
+
+
+class AttachReads:
+    """Pipeline stage after batching: the batch carries its reader's cumulative counts (read, skipped and lost
+    samples, by reason and shard) to the training process, which has no other view into a DataLoader worker."""
+
+    def __init__(self, dataset: MixedShardSets) -> None:
+        self.dataset = dataset  # pickled with the pipeline: each worker sees its own copy
+
+    def __call__(self, batch: dict) -> dict:
+        batch[READS_FIELD] = {"reader": self.dataset.reader, **self.dataset.counter.snapshot()}
+        return batch
+
+
+class TalliedLoader:
+    """The training DataLoader, taking each batch's reader counts off into the run's :class:`ReadTally`."""
+
+    def __init__(self, loader: DataLoader, tally: ReadTally) -> None:
+        self.loader = loader
+        self.dataset = loader.dataset
+        self.tally = tally
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            reads = batch.pop(READS_FIELD, None)
+            if reads is not None:
+                self.tally.record(reads)
+            yield batch
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -256,8 +307,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def build_train_loader(config: DataConfig, seed: int, epoch: int, batches: int) -> DataLoader:
-    """A DataLoader over ``batches`` training batches of data epoch ``epoch`` for this process.
+def build_train_loader(config: DataConfig, seed: int, epoch: int, batches: int) -> TalliedLoader:
+    """A DataLoader over ``batches`` training batches of data epoch ``epoch`` for this process, whose counts of
+    damaged and lost samples go to ``distill.integrity.tally_for(config)``.
 
     Every worker yields ``ceil(batches / workers)`` batches (``with_epoch``); the caller takes the first
     ``batches`` (the DataLoader interleaves workers in a fixed order, so that prefix is deterministic).
@@ -267,14 +319,19 @@ def build_train_loader(config: DataConfig, seed: int, epoch: int, batches: int) 
     stream_seed = epoch_seed(seed, epoch)
     workers = max(0, config.num_workers)
     per_worker = math.ceil(batches / max(1, workers))
+    mixed = MixedShardSets(
+        shard_sets, weights, stream_seed, config.shuffle_buffer, config.checksums, config.max_damaged_fraction
+    )
     pipeline = wds.DataPipeline(
-        MixedShardSets(shard_sets, weights, stream_seed, config.shuffle_buffer),
+        mixed,
         wds.map(TrainTransform(config, stream_seed)),
         wds.batched(config.batch_size, collation_fn=collate_samples, partial=False),
+        wds.map(AttachReads(mixed)),
     ).with_epoch(nbatches=per_worker)
-    return DataLoader(
+    loader = DataLoader(
         pipeline, batch_size=None, num_workers=workers, persistent_workers=False, worker_init_fn=ignore_stop_signals
     )
+    return TalliedLoader(loader, tally_for(config))
 
 
 def build_val_loader(

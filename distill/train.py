@@ -28,6 +28,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
 
+from distill import integrity
 from distill.align import align_scale_shift, as_inverse_depth
 from distill.checkpoint import TrainState, remove_partial_checkpoints, resolve_resume, save_checkpoint
 from distill.config import DistillConfig
@@ -295,9 +296,11 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
                     "train/samples_per_s": samples * accelerator.num_processes / max(elapsed, 1e-9),
                     "train/skipped_nonfinite": state.skipped_nonfinite,
                 })
+                scalars.update(integrity.log_data_integrity(accelerator, config.data))  # raises past the limit
                 accelerator.log(scalars, step=state.step)
                 _append_jsonl(accelerator, output_dir / "metrics.jsonl", {"step": state.step, **scalars})
-                progress.set_postfix(loss=f"{scalars.get('train/loss', float('nan')):.4f}")
+                loss = scalars.get("train/loss", float("nan"))
+                progress.set_postfix(loss=f"{loss:.4f}", **integrity.postfix(scalars))
                 samples, log_started = 0, time.perf_counter()
             if config.log.images_every and state.step % config.log.images_every == 0 and accelerator.trackers:
                 examples = as_inverse_depth(prediction.detach().float(), config.student.prediction)

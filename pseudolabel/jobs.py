@@ -3,7 +3,10 @@
 Per DECISIONS.md: the sorted input list is cut into jobs of ``output.samples_per_shard`` inputs, numbered from 0; one
 job -> one shard ``{prefix}-{process:03d}-{job:06d}.tar`` whose stats json, written last, marks it done. A job is done
 when its stats json exists and a header scan of its tar holds the stated count. ``manifest.json`` records everything
-that decides the labels; a rerun with a different one is refused, naming what changed.
+that decides the labels; a rerun with a different one is refused, naming what changed. ``summary.json`` records the
+sha256 of every finished shard's stats json (which lists the sha256 of every member), so the whole run is checkable.
+A folder labelled before the checksums (format version 1) resumes as it is: its shards keep no checksums, the new
+ones get them, and ``python -m shards verify`` says which.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shards.writer import SHARD_SUFFIX, STATS_SUFFIX, TMP_SUFFIX, read_stats, stats_path, write_json_atomic
+from shards.writer import (
+    SHARD_SUFFIX,
+    STATS_SHA256_FIELD,
+    STATS_SUFFIX,
+    TMP_SUFFIX,
+    file_sha256,
+    read_stats,
+    stats_path,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +153,10 @@ def clean_and_scan(out_dir: Path, prefix: str, job_sizes: list[int]) -> dict[int
 def summarise(out_dir: Path, prefix: str, job_sizes: list[int], this_run: Mapping[str, Any]) -> dict[str, Any]:
     """Totals over every finished shard of the folder (earlier runs included), plus this run's figures."""
     done = clean_and_scan(out_dir, prefix, job_sizes) if out_dir.exists() else {}
-    labeled, by_reason, details = 0, {}, []
+    labeled, by_reason, details, hashes = 0, {}, [], {}
     for job in sorted(done):
         stats = read_stats(done[job]) or {}
+        hashes[done[job].name] = file_sha256(stats_path(done[job]))
         labeled += int(stats.get("count", 0))
         for reason, keys in stats.get("rejects", {}).items():
             by_reason[reason] = by_reason.get(reason, 0) + len(keys)
@@ -164,6 +177,7 @@ def summarise(out_dir: Path, prefix: str, job_sizes: list[int], this_run: Mappin
         "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 2) if seconds > 0 else None,
         "this_run": dict(this_run),
+        STATS_SHA256_FIELD: hashes,  # what `python -m shards verify` checks each stats json against
         "_reject_details": sorted(details, key=lambda record: record["key"]),
     }
 

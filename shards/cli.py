@@ -1,4 +1,4 @@
-"""``python -m shards verify|show|import-rgbd|scenes``: the shard tools. ``main(argv)`` is the only reader of argv."""
+"""``python -m shards verify|repair|show|import-rgbd|scenes``: the shard tools; ``main(argv)`` reads argv."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def _add_verify(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("shards", nargs="+", help="folder(s), brace pattern, glob, comma list or urls of shards")
     parser.add_argument("--workers", type=int, default=1, help="shards checked in parallel (processes, default 1)")
     parser.add_argument("--quiet", action="store_true", help="print only problems and the summary")
+
+
+def _add_repair(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "repair",
+        help="rewrite a shard set without its damaged samples, listing them",
+        description="Read every shard as verify does and write every intact sample, with checksums, to a shard of "
+        "the same name in OUT; damaged, lost and repeated samples are printed and listed in OUT/repair.json.",
+    )
+    parser.add_argument("shards", nargs="+", help="folder(s), brace pattern, glob or comma list of local shards")
+    parser.add_argument("--out", required=True, help="output folder (empty or new)")
 
 
 def _add_show(commands: argparse._SubParsersAction) -> None:
@@ -173,7 +184,26 @@ def _run_import(args: argparse.Namespace) -> int:
         print(f"import-rgbd: {error}")
         return 2
     print("\n".join(summary.lines()))
+    if summary.shards:
+        print(f"summary with the sha256 of each stats json: {write_import_summary(args.out, summary)}")
     return 0
+
+
+def write_import_summary(out: str, summary) -> str:
+    """``OUT/<prefix>.summary.json``: samples written, rejects, and the sha256 of each shard's stats json (what
+    ``verify`` checks the stats against)."""
+    from pathlib import Path
+
+    from shards.writer import STATS_SHA256_FIELD, file_sha256, stats_path, write_json_atomic
+
+    names = [stats["shard"] for stats in summary.shards]
+    path = Path(out) / f"{names[0].split('-', 1)[0]}.summary.json"
+    record = {
+        "written": summary.written, "shards": len(names), "rejects": summary.rejects,
+        STATS_SHA256_FIELD: {name: file_sha256(stats_path(Path(out) / name)) for name in names},
+    }
+    write_json_atomic(path, record)
+    return str(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_verify(commands)
+    _add_repair(commands)
     _add_show(commands)
     _add_import_rgbd(commands)
     _add_scenes(commands)
@@ -207,6 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = verify_shards(args.shards, workers=args.workers, progress=not args.quiet)
         print(report.summary())
         return 0 if report.ok else 1
+    if args.command == "repair":
+        from shards.repair import repair_shards
+
+        try:
+            report = repair_shards(args.shards, args.out)
+        except (FileExistsError, FileNotFoundError, ValueError) as error:
+            print(f"repair: {error}")
+            return 2
+        print("\n".join(report.lines()))
+        return 0
     if args.command == "show":
         from shards.show import show_samples
 

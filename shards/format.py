@@ -7,6 +7,7 @@ holds is defined here; ``codec.py`` turns it into bytes, ``writer.py`` and ``rea
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ VALID_CODE_STEPS = LAST_VALID_CODE - FIRST_VALID_CODE  # 65534 intervals between
 
 #: How invalid pixels are marked, written into every sample's json so a reader never guesses.
 MASK_POLICY = "code_0_is_invalid"
+
+#: Version of the shard format, in every sample json and stats json. 2 added the checksums (each sample json holds
+#: the sha256 of its other members; each stats json lists every member with its size and sha256). A record without
+#: the field was written before it (version 1: no checksums) and still reads.
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
 
 #: Reject reasons for labels (pseudolabel adds its own for inputs).
 REJECT_NO_VALID_PIXELS = "no_valid_pixels"
@@ -123,7 +130,7 @@ def decode_label_codes(codes: np.ndarray, label_range: tuple[float, float]) -> t
 
 @dataclass
 class SampleMeta:
-    """The json record of one sample. Every field is written; unknown fields are kept in ``extra``."""
+    """The json record of one sample. Every field is written; a writer's own fields go into ``extra``."""
 
     source: str  # the original path / row id the sample came from
     kind: str  # one of LABEL_KINDS
@@ -139,6 +146,8 @@ class SampleMeta:
     mask_policy: str = MASK_POLICY
     depth_scale: float | None = None  # sensor units per metre for imported ground truth (information only)
     extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION  # LEGACY_FORMAT_VERSION for a record written without the field
+    sha256: dict[str, str] = field(default_factory=dict)  # member extension -> hex digest (filled by the writer)
 
     def __post_init__(self) -> None:
         if self.kind not in LABEL_KINDS:
@@ -149,14 +158,39 @@ class SampleMeta:
 
     @classmethod
     def from_json(cls, data: bytes | str | dict) -> SampleMeta:
+        """Parse a record strictly: every field the writers have always written must be present, and a field this
+        version does not know is an error, never moved to ``extra`` (writers put their own fields into ``extra``,
+        so an unknown top-level name is a damaged one, e.g. ``depth]codec``, whose value would silently be lost)."""
         record = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = dict(record.pop("extra", {}) or {})
-        extra.update({k: record.pop(k) for k in list(record) if k not in known})
+        if not isinstance(record, dict):
+            raise ValueError(f"the sample json is a {type(record).__name__}, not a record")
+        version = record.setdefault("format_version", LEGACY_FORMAT_VERSION)
+        if not isinstance(version, int) or not LEGACY_FORMAT_VERSION <= version <= FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {version!r} is not one this reader knows ({LEGACY_FORMAT_VERSION}..{FORMAT_VERSION}):"
+                " a newer writer made it (upgrade this package) or the field is damaged"
+            )
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - set(known))
+        if unknown:
+            hints = [_closest(name, known) for name in unknown]
+            raise ValueError(f"unknown field(s) {', '.join(hints)} in the sample json: a damaged or foreign record")
+        optional = {"sha256"} if version == LEGACY_FORMAT_VERSION else set()
+        missing = sorted(set(known) - set(record) - optional)
+        if missing:
+            raise ValueError(f"the sample json lacks field(s) {missing}: every writer writes them all")
         for name in ("label_range", "source_size", "crop_box", "size"):
-            if name in record and record[name] is not None:
+            if record[name] is not None:
                 record[name] = tuple(record[name])
-        return cls(**record, extra=extra)
+        if not isinstance(record.get("extra", {}), dict) or not isinstance(record.get("sha256", {}), dict):
+            raise ValueError("the sample json's extra and sha256 fields must be records")
+        return cls(**record)
+
+
+def _closest(name: str, known: dict[str, Any]) -> str:
+    """``'depth]codec' (did you mean 'depth_codec'?)`` for a name one or two characters off a known one."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    return f"{name!r} (did you mean {match[0]!r}?)" if match else repr(name)
 
 
 @dataclass

@@ -6,7 +6,8 @@ Two modes, as in open_clip:
 - resampled (training): each reader draws shards with replacement from its own seeded stream, forever; the
   caller bounds an epoch with ``with_epoch``.
 
-Corrupt samples (truncated tar, undecodable member) are skipped, logged and counted by a :class:`SkipCounter`.
+Every sample's bytes are checked against its checksums (``shards.integrity``) before it is decoded; a damaged sample
+is skipped, and the samples a broken tar never delivered are counted as lost, by a :class:`SkipCounter`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import webdataset as wds
 from webdataset.utils import pytorch_worker_info
 
 from shards.codec import decode_sample
+from shards.tarstream import SkipCounter, checked_samples, decoded_samples
 from shards.writer import SHARD_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -70,24 +72,6 @@ def expand_shard_urls(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     return unique
 
 
-class SkipCounter:
-    """A WebDataset handler that logs and counts a corrupt sample or shard instead of stopping the run.
-
-    Each DataLoader worker holds its own copy; the count a worker reaches appears in its log lines.
-    """
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.count = 0
-        self.limit = limit
-
-    def __call__(self, exception: Exception) -> bool:
-        self.count += 1
-        logger.warning("skipped a corrupt sample or shard (%d so far in this reader): %r", self.count, exception)
-        if self.limit is not None and self.count > self.limit:
-            raise RuntimeError(f"more than {self.limit} corrupt samples: the shards are broken") from exception
-        return True
-
-
 def split_shards(
     urls: Iterator[dict], rank: int | None = None, world_size: int | None = None,
     worker: int | None = None, num_workers: int | None = None,
@@ -120,12 +104,14 @@ def build_pipeline(
     rank: int | None = None,
     world_size: int | None = None,
     skip_counter: SkipCounter | None = None,
+    checksums: bool = True,
 ) -> wds.DataPipeline:
     """The one reader of shards. Yields decoded :class:`~shards.format.DepthSample` (then ``transform``).
 
     ``training=True``: resampled shards (unless ``resampled=False``) and a sample shuffle buffer on the raw
     bytes; bound it with ``.with_epoch(n)``. ``training=False``: every sample exactly once, in shard order,
     split across nodes and workers when ``split`` (set ``split=False`` to read everything in one process).
+    ``checksums=False`` skips the sha256 of every member (counting lost samples still works).
     """
     urls = expand_shard_urls(urls)
     resampled = training if resampled is None else resampled
@@ -139,11 +125,11 @@ def build_pipeline(
             stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed))
         if split:
             stages.append(functools.partial(split_shards, rank=rank, world_size=world_size))
-    stages.append(wds.tarfile_to_samples(handler=handler))
+    stages.append(functools.partial(checked_samples, counter=handler, checksums=checksums))
     if training and shuffle_buffer > 1:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 500), seed=seed))
     if decode is not None:
-        stages.append(wds.map(decode, handler=handler))
+        stages.append(functools.partial(decoded_samples, decode=decode, counter=handler))
     if transform is not None:
         stages.append(wds.map(transform, handler=handler))
     return wds.DataPipeline(*stages)

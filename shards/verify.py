@@ -2,32 +2,33 @@
 
 The reader skips and counts what it cannot decode, so a broken shard set would train quietly on fewer samples;
 this is the full check before that happens. Per shard: the tar reads to its end-of-archive marker, its stats json
-exists (a shard without one is unfinished) and its count matches. Per sample: members are exactly ``jpg``, one
-known label codec and ``json``; the json parses; the label decodes to 16-bit codes that span 1..65535 as the
-encoder writes them (an 8-bit label cannot), its range is finite, its values are finite; image, label and json
-agree in size. Across shards: every key is unique.
+exists (a shard without one is unfinished), its count matches, and (format 2) every member it lists is present with
+its size and sha256, in order; the stats json matches the sha256 its run's summary recorded. Per sample: its members'
+sha256 match; members are exactly ``jpg``, one known label codec and ``json``; the json parses strictly; the label
+decodes to 16-bit codes that span 1..65535 as the encoder writes them (an 8-bit label cannot), its range is finite,
+its values are finite; image, label and json agree in size. Across shards: every key is unique. Every damaged and
+every missing sample is named; each shard reports samples expected, intact, damaged and missing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import tarfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-import webdataset as wds
-from webdataset.tariterators import base_plus_ext
 
 from shards.codec import LABEL_CODECS, decode_jpeg, label_codec
-from shards.format import FIRST_VALID_CODE, LAST_VALID_CODE, SampleMeta, check_key, decode_label_codes
+from shards.format import FIRST_VALID_CODE, FORMAT_VERSION, LAST_VALID_CODE, SampleMeta, check_key, decode_label_codes
 from shards.reader import expand_shard_urls
-from shards.writer import read_stats
+from shards.tarstream import ShardCheck, TarSample, is_local, load_stats, open_stream, tar_samples
+from shards.writer import STATS_SHA256_FIELD, file_sha256, stats_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,18 @@ class ShardResult:
     codecs: Counter = field(default_factory=Counter)
     rejects: Counter = field(default_factory=Counter)  # from the stats json, by reason
     problems: list[Problem] = field(default_factory=list)
+    expected: int | None = None  # samples the stats json promises (None without one)
+    intact: int = 0  # samples whose bytes match their checksums and pass every check
+    damaged: int = 0  # samples read with a problem
+    missing: int = 0  # samples the stats json promises that the tar does not deliver
+    checksums: bool = True  # False for a shard written before format version 2
+
+    def line(self) -> str:
+        expected = "?" if self.expected is None else self.expected
+        state = "ok" if not self.problems else f"{len(self.problems)} problem(s)"
+        checksums = "" if self.checksums else ", no checksums"
+        return (f"SHARD {self.url}: expected {expected}, intact {self.intact}, damaged {self.damaged}, "
+                f"missing {self.missing}{checksums}: {state}")
 
 
 @dataclass
@@ -75,6 +88,12 @@ class VerifyReport:
     codecs: Counter = field(default_factory=Counter)
     rejects: Counter = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
+    expected: int = 0
+    intact: int = 0
+    damaged: int = 0
+    missing: int = 0
+    without_checksums: int = 0  # shards written before format version 2
+    shard_lines: list[str] = field(default_factory=list)  # one per shard with a problem
 
     @property
     def ok(self) -> bool:
@@ -84,6 +103,7 @@ class VerifyReport:
         lines = [str(problem) for problem in self.problems[:_MAX_PROBLEMS_PRINTED]]
         if len(self.problems) > _MAX_PROBLEMS_PRINTED:
             lines.append(f"... and {len(self.problems) - _MAX_PROBLEMS_PRINTED} more problems")
+        lines += self.shard_lines[:_MAX_PROBLEMS_PRINTED]
 
         def counts(counter: Counter) -> str:
             return ", ".join(f"{name} {count}" for name, count in sorted(counter.items())) or "none"
@@ -94,56 +114,41 @@ class VerifyReport:
             f"({self.bytes / max(self.samples, 1) / 1024:.1f} KiB per sample)",
             f"sizes: {counts(sizes)}; kinds: {counts(self.kinds)}; label codecs: {counts(self.codecs)}",
             f"rejects (from stats): {counts(self.rejects)}",
+            f"samples expected {self.expected}, intact {self.intact}, damaged {self.damaged}, missing {self.missing}",
+        ]
+        if self.without_checksums:
+            lines.append(
+                f"no checksums: {self.without_checksums} of {self.shards} shard(s) were written before format version "
+                f"{FORMAT_VERSION}; their structure and labels were checked, a changed byte that still decodes cannot "
+                "be seen (python -m shards repair DIR --out NEW writes them with checksums)"
+            )
+        lines += [
             f"{'OK' if self.ok else 'FAILED'}: {len(self.problems)} problem(s)",
         ]
         return "\n".join(lines)
 
 
-def _open_stream(url: str) -> BinaryIO:
-    return wds.gopen(url, "rb") if "://" in url or url.startswith("pipe:") else open(url, "rb")
+def format_problems(
+    sample: TarSample, kinds: Counter | None = None, codecs: Counter | None = None, sizes: Counter | None = None
+) -> list[str]:
+    """What breaks the format's rules in one sample (members, record, label, image, sizes); counts its kind, codec
+    and size into the counters given."""
+    problems: list[str] = []
+    extensions = Counter(name[len(sample.key) + 1 :] for name, _ in sample.members)
+    problems += [f"member .{name} appears twice" for name, n in extensions.items() if n > 1]
+    _check_sample(sample.raw(""), problems.append, kinds if kinds is not None else Counter(),
+                  codecs if codecs is not None else Counter(), sizes if sizes is not None else Counter())
+    return problems
 
 
-def _tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(fileobj=stream, mode="r|*") as tar:
-        for member in tar:
-            if member.isfile():
-                handle = tar.extractfile(member)
-                assert handle is not None
-                yield member.name, handle.read()
-
-
-def _group_samples(members: Iterator[tuple[str, bytes]], result: ShardResult) -> Iterator[dict[str, Any]]:
-    """Consecutive members with the same key -> one raw sample (WebDataset's rule: key = name up to the file
-    name's first dot)."""
-    current: dict[str, Any] | None = None
-    for name, data in members:
-        key, extension = base_plus_ext(name)
-        if key is None:
-            result.problems.append(Problem(result.url, None, f"member {name!r} has no extension: not a sample member"))
-            continue
-        if current is not None and current["__key__"] != key:
-            yield current
-            current = None
-        if current is None:
-            current = {"__key__": key}
-        if extension in current:
-            result.problems.append(Problem(result.url, key, f"member .{extension} appears twice"))
-        current[extension] = data
-    if current is not None:
-        yield current
-
-
-def _check_sample(raw: dict[str, Any], result: ShardResult) -> None:
+def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Counter, codecs: Counter,
+                  sizes: Counter) -> None:
     key = raw["__key__"]
-
-    def problem(message: str) -> None:
-        result.problems.append(Problem(result.url, key, message))
-
     try:
         check_key(key)
     except ValueError as error:
         problem(str(error))
-    members = {name for name in raw if name != "__key__"}
+    members = {name for name in raw if not name.startswith("__")}
     labels = sorted(members & set(LABEL_CODECS))
     missing = [name for name in ("jpg", "json") if name not in members]
     unknown = sorted(members - set(LABEL_CODECS) - {"jpg", "json"})
@@ -160,8 +165,8 @@ def _check_sample(raw: dict[str, Any], result: ShardResult) -> None:
     except (ValueError, TypeError) as error:
         problem(f"json does not parse as the sample record: {error}")
         return
-    result.kinds[meta.kind] += 1
-    result.codecs[labels[0]] += 1
+    kinds[meta.kind] += 1
+    codecs[labels[0]] += 1
     if meta.depth_codec and meta.depth_codec != labels[0]:
         problem(f"json names label codec {meta.depth_codec!r} but the member is .{labels[0]}")
 
@@ -205,7 +210,7 @@ def _check_sample(raw: dict[str, Any], result: ShardResult) -> None:
     image_size = (int(image.shape[1]), int(image.shape[0]))
     if not (image_size == label_size == json_size):
         problem(f"sizes differ (width x height): image {image_size}, label {label_size}, json {json_size}")
-    result.sizes[image_size] += 1
+    sizes[image_size] += 1
 
 
 def _has_end_of_archive(path: Path) -> bool:
@@ -219,36 +224,71 @@ def _has_end_of_archive(path: Path) -> bool:
         return not any(handle.read(_END_OF_ARCHIVE))
 
 
-def verify_shard(url: str) -> ShardResult:
-    """Read and check one shard; never raises for a broken shard, it reports it."""
+def verify_shard(url: str, recorded_stats_sha256: str | None = None) -> ShardResult:
+    """Read and check one shard; never raises for a broken shard, it reports it. ``recorded_stats_sha256``: the
+    stats json's sha256 as a labelling summary or an import summary recorded it."""
     result = ShardResult(url=url)
-    local = Path(url) if "://" not in url and not url.startswith("pipe:") else None
+    stats, stats_problem = load_stats(url)
+    check = ShardCheck(url, stats)
+
+    def shard_problem(message: str) -> None:
+        result.problems.append(Problem(url, None, message))
+
+    if stats_problem is not None:
+        shard_problem(stats_problem)
+    if check.stats_problem is not None:
+        shard_problem(check.stats_problem)
     try:
-        with _open_stream(url) as stream:
-            for raw in _group_samples(_tar_members(stream), result):
-                result.keys.append(raw["__key__"])
-                _check_sample(raw, result)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        result.problems.append(
-            Problem(url, None, f"truncated or corrupt tar after {len(result.keys)} sample(s): {error}")
-        )
-    if local is not None:
+        with open_stream(url) as stream:
+            for sample in tar_samples(stream):
+                problems = check.add(sample)
+                if problems is None:
+                    result.problems.append(Problem(url, sample.key, f"stray member(s): {check.strays[-1]}"))
+                    continue
+                result.keys.append(sample.key)
+                if not problems:  # the bytes are the ones written: check them against the format
+                    problems = format_problems(sample, result.kinds, result.codecs, result.sizes)
+                check.record(sample.key, problems)
+                result.problems += [Problem(url, sample.key, message) for message in problems]
+    except Exception as error:  # noqa: BLE001 - a broken tar is a finding
+        last = f"; the last, {check.seen[-1]}, may be incomplete" if check.seen else ""
+        shard_problem(f"truncated or corrupt tar: it breaks after {len(check.seen)} sample(s) read{last}: {error}")
+    for key in check.missing():
+        result.problems.append(Problem(url, key, "missing: the stats json lists it, the tar does not hold it"))
+    result.expected = check.expected_count
+    result.intact, result.damaged, result.missing = check.intact, len(check.damaged), check.missing_count()
+    result.checksums = check.has_checksums
+    if is_local(url):
+        local = Path(url)
         result.bytes = local.stat().st_size
         if not _has_end_of_archive(local):
-            result.problems.append(Problem(url, None, "no end-of-archive marker: the tar is truncated"))
-        stats = read_stats(local)
-        if stats is None:
-            result.problems.append(
-                Problem(url, None, "no stats json beside it: the shard is unfinished (its writer did not close it)")
-            )
-        else:
-            if stats.get("count") != len(result.keys):
-                message = f"stats json says {stats.get('count')} samples, the tar holds {len(result.keys)}"
-                result.problems.append(Problem(url, None, message))
+            shard_problem("no end-of-archive marker: the tar is truncated")
+        if stats is not None:
+            if stats.get("count") != len(check.seen):
+                shard_problem(f"stats json says {stats.get('count')} samples, the tar holds {len(check.seen)}")
+            if check.expected is not None and stats.get("count") != len(check.expected):
+                shard_problem(f"stats json says {stats.get('count')} samples but lists {len(check.expected)}")
             for reason, keys in (stats.get("rejects") or {}).items():
                 result.rejects[reason] += len(keys) if isinstance(keys, list) else int(keys)
-    logger.debug("checked %s: %d samples, %d problems", url, len(result.keys), len(result.problems))
+        if recorded_stats_sha256 is not None and stats is not None:
+            if file_sha256(stats_path(local)) != recorded_stats_sha256:
+                shard_problem("the stats json's sha256 differs from the one its run's summary recorded: changed since")
+    logger.debug("checked %s: %d samples, %d problems", url, len(check.seen), len(result.problems))
     return result
+
+
+def recorded_stats_hashes(urls: Sequence[str]) -> dict[str, str]:
+    """Shard path -> the sha256 its stats json had when its run ended, from the ``*summary.json`` files (a
+    labelling run's ``summary.json``, an import's ``<prefix>.summary.json``) in the shards' folders."""
+    recorded: dict[str, str] = {}
+    for folder in sorted({str(Path(url).parent) for url in urls if is_local(url)}):
+        for path in sorted(Path(folder).glob("*summary.json")):
+            try:
+                hashes = json.loads(path.read_text()).get(STATS_SHA256_FIELD) or {}
+            except (OSError, ValueError, AttributeError):
+                continue
+            recorded.update({str(Path(folder) / name): sha for name, sha in hashes.items()})
+    return recorded
 
 
 def verify_shards(spec: str | Sequence[str], workers: int = 1, progress: bool = False) -> VerifyReport:
@@ -259,12 +299,14 @@ def verify_shards(spec: str | Sequence[str], workers: int = 1, progress: bool = 
     except FileNotFoundError as error:
         report.problems.append(Problem(str(spec), None, str(error)))
         return report
+    recorded = recorded_stats_hashes(urls)
+    hashes = [recorded.get(url) for url in urls]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            results: Iterator[ShardResult] = pool.map(verify_shard, urls)
+            results: Iterator[ShardResult] = pool.map(verify_shard, urls, hashes)
             report = _merge(report, results, progress)
     else:
-        report = _merge(report, map(verify_shard, urls), progress)
+        report = _merge(report, map(verify_shard, urls, hashes), progress)
     return report
 
 
@@ -274,6 +316,13 @@ def _merge(report: VerifyReport, results: Iterator[ShardResult], progress: bool)
         report.shards += 1
         report.samples += len(result.keys)
         report.bytes += result.bytes
+        report.expected += result.expected or 0
+        report.intact += result.intact
+        report.damaged += result.damaged
+        report.missing += result.missing
+        report.without_checksums += not result.checksums
+        if result.problems:
+            report.shard_lines.append(result.line())
         for name in ("sizes", "kinds", "codecs", "rejects"):
             getattr(report, name).update(getattr(result, name))
         report.problems.extend(result.problems)
@@ -284,6 +333,5 @@ def _merge(report: VerifyReport, results: Iterator[ShardResult], progress: bool)
             else:
                 first_shard[key] = result.url
         if progress:
-            state = "ok" if not result.problems else f"{len(result.problems)} problem(s)"
-            logger.info("%s: %d samples, %s", result.url, len(result.keys), state)
+            logger.info("%s", result.line())
     return report

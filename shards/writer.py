@@ -2,6 +2,9 @@
 
 Each shard is written to ``<name>.tar.tmp``, flushed and fsynced, renamed to ``<name>.tar``, and only then is its
 stats json written (also through a temporary name). A shard counts as finished when its stats json exists.
+
+Every sample is sealed as it is written (``shards.integrity.seal_sample``): its json gets the sha256 of its other
+members, and the stats json lists every member in tar order with its size and sha256.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ from typing import Any
 
 import webdataset as wds
 
+from shards.format import FORMAT_VERSION
+from shards.integrity import MemberRecord, digest, seal_sample
+
 SHARD_SUFFIX = ".tar"
 STATS_SUFFIX = ".stats.json"
 TMP_SUFFIX = ".tmp"
+
+#: The field of a labelling run's ``summary.json`` and an import's summary that maps shard name -> stats sha256.
+STATS_SHA256_FIELD = "stats_sha256"
 
 
 def shard_name(prefix: str, process: int, index: int) -> str:
@@ -39,6 +48,11 @@ def read_stats(shard_path: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a small file (a stats json), as manifests and summaries record it."""
+    return digest(Path(path).read_bytes())
 
 
 def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
@@ -68,12 +82,18 @@ class ShardWriter:
         self.count = 0
         self.keys: set[str] = set()
         self.rejects: dict[str, list[str]] = {}
+        self.members: list[MemberRecord] = []
+        self.stats_sha256: str | None = None
 
     def write(self, sample: Mapping[str, Any]) -> None:
+        """Write one sample (``__key__`` and its members; the json a :class:`~shards.format.SampleMeta` record),
+        sealed with the sha256 of its members."""
         key = sample["__key__"]
         if key in self.keys:
             raise ValueError(f"sample key {key!r} written twice to {self.path.name}")
-        self._tar.write(dict(sample))
+        sealed, records = seal_sample(sample)
+        self._tar.write(sealed)  # members in sorted order, as the records list them
+        self.members.extend(records)
         self.keys.add(key)
         self.count += 1
 
@@ -82,7 +102,8 @@ class ShardWriter:
         self.rejects.setdefault(reason, []).append(key)
 
     def close(self, **extra: Any) -> dict[str, Any]:
-        """Finish the shard: fsync, rename, then write the stats json. Returns the stats."""
+        """Finish the shard: fsync, rename, then write the stats json. Returns the stats; ``stats_sha256`` then holds
+        the sha256 of the stats json as written (for a summary to record)."""
         self._tar.close()  # closes the underlying file as well
         with open(self.tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -94,8 +115,11 @@ class ShardWriter:
             "seconds": round(time.perf_counter() - self._started, 3),
             "rejects": {reason: sorted(keys) for reason, keys in sorted(self.rejects.items())},
             **extra,
+            "format_version": FORMAT_VERSION,
+            "members": [record.as_list() for record in self.members],
         }
         write_json_atomic(stats_path(self.path), stats)
+        self.stats_sha256 = file_sha256(stats_path(self.path))
         return stats
 
     def abort(self) -> None:

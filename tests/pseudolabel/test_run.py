@@ -125,6 +125,31 @@ def test_rerun_redoes_only_unfinished_jobs(tmp_path):
     assert summary["this_run"]["jobs"] == 2 and summary["labeled"] == 10 and summary["complete"]
 
 
+def test_a_folder_labelled_before_the_checksums_resumes_and_verifies(tmp_path, capsys):
+    """Shards of format 1 (no checksums) stay as they are; the jobs redone get checksums; verify says which."""
+    from shards.cli import main as shards_main
+    from tests.shards.conftest import downgrade_shard
+
+    images, out = tmp_path / "images", tmp_path / "out"
+    _write_images(images, 10)
+    assert label(images, "identity", out, *small("--output.samples_per_shard", "4")) == 0
+    shards = sorted(out.glob("*.tar"))
+    for path in shards:
+        downgrade_shard(path)
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in json.loads((out / "summary.json").read_text())
+                                                  .items() if k != "stats_sha256"}))
+    shards[1].with_name(shards[1].name.replace(".tar", ".stats.json")).unlink()  # job 1 unfinished
+    assert label(images, "identity", out, *small("--output.samples_per_shard", "4")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["this_run"]["jobs"] == 1
+    assert sorted(summary["stats_sha256"]) == [path.name for path in shards]
+    assert sorted(read_samples(out)) == [f"{index:03d}" for index in range(10)]
+    capsys.readouterr()
+    assert shards_main(["verify", str(out), "--quiet"]) == 0
+    assert "no checksums: 2 of 3 shard(s)" in capsys.readouterr().out
+    assert "format_version" in read_stats(shards[1]) and "format_version" not in read_stats(shards[0])
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [(("--teacher.model", "TINY"), "teacher.teacher"), (("--preprocess.crop", "random"), "preprocess.crop"),

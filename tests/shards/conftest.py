@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import huggingface_hub
@@ -39,6 +40,52 @@ def write_shard(
         for key, reason in rejects:
             writer.reject(key, reason)
     return writer.path
+
+
+def legacy_json(data: bytes) -> bytes:
+    """A sample json as written before format version 2: no ``format_version``, no ``sha256``."""
+    record = json.loads(data)
+    record.pop("format_version", None)
+    record.pop("sha256", None)
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def write_legacy_shard(directory: Path, index: int, samples: Sequence[dict], prefix: str = "test", **stats) -> Path:
+    """A shard as the writer made it before format version 2: json without checksums, stats without members."""
+    import webdataset as wds
+
+    from shards.writer import shard_name, stats_path, write_json_atomic
+
+    path = Path(directory) / shard_name(prefix, 0, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle, wds.TarWriter(handle) as tar:
+        for sample in samples:
+            tar.write({**sample, "json": legacy_json(sample["json"])})
+    record = {"shard": path.name, "count": len(samples), "bytes": path.stat().st_size, "seconds": 0.0,
+              "rejects": {}, **stats}
+    write_json_atomic(stats_path(path), record)
+    return path
+
+
+def downgrade_shard(path: Path) -> None:
+    """Rewrite a finished shard as the writer made it before format version 2 (same samples and stats fields)."""
+    import io
+    import tarfile
+
+    from shards.writer import read_stats, stats_path, write_json_atomic
+
+    buffer = io.BytesIO()
+    with tarfile.open(path) as source, tarfile.open(fileobj=buffer, mode="w") as target:
+        for info in source.getmembers():
+            data = source.extractfile(info).read()
+            data = legacy_json(data) if info.name.endswith(".json") else data
+            info.size = len(data)
+            target.addfile(info, io.BytesIO(data))
+    path.write_bytes(buffer.getvalue())
+    stats = read_stats(path)
+    del stats["format_version"], stats["members"]
+    stats["bytes"] = path.stat().st_size
+    write_json_atomic(stats_path(path), stats)
 
 
 @pytest.fixture

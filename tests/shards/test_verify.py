@@ -16,7 +16,7 @@ from shards.cli import main
 from shards.codec import DEFAULT_LABEL_CODEC
 from shards.verify import verify_shards
 from shards.writer import stats_path
-from tests.shards.conftest import scene_members, write_shard
+from tests.shards.conftest import legacy_json, scene_members, write_shard
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -26,12 +26,15 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _raw_tar(path: Path, samples: list[dict], count: int | None = None) -> None:
-    """A shard written member by member, bypassing the encoder, with a stats json that states ``count``."""
+    """A shard of format 1 (no checksums) written member by member, bypassing the writer, with a stats json that
+    states ``count``: what a careless writer makes, checked by the format's rules alone."""
     with tarfile.open(path, "w") as tar:
         for sample in samples:
             for extension, data in sample.items():
                 if extension == "__key__":
                     continue
+                if extension == "json":
+                    data = legacy_json(data)
                 info = tarfile.TarInfo(f"{sample['__key__']}.{extension}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
