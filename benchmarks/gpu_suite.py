@@ -71,7 +71,7 @@ class Suite:
         self.batches = (2, 4) if self.tiny else (16, 64)
         self.teachers = list(TINY_TEACHERS) if self.tiny else list(REFERENCE_TEACHERS)
         self.label_images = 24 if self.tiny else 2048
-        self.label_workers = (0, 2) if self.tiny else (0, 8, 16)
+        self.label_runs = args.label_runs or (["0", "2"] if self.tiny else ["0", "8", "16", "8c", "16c"])
         self.student_size = (128, 96) if self.tiny else (256, 192)  # (W, H)
         self.student_batch = 4 if self.tiny else 256
         self.student = {"pretrained": False}  # the reference student; tiny: a small timm test encoder
@@ -263,13 +263,15 @@ def section_labelling(suite: Suite) -> dict[str, Any]:
     make_inputs(inputs, suite.label_images, unique=12 if suite.tiny else 48)
     folder = teacher_folder(suite, suite.teachers[0])
     records: dict[str, Any] = {"images": suite.label_images, "input_size": [683, 512]}
-    for workers in suite.label_workers:
-        output = suite.work / f"labels_w{workers}"
+    for run_name in suite.label_runs:  # decode workers, "c": the teacher compiled (runtime.compile_teacher)
+        workers, compiled = int(run_name.rstrip("c")), run_name.endswith("c")
+        output = suite.work / f"labels_{run_name}"
         argv = [
             "--source.path", str(inputs), "--source.sample_count", "0", "--teacher.model", str(folder),
             "--output.dir", str(output), "--output.samples_per_shard", "256" if not suite.tiny else "8",
             "--runtime.batch_size", str(suite.batches[-1]), "--runtime.num_workers", str(workers),
             "--runtime.progress", "false", "--runtime.log_level", "WARNING",
+            "--runtime.compile_teacher", "true" if compiled else "false",
         ]
         if suite.tiny:
             argv += ["--teacher.short_side", "96"]
@@ -279,7 +281,7 @@ def section_labelling(suite: Suite) -> dict[str, Any]:
         summary = run(config, resolved)
         sampler.stop.set()
         process = summary["this_run"]["processes"][0]
-        records[f"workers_{workers}"] = {
+        records[f"workers_{workers}" + ("_compiled" if compiled else "")] = {
             "images_per_s": process["images_per_second"], "labeled": summary["labeled"],
             "rejected": summary["rejected"], "gpu_busy_fraction": sampler.fraction(),
             "teacher_share_of_wall": round(process["teacher_seconds"] / process["seconds"], 3),
@@ -386,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is present")
     parser.add_argument("--tiny", action="store_true", help="tiny models and data: the code path in seconds")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--label-runs", nargs="+", help="labelling runs: decode workers, 'c' = compiled teacher")
     args = parser.parse_args(argv)
     suite = Suite(args)
     failures = 0

@@ -80,6 +80,7 @@ class RuntimeConfig:
     prefetch_factor: int = 4  # batches each worker keeps ready
     encode_threads: int = 4  # label-encoding threads in the writer
     queue_batches: int = 8  # labelled batches waiting for the writer before inference waits
+    compile_teacher: bool = False  # torch.compile the teacher (GPU: ~2x images/s after ~40 s of compiling)
     progress: bool = True  # tqdm bar on the main process
     log_level: str = "INFO"
 

@@ -326,6 +326,8 @@ def _run(accelerator: Accelerator, config: PseudolabelConfig, resolved_yaml: str
         config.teacher.model, revision=config.teacher.revision, device=accelerator.device,
         flip_tta=config.teacher.flip_tta, precision=config.teacher.precision, short_side=config.teacher.short_side,
     )
+    if config.runtime.compile_teacher:
+        teacher.compile(config.runtime.batch_size, config.preprocess.height, config.preprocess.width)
     manifest = build_manifest(config, listing, teacher, len(jobs))
     message: list[Any] = [None]
     if accelerator.is_main_process:

@@ -183,3 +183,16 @@ def test_reference_teacher_configs_have_the_published_sizes(name):
         model = AutoModelForDepthEstimation.from_config(reference_config(name))
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     assert round(millions, 1) == REFERENCE_TEACHERS[name][1]
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_a_fixed_batch_pads_and_returns_only_the_real_maps(tiny_teachers, flip_tta):
+    """A compiled teacher sees one batch shape: a short batch is padded to it, and only its own maps come back."""
+    plain = load_teacher(str(tiny_teachers["dpt"]), short_side=96, flip_tta=flip_tta)
+    padded = load_teacher(str(tiny_teachers["dpt"]), short_side=96, flip_tta=flip_tta)
+    padded.fixed_batch = 5
+    seen = Recorder(padded.network)
+    padded.network = seen
+    batch = images(3)
+    torch.testing.assert_close(padded(batch), plain(batch), rtol=1e-5, atol=1e-5)
+    assert seen.seen[0].shape[0] == (10 if flip_tta else 5)
