@@ -21,20 +21,16 @@ its error and the next one runs):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +41,8 @@ import torch  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.gpu_timing import BusySampler, timed_rate  # noqa: E402
+from benchmarks.gpu_training import section_training  # noqa: E402
 from benchmarks.pseudolabel_pipeline import make_inputs  # noqa: E402
 from pseudolabel.teachers import load_teacher  # noqa: E402
 from pseudolabel.tiny_teacher import (  # noqa: E402
@@ -70,7 +68,7 @@ class Suite:
         self.size = (96, 128) if self.tiny else (384, 512)  # teacher input (H, W)
         self.batches = (2, 4) if self.tiny else (16, 64)
         self.teachers = list(TINY_TEACHERS) if self.tiny else list(REFERENCE_TEACHERS)
-        self.label_images = 24 if self.tiny else 2048
+        self.label_images = 16 if self.tiny else 2048
         self.label_runs = args.label_runs or (["0", "2"] if self.tiny else ["0", "8", "16", "8c", "16c"])
         self.student_size = (128, 96) if self.tiny else (256, 192)  # (W, H)
         self.student_batch = 4 if self.tiny else 256
@@ -105,33 +103,9 @@ class Suite:
 def environment(device: torch.device) -> dict[str, Any]:
     import transformers
 
-    record = {
-        "date": datetime.date.today().isoformat(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cpu_count": os.cpu_count(),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-    }
-    return record
-
-
-def timed_rate(suite: Suite, step: Callable[[], Any], items_per_call: int, budget: float, warmup: int = 2,
-               min_calls: int = 3) -> dict[str, float]:
-    """Calls ``step`` ``warmup`` times, then until ``budget`` seconds and ``min_calls`` calls have passed.
-    Returns the median seconds per call and the items/s it gives."""
-    for _ in range(warmup):
-        step()
-    suite.synchronize()
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - started < budget:
-        begun = time.perf_counter()
-        step()
-        suite.synchronize()
-        times.append(time.perf_counter() - begun)
-    median = statistics.median(times)
-    return {"calls": len(times), "median_s": round(median, 5), "items_per_s": round(items_per_call / median, 1)}
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
+    return {"date": datetime.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "cpu_count": os.cpu_count(), "device": name}
 
 
 def teacher_folder(suite: Suite, name: str) -> Path:
@@ -203,21 +177,20 @@ def section_label_precision(suite: Suite) -> dict[str, Any]:
     name = suite.teachers[0]
     folder = teacher_folder(suite, name)
     height, width = suite.size
-    images = torch.from_numpy(__import__("numpy").stack(
-        [render_scene(seed, width, height).image for seed in range(4 if suite.tiny else 16)]
-    ))
+    images = torch.stack([torch.from_numpy(render_scene(seed, width, height).image)
+                          for seed in range(4 if suite.tiny else 16)])
     maps = {}
     for precision in ("fp32", "bf16"):
         teacher = load_teacher(str(folder), device=suite.device, short_side=height, precision=precision)
-        maps[precision] = torch.cat([teacher(images[i : i + 4]) for i in range(0, len(images), 4)])
+        maps[precision] = torch.cat([teacher(chunk) for chunk in images.split(4)])
         if precision == "bf16":
             del teacher.network.model.head.forward  # the old behaviour: the head under bf16 autocast too
-            maps["bf16_head"] = torch.cat([teacher(images[i : i + 4]) for i in range(0, len(images), 4)])
+            maps["bf16_head"] = torch.cat([teacher(chunk) for chunk in images.split(4)])
     reference = maps["fp32"]
     span = (reference.flatten(1).amax(1) - reference.flatten(1).amin(1)).clamp(min=1e-12)[:, None, None]
     records: dict[str, Any] = {"teacher": name, "images": len(images)}
-    for label, values in (("bf16_backbone_fp32_head", maps["bf16"]), ("bf16_everywhere", maps["bf16_head"]),
-                          ("fp32", reference)):
+    runs = {"bf16_backbone_fp32_head": maps["bf16"], "bf16_everywhere": maps["bf16_head"], "fp32": reference}
+    for label, values in runs.items():
         relative = ((values - reference).abs() / reference.abs().clamp(min=1e-6)).flatten()
         code_steps = ((values - reference).abs() / span * 65534).flatten()
         records[label] = {
@@ -227,30 +200,6 @@ def section_label_precision(suite: Suite) -> dict[str, Any]:
             "median_error_in_16bit_code_steps": float(code_steps.median()),
         }
     return records
-
-
-class BusySampler(threading.Thread):
-    """The GPU's busy percentage from NVML every 0.1 s while the block runs (None without NVML or a GPU)."""
-
-    def __init__(self, device: torch.device) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[int] = []
-        self.stop = threading.Event()
-        self.handle = None
-        if device.type == "cuda":
-            with contextlib.suppress(Exception):
-                import pynvml
-
-                pynvml.nvmlInit()
-                self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-                self.read = lambda: pynvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
-
-    def run(self) -> None:
-        while self.handle is not None and not self.stop.wait(0.1):
-            self.samples.append(self.read())
-
-    def fraction(self) -> float | None:
-        return round(statistics.mean(self.samples) / 100, 3) if self.samples else None
 
 
 def section_labelling(suite: Suite) -> dict[str, Any]:
@@ -288,89 +237,6 @@ def section_labelling(suite: Suite) -> dict[str, Any]:
             "loader_wait_s": process["loader_wait_seconds"], "writer_wait_s": process["writer_wait_seconds"],
         }
         suite.results["shards_for_training"] = str(output)
-    return records
-
-
-def section_training(suite: Suite) -> dict[str, Any]:
-    from distill.config import DistillConfig
-    from distill.data import build_train_loader
-    from distill.losses import build_loss
-    from distill.optim import build_optimizer
-    from distill.students import StudentConfig, create_student
-    from shards.config import parse_config
-
-    width, height = suite.student_size
-    batch = suite.student_batch
-    records: dict[str, Any] = {"size": [width, height], "batch": batch}
-    loss_fn = build_loss()
-    image = torch.rand(batch, 3, height, width, device=suite.device).contiguous(memory_format=torch.channels_last)
-    target = torch.rand(batch, 1, height, width, device=suite.device) + 0.1
-    valid = torch.ones_like(target, dtype=torch.bool)
-    is_metric = torch.zeros(batch, dtype=torch.bool, device=suite.device)
-    autocast = torch.autocast(suite.device.type, dtype=torch.bfloat16)
-    for variant, compiled, host_reads in (("eager", False, False), ("eager_host_reads_per_step", False, True),
-                                          ("compiled", True, False)):
-        torch.manual_seed(0)
-        model = create_student(StudentConfig(**suite.student)).to(suite.device, memory_format=torch.channels_last)
-        optimizer = build_optimizer(model, 1e-3, (0.9, 0.999), 1e-4, suite.device)
-        forward = torch.compile(model, backend=suite.compile_backend) if compiled else model
-
-        def step(forward=forward, optimizer=optimizer, host_reads=host_reads) -> None:
-            with autocast:
-                prediction = forward(image)
-            parts = loss_fn(prediction.float(), target, valid, is_metric, image, None)
-            parts["loss"].backward()
-            if host_reads:  # what the loop did before: each loss part and the non-finite flag read every step
-                _ = [float(value.detach()) for value in parts.values()]
-                _ = float((~torch.isfinite(parts["loss"].detach())).float())
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        started = time.perf_counter()
-        step()
-        suite.synchronize()
-        first_step_s = round(time.perf_counter() - started, 1)
-        suite.reset_peak()
-        records[variant] = {**timed_rate(suite, step, batch, suite.seconds(8)), "first_step_s": first_step_s,
-                            "peak_gib": suite.peak_gib()}
-    shards = suite.results.get("shards_for_training")
-    if shards is None:
-        raise RuntimeError("the labelling section wrote no shards to train on")
-    base = ["--data.train", shards, "--data.size", json.dumps([width, height]), "--data.batch_size", str(batch),
-            "--data.shuffle_buffer", "64" if suite.tiny else "1000"]
-    for key, value in suite.student.items():
-        base += [f"--student.{key}", value if isinstance(value, str) else json.dumps(value)]
-    for workers in suite.loader_workers:
-        config, _ = parse_config(DistillConfig, base + ["--data.num_workers", str(workers)], prog="distill.py")
-        count = 4 if suite.tiny else 10 * workers  # ~10 batches per worker, after its shuffle buffer filled
-        loader = iter(build_train_loader(config.data, seed=0, epoch=0, batches=count))
-        next(loader)  # workers started and their shuffle buffers filled
-        started = time.perf_counter()
-        got = sum(1 for _ in loader)
-        records[f"loader_workers_{workers}"] = {
-            "images_per_s": round(got * batch / (time.perf_counter() - started), 1), "batches": got
-        }
-    steps = 6 if suite.tiny else 60
-    output = suite.work / "distill"
-    argv = base + ["--data.num_workers", str(suite.loader_workers[-1]), "--train.steps", str(steps),
-                   "--log.every", str(steps // 3), "--log.images_every", "0", "--log.tensorboard", "false",
-                   "--checkpoint.every", str(10 * steps), "--optim.warmup_steps", "1", "--output.dir", str(output)]
-    # the real command in its own process: Accelerate's precision is fixed per process, and the labelling section
-    # already made this one's state
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "bf16" if suite.device.type == "cuda" else "no", "--dynamo_backend", "no"]
-    if suite.device.type == "cpu":
-        launch.append("--cpu")
-    sampler = BusySampler(suite.device)
-    sampler.start()
-    subprocess.run([*launch, str(REPO_ROOT / "distill.py"), *argv], check=True, cwd=REPO_ROOT)
-    sampler.stop.set()
-    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    records["distill_loop"] = {
-        "steps": metrics[-1]["step"], "loader_workers": suite.loader_workers[-1],
-        "images_per_s_after_first_interval": [round(m["train/samples_per_s"], 1) for m in metrics[1:]],
-        "gpu_busy_fraction": sampler.fraction(),
-    }
     return records
 
 

@@ -1,0 +1,33 @@
+"""The GPU suite's code path, on tiny models on the CPU (``--cpu --tiny``), so it cannot rot between GPU sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_suite_runs_every_section_on_tiny_models(tmp_path) -> None:
+    out = tmp_path / "suite.json"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--cpu", "--tiny", "--out", str(out)],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    sections = json.loads(out.read_text())["sections"]
+    assert list(sections) == ["teachers", "label_precision", "labelling", "training"]
+    assert not [name for name, record in sections.items() if "error" in record]
+    assert sections["teachers"]["dpt_hybrid"]["batch_4"]["items_per_s"] > 0
+    assert sections["teachers"]["dpt_hybrid"]["precisions"]["head"] == "float32"
+    precision = sections["label_precision"]
+    assert precision["bf16_backbone_fp32_head"]["distinct_values_per_map"] > (
+        precision["bf16_everywhere"]["distinct_values_per_map"]
+    )
+    labelling = sections["labelling"]
+    assert all(labelling[f"workers_{w}"]["labeled"] == labelling["images"] for w in (0, 2))
+    assert sections["training"]["distill_loop"]["steps"] == 6
