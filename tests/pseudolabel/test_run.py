@@ -167,6 +167,20 @@ def test_a_changed_run_on_the_same_folder_is_refused(tiny_teachers, tmp_path, ca
     assert sorted(path.name for path in out.iterdir()) == before
 
 
+def test_a_folder_labelled_with_the_old_precision_record_is_refused_with_what_to_do(tmp_path, capsys):
+    """Before the float32 head, the manifest held one precision string; a resume must say what changed."""
+    images, out = tmp_path / "images", tmp_path / "out"
+    _write_images(images, 4)
+    assert label(images, "identity", out, *small("--output.samples_per_shard", "4")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["teacher"]["precision"] == {"backbone": "float32", "head": "float32", "output": "float32"}
+    manifest["teacher"]["precision"] = "float32"  # as written before the change
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert label(images, "identity", out, *small("--output.samples_per_shard", "4")) == 1
+    message = capsys.readouterr().err
+    assert "teacher.precision" in message and "new output.dir" in message
+
+
 def _nan_or_luminance(pixels: torch.Tensor) -> torch.Tensor:
     """Luminance, but NaN for an image whose top-left pixel is pure red: a teacher gone wrong on one input."""
     depth = pixels.mean(dim=1)
