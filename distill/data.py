@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
 from distill.integrity import READS_FIELD, ReadTally, tally_for
-from shards.format import METRIC_DEPTH, STUDENT_SIZE, DepthSample
+from shards.format import METRIC_DEPTH, STUDENT_SIZE, DepthSample, check_input_size
 from shards.reader import SkipCounter, build_pipeline, expand_shard_urls
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ class DataConfig:
     max_damaged_fraction: float = 0.01  # stop when more of the samples read are damaged or lost (see distill.integrity)
 
     def __post_init__(self) -> None:
-        width, height = self.size
-        if width % 32 or height % 32:
-            raise ValueError(f"data.size {width}x{height} (W x H): both sides must be multiples of 32")
+        check_input_size(*self.size, "data.size")
         if not 0.0 <= self.max_damaged_fraction <= 1.0:
             raise ValueError(f"data.max_damaged_fraction must lie in [0, 1], got {self.max_damaged_fraction}")
 

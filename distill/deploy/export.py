@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         record["int8"] = {
             "onnx": str(int8_path),
             "mode": args.int8_mode,
-            "calibration": args.calibration or "generated scenes (+ the NYU frame when present)",
+            "calibration": args.calibration or "generated scenes",
             "calibration_pictures": len(calibration) if args.int8_mode == "static" else 0,
             "difference_to_fp32": change,
         }

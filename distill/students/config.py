@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from distill.students._registry import architecture
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 
 __all__ = ["OUTPUT_ACTIVATIONS", "PREDICTIONS", "STUDENT_ARCHITECTURE", "UPSAMPLE_MODES", "StudentConfig",
            "student_output_kind"]
@@ -85,4 +86,4 @@ class StudentConfig:
 
 def student_output_kind(config: StudentConfig) -> str:
     """The evaluation's name for what a student predicts: ``relative_inverse_depth`` or ``metric_depth``."""
-    return "metric_depth" if config.prediction == "depth" else "relative_inverse_depth"
+    return METRIC_DEPTH if config.prediction == "depth" else RELATIVE_INVERSE_DEPTH

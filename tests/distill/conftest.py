@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from distill.students import StudentConfig, create_student, save_student  # noqa: E402
 from shards.codec import encode_sample  # noqa: E402
-from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta  # noqa: E402
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta, inverse_depth  # noqa: E402
 from shards.scenes import render_scene, write_scene_folder  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
@@ -57,7 +57,7 @@ def write_scene_shards(
                 index = seed + shard * per_shard + item
                 scene = render_scene(index, width, height, holes=holes)
                 valid = scene.valid & (scene.depth > 0)
-                inverse = np.where(valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0)
+                inverse = inverse_depth(scene.depth, valid)
                 label = inverse if kind == RELATIVE_INVERSE_DEPTH else scene.depth
                 key = f"scenes/{prefix}_{index:06d}"
                 meta = SampleMeta(source=f"scene:{index}", kind=kind, source_size=size, size=size)

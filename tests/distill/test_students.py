@@ -74,7 +74,7 @@ def test_every_architecture_saves_loads_and_exports_with_parity(architecture: st
     with torch.no_grad():
         assert torch.equal(loaded(images), model(images))
     onnx_path = export_onnx(loaded, tmp_path / "student.onnx", height=96, width=128)
-    report = check_parity(loaded, onnx_path, parity_inputs(96, 128, use_nyu_frame=False))
+    report = check_parity(loaded, onnx_path, parity_inputs(96, 128))
     assert report.passed
 
 

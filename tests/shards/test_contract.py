@@ -20,6 +20,7 @@ from shards.format import (
     check_key,
     decode_label_codes,
     encode_label_codes,
+    inverse_depth,
     key_from_relative_path,
 )
 from shards.reader import build_pipeline
@@ -28,7 +29,7 @@ from tests.shards.conftest import full_size_label, write_shard
 
 def _teacher_like_label(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Relative inverse depth with exact zeros (a ReLU head), from a scene's metric depth."""
-    inverse = np.where(valid, 1.0 / np.maximum(depth, 1e-3), 0.0).astype(np.float32)
+    inverse = inverse_depth(depth, valid).astype(np.float32)
     return np.maximum(inverse * 7.3 - 0.4, 0.0).astype(np.float32)
 
 
