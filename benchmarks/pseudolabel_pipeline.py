@@ -47,7 +47,7 @@ from shards.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
 PLACES_SIZE = (683, 512)  # Places365 "large" images: short side 512
-DPT_HYBRID_GMAC = 173  # per 384x512 image (STACK.md, measured with FlopCounterMode)
+DPT_HYBRID_GMAC = 173  # per 384x512 image (measured with torch's FlopCounterMode)
 H100_BF16_DENSE_TFLOPS = 989  # SXM, dense (no sparsity)
 UTILISATION_RANGE = (0.25, 0.40)  # plausible share of peak for a ViT-B + ResNet + conv decoder in eager bf16
 CORES_ON_THE_GPU_MACHINE = 16

@@ -2,7 +2,7 @@
 
 Training: each shard set is read by ``shards.reader.build_pipeline(training=True)`` (resampled shards, a sample
 shuffle buffer), several sets are mixed with weights, each sample gets a random resized crop (512x384 -> 256x192 by
-default; image bilinear with antialiasing, label and mask nearest-exact, DECISIONS.md), a horizontal flip and a
+default; image bilinear with antialiasing, label and mask nearest-exact, docs/decisions.md), a horizontal flip and a
 colour jitter, and ``with_epoch`` bounds every reader so that each rank runs the same number of steps.
 
 Determinism (for exact resume): the stream is cut into *data epochs* of ``data.epoch_steps`` optimizer steps; data
@@ -17,7 +17,7 @@ its counts ride with each batch to the training process (``distill.integrity``),
 
 Validation: the held-out shards, every sample exactly once, split by node and worker; each sample is resized to the
 training size without augmentation. The loaders are plain torch DataLoaders, never passed to
-``accelerator.prepare`` (STACK.md: prepare breaks WebDataset splitting).
+``accelerator.prepare`` (prepare breaks WebDataset splitting: docs/library-notes.md, "Accelerate").
 
 Everything a worker runs is a module-level class or function (workers may pickle the pipeline).
 """

@@ -92,7 +92,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 class TorchRunner:
-    """A student from its folder, in eval mode; channels_last on CPU (about 1.35x faster there, STACK.md)."""
+    """A student from its folder, in eval mode; channels_last on CPU (faster there: BENCHMARKS.md, student latency)."""
 
     def __init__(
         self, folder: str | os.PathLike, width: int | None = None, height: int | None = None, device: str = "auto"
