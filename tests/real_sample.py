@@ -1,8 +1,9 @@
 """Where the real NYU frame lives, for the tests and benchmarks that use it.
 
 The frame (``rgb.png``, ``depth.npy``, ``fastdepth_pred.npy``: one NYU Depth v2 frame with FastDepth's prediction,
-from the FastDepth repository under its own licence) is never part of this repository: its folder is named by the environment variable ``DEPTH_DISTILL_REAL_SAMPLE``
-(``.ci/run`` sets it when the folder exists beside the checkout), and what needs it is skipped without it.
+from the FastDepth repository under its own licence) is never part of this repository: its folder is named by the
+environment variable ``DEPTH_DISTILL_REAL_SAMPLE`` (``.ci/run`` sets it when the folder exists beside the checkout),
+and what needs it is skipped without it.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from distill.students import (
     save_student,
 )
 from shards.config import load_config
+from tests.distill.conftest import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "configs" / "distill").glob("*.yaml"))
@@ -40,10 +41,8 @@ def _config(architecture: str, **overrides) -> StudentConfig:
 
 @pytest.fixture(autouse=True, scope="module")
 def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(2):
+        yield
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
