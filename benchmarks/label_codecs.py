@@ -2,8 +2,9 @@
 usual alternatives (PIL PNG at compress levels 1 and 6, OpenCV PNG), on realistic 512x384 16-bit labels.
 
 Labels: the inverse depth of generated scenes (smooth surfaces, sharp occlusion edges, as a teacher's output
-is smooth with edges), and, when ``../shared`` is present, the real NYU frame's ground-truth inverse depth and
-FastDepth's prediction, upsampled bicubically to 512x384. Every codec must give the codes back exactly.
+is smooth with edges), and, when ``DEPTH_DISTILL_REAL_SAMPLE`` names the real NYU frame's folder (see
+``tests/real_sample.py``), its ground-truth inverse depth and FastDepth's prediction, upsampled bicubically to
+512x384. Every codec must give the codes back exactly.
 
     python benchmarks/label_codecs.py [--repeats 15] [--scenes 6]
 
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, decode_jpeg, encode_jpeg
-from shards.format import SAMPLE_SIZE, encode_label_codes
-from shards.scenes import render_scene
-
 ROOT = Path(__file__).resolve().parents[1]
-NYU_SAMPLE = ROOT.parent / "shared" / "data" / "nyu-fastdepth-sample"
+sys.path.insert(0, str(ROOT))
+
+from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, decode_jpeg, encode_jpeg  # noqa: E402
+from shards.format import SAMPLE_SIZE, encode_label_codes, inverse_depth  # noqa: E402
+from shards.scenes import render_scene  # noqa: E402
+from tests.real_sample import real_sample_folder  # noqa: E402
 
 
 def _pil_png(level: int) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
@@ -84,11 +87,14 @@ def labels(scene_count: int) -> dict[str, np.ndarray]:
     found = {}
     for seed in range(scene_count):
         scene = render_scene(1000 + seed, width, height)
-        found[f"scene {1000 + seed}"] = encode_label_codes(1.0 / scene.depth)[0]
-    if NYU_SAMPLE.is_dir():
-        for name in ("depth.npy", "fastdepth_pred.npy"):
-            depth = np.load(NYU_SAMPLE / name)
-            found[f"NYU {name}"] = encode_label_codes(_resize(1.0 / np.maximum(depth, 1e-3), (width, height)))[0]
+        found[f"scene {1000 + seed}"] = encode_label_codes(inverse_depth(scene.depth))[0]
+    folder, why = real_sample_folder()
+    if folder is None:
+        print(f"{why}: generated scenes only", file=sys.stderr)
+        return found
+    for name in ("depth.npy", "fastdepth_pred.npy"):
+        depth = np.load(folder / name)
+        found[f"NYU {name}"] = encode_label_codes(_resize(inverse_depth(depth), (width, height)))[0]
     return found
 
 

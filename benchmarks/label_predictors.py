@@ -3,9 +3,10 @@
     python benchmarks/label_predictors.py [--repeats 200]
 
 Each predictor's residual goes through the same zigzag, byte planes and zstd level 1 as ``depth16.dzst``
-(``shards.codec``). Labels: the real NYU frame's inverse depth upsampled to 512x384 (when ``../shared`` is present)
-and three generated scenes. Times: the prefix sums that undo each predictor on a 512x384 uint16 array (the 2-D one
-needs a horizontal and a vertical sum, the others one), median of ``--repeats``. Writes
+(``shards.codec``). Labels: the real NYU frame's inverse depth upsampled to 512x384 (when
+``DEPTH_DISTILL_REAL_SAMPLE`` names its folder, see ``tests/real_sample.py``) and three generated scenes. Times:
+the prefix sums that undo each predictor on a 512x384 uint16 array (the 2-D one needs a horizontal and a vertical
+sum, the others one), median of ``--repeats``. Writes
 ``benchmarks/results/label_predictors.json``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,12 +23,13 @@ import numpy as np
 import zstandard
 from PIL import Image
 
-from shards import codec
-from shards.format import encode_label_codes
-from shards.scenes import render_scene
-
 ROOT = Path(__file__).resolve().parents[1]
-NYU_DEPTH = ROOT.parent / "shared" / "data" / "nyu-fastdepth-sample" / "depth.npy"
+sys.path.insert(0, str(ROOT))
+
+from shards import codec  # noqa: E402
+from shards.format import encode_label_codes, inverse_depth  # noqa: E402
+from shards.scenes import render_scene  # noqa: E402
+from tests.real_sample import real_sample_folder  # noqa: E402
 
 
 def _planes(residual: np.ndarray) -> bytes:
@@ -51,12 +54,16 @@ def vertical_residual(codes: np.ndarray) -> np.ndarray:
 
 def labels() -> dict[str, np.ndarray]:
     found = {}
-    if NYU_DEPTH.is_file():
-        depth = np.asarray(Image.fromarray(np.load(NYU_DEPTH).astype(np.float32)).resize((512, 384), Image.BICUBIC))
-        found["nyu"] = encode_label_codes(1.0 / np.maximum(depth, 1e-3))[0]
+    folder, why = real_sample_folder()
+    if folder is None:
+        print(f"{why}: generated scenes only", file=sys.stderr)
+    else:
+        depth = np.load(folder / "depth.npy").astype(np.float32)
+        depth = np.asarray(Image.fromarray(depth).resize((512, 384), Image.BICUBIC))
+        found["nyu"] = encode_label_codes(inverse_depth(depth))[0]
     for seed in range(3):
         scene = render_scene(seed, 512, 384)
-        inverse = np.where(scene.valid, 1.0 / np.maximum(scene.depth, 1e-3), 0.0)
+        inverse = inverse_depth(scene.depth, scene.valid)
         found[f"scene{seed}"] = encode_label_codes(inverse, scene.valid)[0]
     return found
 

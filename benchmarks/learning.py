@@ -36,7 +36,7 @@ from distill.metrics import inverse_depth_metrics, mean_metrics
 from distill.students import StudentConfig, create_student, load_student
 from distill.train import train
 from shards.codec import encode_sample
-from shards.format import METRIC_DEPTH, SampleMeta
+from shards.format import METRIC_DEPTH, SampleMeta, inverse_depth
 from shards.scenes import render_scene
 from shards.writer import ShardWriter
 
@@ -66,7 +66,7 @@ def evaluate(predict, scenes) -> dict[str, float]:
         for scene in scenes:
             image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255
             valid = torch.from_numpy(scene.valid & (scene.depth > 0))[None, None]
-            target_inverse = torch.where(valid, 1.0 / torch.from_numpy(scene.depth).clamp(min=1e-6)[None, None], 0.0)
+            target_inverse = inverse_depth(torch.from_numpy(scene.depth)[None, None], valid)
             metrics = inverse_depth_metrics(predict(image).float(), target_inverse, valid, metric_label=True)
             for name, values in metrics.items():
                 per_image.setdefault(name, []).extend(values.tolist())

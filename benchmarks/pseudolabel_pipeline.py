@@ -42,12 +42,12 @@ from shards.codec import (  # noqa: E402
     encode_jpeg,
     sample_members,  # noqa: E402
 )
-from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes  # noqa: E402
+from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes, inverse_depth  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
 PLACES_SIZE = (683, 512)  # Places365 "large" images: short side 512
-DPT_HYBRID_GMAC = 173  # per 384x512 image (STACK.md, measured with FlopCounterMode)
+DPT_HYBRID_GMAC = 173  # per 384x512 image (measured with torch's FlopCounterMode)
 H100_BF16_DENSE_TFLOPS = 989  # SXM, dense (no sparsity)
 UTILISATION_RANGE = (0.25, 0.40)  # plausible share of peak for a ViT-B + ResNet + conv decoder in eager bf16
 CORES_ON_THE_GPU_MACHINE = 16
@@ -86,7 +86,7 @@ def stage_costs(paths: list[Path], folder: Path) -> dict[str, float]:
     originals = [Image.open(path).convert("RGB") for path in paths[:48]]
     arrays = [np.array(image) for image in originals]
     crops = [preprocess_image(path.read_bytes(), path.stem, config).image for path in paths[:48]]
-    smooth = [(1.0 / render_scene(seed, 512, 384).depth).astype(np.float32) for seed in range(4)]  # teacher-like
+    smooth = [inverse_depth(render_scene(seed, 512, 384).depth).astype(np.float32) for seed in range(4)]  # teacher-like
     rng = np.random.default_rng(0)
     noisy = [depth + rng.normal(0, 0.05, depth.shape).astype(np.float32) for depth in smooth]  # worst case
     coded = [code_map(depth) for depth in smooth]

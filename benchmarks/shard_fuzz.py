@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.codec import encode_sample
-from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, SampleMeta
+from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, SampleMeta, inverse_depth
 from shards.fuzz import CORRUPTIONS, SHARD_KINDS, originals, run_trial, write_template
 from shards.integrity import digest, seal_sample
 from shards.reader import build_pipeline
@@ -68,7 +68,7 @@ def cost(samples: int, repeats: int, folder: Path) -> dict[str, float]:
     encoded = []
     for index in range(samples):
         scene = distinct[index % len(distinct)]
-        inverse = np.where(scene.valid, 1.0 / np.maximum(scene.depth, 1e-3), 0.0)
+        inverse = inverse_depth(scene.depth, scene.valid)
         meta = SampleMeta(source=f"scene_{index}", kind=RELATIVE_INVERSE_DEPTH, teacher="bench")
         encoded.append(encode_sample(f"bench/{index:06d}", scene.image, inverse, meta, valid=scene.valid))
     started = time.perf_counter()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, encode_sample
-from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, STUDENT_SIZE, DepthSample, SampleMeta
+from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, STUDENT_SIZE, DepthSample, SampleMeta, inverse_depth
 from shards.reader import build_pipeline
 from shards.scenes import render_scene
 from shards.writer import ShardWriter, read_stats
@@ -60,7 +60,7 @@ def teacher_like_scenes(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     scenes = []
     for seed in range(count):
         scene = render_scene(5000 + seed, *SAMPLE_SIZE)
-        scenes.append((scene.image, (1.0 / scene.depth).astype(np.float32)))
+        scenes.append((scene.image, inverse_depth(scene.depth).astype(np.float32)))
     return scenes
 
 

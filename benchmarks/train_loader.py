@@ -25,7 +25,7 @@ import numpy as np
 
 from distill.data import DataConfig, TrainTransform, build_train_loader
 from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, encode_sample
-from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, SampleMeta
+from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, SampleMeta, inverse_depth
 from shards.reader import build_pipeline
 from shards.scenes import render_scene
 from shards.writer import ShardWriter
@@ -39,7 +39,7 @@ def write_shards(folder: Path, samples: int, codec: str, per_shard: int = 32) ->
         with ShardWriter(folder, "bench", 0, shard) as writer:
             for index in range(shard * per_shard, min(samples, (shard + 1) * per_shard)):
                 scene = render_scene(index, width, height)
-                inverse = np.where(scene.valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0).astype(np.float32)
+                inverse = inverse_depth(scene.depth, scene.valid).astype(np.float32)
                 meta = SampleMeta(source=f"scene:{index}", kind=RELATIVE_INVERSE_DEPTH, source_size=SAMPLE_SIZE)
                 key = f"scenes/{index:06d}"
                 writer.write(encode_sample(key, scene.image, inverse, meta, valid=scene.valid, codec=codec))

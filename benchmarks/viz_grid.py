@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.format import inverse_depth
 from shards.scenes import render_scene
 from shards.viz import colorize_depth, image_grid
 
@@ -28,7 +29,7 @@ def draw(scenes: list) -> np.ndarray:
     """The training log's grid: input, label (inverse depth) and a stand-in prediction on the label's scale."""
     rows = []
     for scene in scenes:
-        inverse = np.where(scene.valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0)
+        inverse = inverse_depth(scene.depth, scene.valid)
         value_range = tuple(np.percentile(inverse[scene.valid], [2, 98]))
         prediction = colorize_depth(inverse * 1.05 + 0.01, None, value_range)
         rows.append([scene.image, colorize_depth(inverse, scene.valid, value_range), prediction])

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from distill.align import align_scale_shift
 from distill.students import load_student
 from pseudolabel.teachers import load_teacher
+from shards.format import inverse_depth
 from shards.reader import build_pipeline
 from shards.viz import colorize_depth, image_grid, save_picture
 
@@ -33,7 +34,7 @@ def draw_comparison(val_shards: Path, teacher_folder: Path, student_folder: Path
         image = torch.tensor(sample.image)[None]  # (1, 384, 512, 3) uint8 (a copy: decoded arrays are read-only)
         valid = torch.from_numpy(sample.valid)[None, None]  # (1, 1, 384, 512)
         truth = torch.from_numpy(sample.depth)[None, None]  # metres, 0 where invalid
-        truth_inverse = torch.where(valid, 1.0 / truth.clamp(min=1e-6), torch.zeros_like(truth))
+        truth_inverse = inverse_depth(truth, valid)
         teacher_map = teacher(image)[:, None]  # (1, 1, 384, 512)
         pixels = image.permute(0, 3, 1, 2).float() / 255.0
         small = F.interpolate(pixels, size=(192, 256), mode="bicubic", antialias=True, align_corners=False)

@@ -1,6 +1,7 @@
 """The demo's steps: each is a user-facing command, printed, run and timed; a summary closes the run.
 
-The demo sits above both stages (DESIGN.md): it may use either, but the stages themselves only meet in shards.
+The demo sits above both stages (docs/decisions.md, "Layout"): it may use either, but the stages themselves only
+meet in shards.
 """
 
 from __future__ import annotations

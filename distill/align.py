@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from shards.format import METRIC_DEPTH, inverse_depth
+
 _EPS = 1e-8
 
 
@@ -80,8 +82,8 @@ def fit_median_scale(prediction: torch.Tensor, target: torch.Tensor, valid: torc
 
 def as_inverse_depth(prediction, prediction_kind: str):
     """A model's output (tensor or array) as inverse depth: as it is, or 1 / metres for a model that predicts depth
-    (a ``prediction: depth`` student, kind ``metric_depth``); depth at or below 1 mm counts as 1 mm, so nothing
-    divides by zero."""
-    if prediction_kind in ("depth", "metric_depth"):
-        return 1.0 / prediction.clip(min=1e-3)
+    (a ``prediction: depth`` student, kind ``metric_depth``), by :func:`shards.format.inverse_depth` (depth at or
+    below 1 mm counts as 1 mm)."""
+    if prediction_kind in ("depth", METRIC_DEPTH):
+        return inverse_depth(prediction)
     return prediction

@@ -1,9 +1,10 @@
 """Resumable training checkpoints: atomic, named by step, the newest K kept.
 
 ``accelerator.save_state`` writes model, optimizer, registered objects (scheduler, EMA, :class:`TrainState`) and
-every process's RNG state. Around it we avoid Accelerate's traps (STACK.md): a checkpoint is written into
-``checkpoints/.tmp-step_XXXXXXXX``, marked complete, then renamed to ``checkpoints/step_XXXXXXXX``; older ones are
-pruned only after the new one is complete, and a folder without the marker is never resumed from. The output folder
+every process's RNG state. Around it we avoid Accelerate's traps (docs/library-notes.md, "Accelerate"): a
+checkpoint is written into ``checkpoints/.tmp-step_XXXXXXXX``, marked complete, then renamed to
+``checkpoints/step_XXXXXXXX``; older ones are pruned only after the new one is complete, and a folder without the
+marker is never resumed from. The output folder
 must be shared by all processes (one machine, or a shared file system across nodes).
 """
 

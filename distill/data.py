@@ -2,7 +2,7 @@
 
 Training: each shard set is read by ``shards.reader.build_pipeline(training=True)`` (resampled shards, a sample
 shuffle buffer), several sets are mixed with weights, each sample gets a random resized crop (512x384 -> 256x192 by
-default; image bilinear with antialiasing, label and mask nearest-exact, DECISIONS.md), a horizontal flip and a
+default; image bilinear with antialiasing, label and mask nearest-exact, docs/decisions.md), a horizontal flip and a
 colour jitter, and ``with_epoch`` bounds every reader so that each rank runs the same number of steps.
 
 Determinism (for exact resume): the stream is cut into *data epochs* of ``data.epoch_steps`` optimizer steps; data
@@ -17,7 +17,7 @@ its counts ride with each batch to the training process (``distill.integrity``),
 
 Validation: the held-out shards, every sample exactly once, split by node and worker; each sample is resized to the
 training size without augmentation. The loaders are plain torch DataLoaders, never passed to
-``accelerator.prepare`` (STACK.md: prepare breaks WebDataset splitting).
+``accelerator.prepare`` (prepare breaks WebDataset splitting: docs/library-notes.md, "Accelerate").
 
 Everything a worker runs is a module-level class or function (workers may pickle the pipeline).
 """
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
 from distill.integrity import READS_FIELD, ReadTally, tally_for
-from shards.format import METRIC_DEPTH, STUDENT_SIZE, DepthSample
+from shards.format import METRIC_DEPTH, STUDENT_SIZE, DepthSample, check_input_size
 from shards.reader import SkipCounter, build_pipeline, expand_shard_urls
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ class DataConfig:
     max_damaged_fraction: float = 0.01  # stop when more of the samples read are damaged or lost (see distill.integrity)
 
     def __post_init__(self) -> None:
-        width, height = self.size
-        if width % 32 or height % 32:
-            raise ValueError(f"data.size {width}x{height} (W x H): both sides must be multiples of 32")
+        check_input_size(*self.size, "data.size")
         if not 0.0 <= self.max_damaged_fraction <= 1.0:
             raise ValueError(f"data.max_damaged_fraction must lie in [0, 1], got {self.max_damaged_fraction}")
 

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from distill.align import fit_scale_shift, normalise_median_mad
+from shards.format import inverse_depth
 
 _EPS = 1e-6
 
@@ -69,8 +70,9 @@ def prepare_target(
     target: torch.Tensor, valid: torch.Tensor, is_metric: torch.Tensor | None, space: str = "inverse_depth"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Label -> (values (B, 1, H, W) float32 in ``space``, valid mask); invalid pixels hold 0 so nothing
-    non-finite flows on. ``inverse_depth``: metric rows become 1 / metres over pixels with a positive depth.
-    ``depth``: metres, which only metric labels have (a relative label here is an error, not a silent guess)."""
+    non-finite flows on. ``inverse_depth``: metric rows become 1 / metres over pixels with a positive depth
+    (``shards.format.inverse_depth``). ``depth``: metres, which only metric labels have (a relative label here is
+    an error, not a silent guess)."""
     target = target.float()
     valid = valid.bool() & torch.isfinite(target)
     if space == "depth":
@@ -83,8 +85,7 @@ def prepare_target(
     elif is_metric is not None:
         metric = is_metric.bool().view(-1, 1, 1, 1).expand_as(target)
         valid = valid & ~(metric & (target <= 0))
-        inverse = 1.0 / torch.where(valid & metric, target, torch.ones_like(target))
-        target = torch.where(metric, inverse, target)
+        target = torch.where(metric, inverse_depth(target, valid & metric), target)
     return torch.where(valid, target, torch.zeros_like(target)), valid
 
 

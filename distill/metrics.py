@@ -14,10 +14,10 @@ Dataset-level figures are the mean of the per-image values (the reference recipe
 :func:`mean_metrics` computes. Everything is computed in float64 so that a full-resolution image gives the same
 figure on any device.
 
-:func:`inverse_depth_metrics` is the training-validation variant (DECISIONS.md, "Validation during
-training"): a batch of relative inverse depths is aligned per image by least-squares scale and shift, then scored
-in inverse-depth space for relative labels (keys suffixed ``_inv``) or, for metric labels, converted to depth with
-a 10 m cap and scored with the depth metrics above.
+:func:`inverse_depth_metrics` is the training-validation variant (docs/decisions.md, "Evaluation";
+docs/evaluation.md, "Validation during training"): a batch of relative inverse depths is aligned per image by
+least-squares scale and shift, then scored in inverse-depth space for relative labels (keys suffixed ``_inv``) or,
+for metric labels, converted to depth with a 10 m cap and scored with the depth metrics above.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The distillation loop on Accelerate: shards -> student, with checkpoints, resume, validation and logs.
 
 Reads top to bottom as the transformers ``no_trainer`` examples: Accelerator, data, model, optimizer, scheduler,
-``prepare``, a plain loop. Differences, all from STACK.md: the WebDataset loader is not prepared (batches go to the
-device with ``send_to_device``; each rank reads its own resampled stream), the LR scheduler is not prepared (it
-steps once per optimizer step), checkpoints are written atomically (``distill.checkpoint``), and validation gathers
-per-image metrics across processes itself.
+``prepare``, a plain loop. Differences, all from Accelerate's traps (docs/library-notes.md): the WebDataset loader
+is not prepared (batches go to the device with ``send_to_device``; each rank reads its own resampled stream), the LR
+scheduler is not prepared (it steps once per optimizer step), checkpoints are written atomically
+(``distill.checkpoint``), and validation gathers per-image metrics across processes itself.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from shards.codec import DEFAULT_LABEL_CODEC
 from shards.format import JPEG_QUALITY, SAMPLE_HEIGHT, SAMPLE_WIDTH
+from shards.writer import check_prefix
 
 #: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -124,5 +125,4 @@ def check_config(config: PseudolabelConfig) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
     if config.source.sample_count < 0:
         raise ValueError(f"source.sample_count must be 0 (every input) or more, got {config.source.sample_count}")
-    if "-" in config.output.prefix or "/" in config.output.prefix or not config.output.prefix:
-        raise ValueError(f"output.prefix {config.output.prefix!r} must be non-empty and hold no '-' or '/'")
+    check_prefix(config.output.prefix, "output.prefix")

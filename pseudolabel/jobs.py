@@ -1,6 +1,6 @@
 """Jobs, the manifest and the state of an output folder: what makes a rerun continue where it stopped.
 
-Per DECISIONS.md: the sorted input list is cut into jobs of ``output.samples_per_shard`` inputs, numbered from 0; one
+docs/decisions.md: the sorted input list is cut into jobs of ``output.samples_per_shard`` inputs, numbered from 0; one
 job -> one shard ``{prefix}-{process:03d}-{job:06d}.tar`` whose stats json, written last, marks it done. A job is done
 when its stats json exists and a header scan of its tar holds the stated count. ``manifest.json`` records everything
 that decides the labels; a rerun with a different one is refused, naming what changed. ``summary.json`` records the

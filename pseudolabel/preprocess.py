@@ -1,7 +1,8 @@
 """Image bytes -> the uint8 RGB crop a teacher sees, or a named reject.
 
-Per DECISIONS.md: EXIF orientation is applied first; 16-bit greyscale is divided by 257 (PIL's ``convert`` would
-clip it to white); CMYK, palette, greyscale and alpha images become RGB (alpha composited onto white); the image is
+EXIF orientation is applied first; then the picture becomes 8-bit RGB by :mod:`shards.images`'s rule (16-bit
+greyscale divided by 257 and rounded, since PIL's ``convert`` would clip it to white; alpha composited onto white;
+CMYK, palette and greyscale converted; see docs/decisions.md, "The sample"); the image is
 scaled by ``max(width / W, height / H)`` (bicubic, antialiased: a 512x512 source becomes 512x512, not 384x384) and a
 ``width`` x ``height`` box is cropped (centre, or random drawn per key from a seed). The scale and the crop box (in
 scaled pixels) are recorded, so every label can be traced to its source pixels.
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pseudolabel.config import PreprocessConfig
+from shards.images import to_rgb as shared_to_rgb
 
 #: Reject reasons for inputs (labels add theirs from ``shards.format``).
 REJECT_EMPTY_FILE = "empty_file"
@@ -41,9 +43,6 @@ REJECT_NO_IMAGE_MEMBER = "no_image_member"
 
 _EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 or 270 degrees: width and height trade places
-_SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
 
 
 class InputRejected(Exception):
@@ -130,25 +129,12 @@ def decode_pixels(image: Image.Image) -> None:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: 16-bit grey / 257, alpha over white, CMYK / palette / grey converted."""
-    mode = image.mode
-    if mode in _SIXTEEN_BIT_GREY:
-        grey = np.asarray(image, dtype=np.float64) / _SIXTEEN_TO_EIGHT
-        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    if mode == "F":
-        raise InputRejected(REJECT_UNSUPPORTED_MODE, "floating-point image (mode F): no defined 8-bit scale")
-    has_alpha = mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode == "RGB":
-        return image
+    """Any PIL mode -> 8-bit RGB by the one rule of :mod:`shards.images` (16-bit grey / 257 rounded, alpha over
+    white); a mode without an 8-bit meaning is a named reject."""
     try:
-        return image.convert("RGB")
-    except (ValueError, OSError) as error:
-        raise InputRejected(REJECT_UNSUPPORTED_MODE, f"cannot convert mode {mode} to RGB: {error}") from None
+        return shared_to_rgb(image)
+    except ValueError as error:
+        raise InputRejected(REJECT_UNSUPPORTED_MODE, str(error)) from None
 
 
 def preprocess_image(data: bytes, key: str, config: PreprocessConfig) -> Preprocessed:

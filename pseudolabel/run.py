@@ -1,6 +1,6 @@
 """The pseudo-labelling run: every process labels its own jobs and writes its own shards.
 
-Order of events (DECISIONS.md "Shards and resume"):
+Order of events (docs/decisions.md, "Shards and resume"):
 1. every process lists the source (same config, same sorted list) and loads the teacher;
 2. the main process writes or checks ``manifest.json``, removes unfinished traces, saves the resolved config, and
    broadcasts the pending jobs; after that barrier each rank takes ``pending[rank::world]``;

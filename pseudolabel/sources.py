@@ -1,6 +1,6 @@
 """Image sources -> one deterministic, sorted list of inputs, each with its sample key and a way to read its bytes.
 
-Four kinds (DECISIONS.md fixes the keys):
+Four kinds (keys as docs/decisions.md, "The sample", fixes them):
 - ``folder``: a tree of images at any depth (the Places365 layout); key = relative path without extension.
 - ``list``: a text file of paths, one per line (``#`` comments, blank lines skipped); relative paths are relative to
   the list's folder and keys are paths relative to that folder.

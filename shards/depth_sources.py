@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from shards.format import LabelError, key_from_relative_path
+from shards.images import to_rgb
 from shards.nyu import INDOOR_DEPTH, LONG_RANGE_DEPTH, DepthFrame, DepthLimits, NyuFormatError, check_metric_depth
 
 #: Integer depth units per metre of the datasets we read, by name (``--depth-scale kitti``): KITTI's annotated
@@ -51,17 +52,10 @@ def parse_depth_scale(text: str) -> float:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An RGB-D frame's colour image as uint8 (H, W, 3). No EXIF rotation: the depth map has none, and the pair
-    must stay pixel-aligned. 16-bit greyscale is scaled by 1/257 (PIL's convert would clip it white)."""
+    """An RGB-D frame's colour image as uint8 (H, W, 3), by the one 8-bit rule of :mod:`shards.images` (16-bit grey
+    / 257 rounded, alpha over white). No EXIF rotation: the depth map has none, and the pair must stay aligned."""
     with Image.open(path) as picture:
-        if picture.mode in _INTEGER_MODES:
-            grey = (np.asarray(picture, dtype=np.uint32) // 257).clip(0, 255).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=2)
-        if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
-            rgba = picture.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-        return np.asarray(picture.convert("RGB"))
+        return np.asarray(to_rgb(picture))
 
 
 def to_metres(values: np.ndarray, depth_scale: float | None, where: str) -> np.ndarray:

@@ -31,6 +31,13 @@ RELATIVE_INVERSE_DEPTH = "relative_inverse_depth"
 METRIC_DEPTH = "metric_depth"
 LABEL_KINDS = (RELATIVE_INVERSE_DEPTH, METRIC_DEPTH)
 
+#: Depth (metres) at or below which :func:`inverse_depth` counts it as this: 1 mm, nearer than any camera focuses,
+#: so no real depth changes, and no inverse depth is above 1000 per metre (nothing divides by zero).
+MIN_DEPTH = 1e-3
+
+#: Sides of a student's input must be multiples of this: the largest encoder output stride of any student.
+INPUT_MULTIPLE = 32
+
 #: The 16-bit code: 0 marks an invalid pixel; valid values map linearly onto 1..65535 over ``label_range``.
 INVALID_CODE = 0
 FIRST_VALID_CODE = 1
@@ -83,6 +90,28 @@ def check_key(key: str) -> str:
     if not key or "." in name or key.startswith("/") or ".." in key.split("/"):
         raise ValueError(f"invalid sample key {key!r}: the file-name part may hold no '.', and no '/..' or leading '/'")
     return key
+
+
+def inverse_depth(depth: Any, valid: Any = None) -> Any:
+    """Metres -> inverse depth (1 / metres), the one conversion every part uses (labels, losses, evaluation, the
+    metres-predicting students). Depth at or below :data:`MIN_DEPTH` counts as ``MIN_DEPTH``; with ``valid`` (bool,
+    same shape), pixels outside it hold 0, whatever their depth (NaN included). Takes and returns a numpy array or
+    a torch tensor (no torch import here: the tensor's own methods)."""
+    inverse = 1.0 / depth.clip(min=MIN_DEPTH)
+    if valid is None:
+        return inverse
+    if isinstance(inverse, np.ndarray):
+        return np.where(valid, inverse, inverse.dtype.type(0))
+    return inverse.masked_fill(~valid, 0.0)
+
+
+def check_input_size(width: int, height: int, what: str = "model input") -> None:
+    """Refuse a student input size whose sides are not positive multiples of :data:`INPUT_MULTIPLE`: the encoder
+    halves the picture five times and the decoder adds its skips back at each scale, so the sizes must divide."""
+    if width <= 0 or height <= 0 or width % INPUT_MULTIPLE or height % INPUT_MULTIPLE:
+        raise ValueError(
+            f"{what} {width}x{height} (W x H): both sides must be positive multiples of {INPUT_MULTIPLE}"
+        )
 
 
 def encode_label_codes(values: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:

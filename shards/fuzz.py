@@ -25,7 +25,7 @@ import numpy as np
 import webdataset as wds
 
 from shards.codec import decode_sample, encode_sample
-from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta, inverse_depth
 from shards.reader import build_pipeline
 from shards.tarstream import SkipCounter, checked_samples, decoded_samples
 from shards.verify import verify_shard
@@ -58,7 +58,7 @@ def _generated_sample(key: str, seed: int, size: tuple[int, int]) -> dict:
 
     scene = render_scene(seed, width=size[0], height=size[1], holes=True)
     meta = SampleMeta(source=f"scenes/{seed}", kind=RELATIVE_INVERSE_DEPTH, source_size=size, crop_box=(0, 0, *size))
-    inverse = np.where(scene.valid, 1.0 / np.maximum(scene.depth, 1e-3), 0.0)
+    inverse = inverse_depth(scene.depth, scene.valid)
     return encode_sample(key, scene.image, inverse, meta, valid=scene.valid)
 
 

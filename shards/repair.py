@@ -10,7 +10,6 @@ dropped. A labelling run's manifest and summary are not copied: the output is a 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,11 @@ from typing import Any
 from shards.reader import expand_shard_urls
 from shards.tarstream import ShardCheck, is_local, load_stats, open_stream, tar_samples
 from shards.verify import format_problems
-from shards.writer import SHARD_SUFFIX, ShardWriter, write_json_atomic
+from shards.writer import SHARD_NAME, SHARD_SUFFIX, ShardWriter, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 REPAIR_LIST = "repair.json"
-_SHARD_NAME = re.compile(rf"^(?P<prefix>[^-/]+)-(?P<process>\d{{3,}})-(?P<index>\d{{6,}}){re.escape(SHARD_SUFFIX)}$")
 _WRITER_FIELDS = ("shard", "count", "bytes", "seconds", "rejects", "format_version", "members")
 
 
@@ -56,7 +54,7 @@ def repair_shards(spec: str | Sequence[str], out: str | Path) -> RepairReport:
     if remote:
         raise ValueError(f"repair reads local shards only, not {remote[0]}: copy them first")
     names = [Path(url).name for url in urls]
-    unnamed = [name for name in names if not _SHARD_NAME.match(name)]
+    unnamed = [name for name in names if not SHARD_NAME.match(name)]
     if unnamed:
         raise ValueError(f"{unnamed[0]} is not named <prefix>-<process>-<index>.tar: repair keeps shard names")
     if len(set(names)) != len(names):
@@ -77,7 +75,7 @@ def repair_shards(spec: str | Sequence[str], out: str | Path) -> RepairReport:
 def _repair_one(url: str, out: Path, report: RepairReport, first_shard: dict[str, str]) -> None:
     stats, _ = load_stats(url)
     check = ShardCheck(url, stats)
-    match = _SHARD_NAME.match(Path(url).name)
+    match = SHARD_NAME.match(Path(url).name)
     assert match is not None
     dropped: dict[str, str] = {}
     with ShardWriter(out, match["prefix"], int(match["process"]), int(match["index"])) as writer:

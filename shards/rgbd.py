@@ -18,9 +18,10 @@ wrong with one frame is a reject, by reason, in the stats json and the summary (
 differ, implausible depth, no valid pixel), except that when the first frames checked all have implausible depth the
 scale or units are wrong for every frame and the import stops (``UNITS_PROBE_FRAMES``).
 
-Every sample is resized and cropped to 512x384 as DECISIONS.md fixes it: scale by ``max(512 / W, 384 / H)``, then
-crop (centre, or random with a seed). The image is resampled bicubically with antialiasing; depth and mask with the
-exact nearest kernel (pixel centres), never averaged, so no depth is invented across an edge or a hole.
+Every sample is resized and cropped to 512x384 as docs/decisions.md, "The sample", fixes it: scale by ``max(512 / W,
+384 / H)``, then crop (centre, or random with a seed). The image is resampled bicubically with antialiasing; depth
+and mask with the exact nearest kernel (pixel centres), never averaged, so no depth is invented across an edge or a
+hole.
 """
 
 from __future__ import annotations

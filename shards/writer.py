@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +30,20 @@ TMP_SUFFIX = ".tmp"
 STATS_SHA256_FIELD = "stats_sha256"
 
 
+def check_prefix(prefix: str, what: str = "shard prefix") -> str:
+    """Refuse a shard-name prefix that is empty or holds ``-`` (the name's field separator) or ``/``."""
+    if "-" in prefix or "/" in prefix or not prefix:
+        raise ValueError(f"{what} {prefix!r} must be non-empty and hold no '-' or '/'")
+    return prefix
+
+
+#: A shard's file name, :func:`shard_name`'s output, with its fields named ``prefix``, ``process`` and ``index``.
+SHARD_NAME = re.compile(rf"^(?P<prefix>[^-/]+)-(?P<process>\d{{3,}})-(?P<index>\d{{6,}}){re.escape(SHARD_SUFFIX)}$")
+
+
 def shard_name(prefix: str, process: int, index: int) -> str:
     """``{prefix}-{process:03d}-{index:06d}.tar``: ``index`` is the job id, ``process`` records the writer."""
-    if "-" in prefix or "/" in prefix or not prefix:
-        raise ValueError(f"shard prefix {prefix!r} must be non-empty and hold no '-' or '/'")
+    check_prefix(prefix)
     return f"{prefix}-{process:03d}-{index:06d}{SHARD_SUFFIX}"
 
 

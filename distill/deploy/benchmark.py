@@ -7,8 +7,8 @@ For each student: parameters and MACs (``distill.deploy.complexity``) at 1 x 3 x
 machine's measured fp32 matrix-multiply FLOP/s (a large ``torch.matmul``, median); and each figure's ratio to it.
 
 Each backend (and the matmul) is timed in its OWN subprocess, one after the other: PyTorch's and ONNX Runtime's
-thread pools both spin, and in one process they steal each other's cores (STACK.md). The parent only prepares
-(export, quantisation, counting) and prints. Backends: ``torch_eager`` (channels_last, ``inference_mode``),
+thread pools both spin, and in one process they steal each other's cores (docs/library-notes.md). The parent only
+prepares (export, quantisation, counting) and prints. Backends: ``torch_eager`` (channels_last, ``inference_mode``),
 ``ort_fp32`` (``ORT_ENABLE_ALL``) and ``ort_int8`` (static QDQ int8, calibrated on generated scenes).
 """
 

@@ -48,7 +48,8 @@ def export_onnx(
     dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            # We pick the TorchScript exporter on purpose (STACK.md); its deprecation notice is not for our users.
+            # The TorchScript exporter on purpose (docs/library-notes.md, "PyTorch and ONNX Runtime"): its
+            # deprecation notice is not for our users.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         record["int8"] = {
             "onnx": str(int8_path),
             "mode": args.int8_mode,
-            "calibration": args.calibration or "generated scenes (+ the NYU frame when present)",
+            "calibration": args.calibration or "generated scenes",
             "calibration_pictures": len(calibration) if args.int8_mode == "static" else 0,
             "difference_to_fp32": change,
         }

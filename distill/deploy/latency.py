@@ -200,6 +200,6 @@ def int8_note(cpu: dict) -> str:
         "this CPU has no int8 dot-product instructions (AVX-VNNI, AVX512-VNNI, AMX, ARM dotprod): int8 convolutions "
         "run on AVX2 multiply-add sequences with 16-bit intermediates (about 2x fp32's rate at best), and every op "
         "without an int8 kernel (hard-swish, SE pooling) runs in fp32 between a dequantise and a quantise, so "
-        "int8 is not expected to be faster here (STACK.md measured it 4-6x slower for the MobileNetV3 student); "
+        "int8 is not expected to be faster here (see docs/deploy.md, 'int8 and its accuracy'); "
         "the gain is for CPUs with VNNI or ARM dot-product"
     )

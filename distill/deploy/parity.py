@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +18,6 @@ from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, images_to_batch, loa
 PARITY_TOLERANCE = 1e-4
 #: Batch sizes the parity check runs at: 1, and one above 1 to exercise the dynamic batch axis.
 PARITY_BATCHES = (1, 3)
-#: The real NYU frame shipped beside the checkout (``../shared`` relative to the repository root), if present.
-NYU_SAMPLE_FRAME = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nyu-fastdepth-sample" / "rgb.png"
 
 
 
@@ -76,19 +73,14 @@ def generated_scenes(count: int, width: int, height: int, first_seed: int) -> li
     return [render_scene(first_seed + index, width=width, height=height).image for index in range(count)]
 
 
-def _variants(picture: np.ndarray, count: int) -> list[np.ndarray]:
-    """A real frame, mirrored, and darkened: a batch of distinct real-looking inputs from one picture."""
-    variants = [picture, picture[:, ::-1].copy(), (picture.astype(np.float32) * 0.6).astype(np.uint8)]
-    return [variants[index % len(variants)] for index in range(count)]
-
-
 def parity_inputs(
-    height: int, width: int, seed: int = 0, pictures: Sequence[str | os.PathLike] = (), use_nyu_frame: bool = True
+    height: int, width: int, seed: int = 0, pictures: Sequence[str | os.PathLike] = ()
 ) -> dict[str, list[np.ndarray]]:
     """Named lists of uint8 RGB pictures, at least ``max(PARITY_BATCHES)`` each, the parity check runs on.
 
-    ``random`` (uniform noise: exercises every input value), ``scene`` (generated rooms from ``shards.scenes``),
-    ``nyu_frame`` (the real NYU frame in ``../shared/data`` when present) and ``pictures`` (the user's own).
+    ``random`` (uniform noise: exercises every input value), ``scene`` (generated rooms from ``shards.scenes``) and,
+    when the user names picture files (export's ``--parity-image``), ``pictures``: the inputs are the same on every
+    machine unless the user adds their own.
     """
     rng = np.random.default_rng(seed)
     need = max(PARITY_BATCHES)
@@ -98,8 +90,6 @@ def parity_inputs(
     scenes = generated_scenes(need, width, height, first_seed=seed)
     if scenes:
         sets["scene"] = scenes
-    if use_nyu_frame and NYU_SAMPLE_FRAME.is_file():
-        sets["nyu_frame"] = _variants(load_picture(NYU_SAMPLE_FRAME), need)
     if pictures:
         loaded = [load_picture(path) for path in pictures]
         sets["pictures"] = [loaded[index % len(loaded)] for index in range(need)]

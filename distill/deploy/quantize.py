@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.deploy.parity import NYU_SAMPLE_FRAME, generated_scenes
+from distill.deploy.parity import generated_scenes
 from distill.deploy.runtime import (
     IMAGE_EXTENSIONS,
     INPUT_NAME,
@@ -45,15 +45,14 @@ class _CalibrationReader:
 def calibration_pictures(
     folder: str | os.PathLike | None, count: int, width: int, height: int, seed: int = 1000
 ) -> list[np.ndarray]:
-    """Up to ``count`` pictures from ``folder`` (recursive, sorted) or, without one, generated scenes plus the NYU
-    frame when present. Real pictures of the deployment domain calibrate better than generated ones."""
+    """Up to ``count`` pictures from ``folder`` (recursive, sorted) or, without one, ``count`` generated scenes (the
+    same on every machine). Real pictures of the deployment domain calibrate better than generated ones."""
     if folder is not None:
         paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise FileNotFoundError(f"no pictures ({', '.join(IMAGE_EXTENSIONS)}) under calibration folder {folder}")
         return [load_picture(path) for path in paths[:count]]
-    pictures = [load_picture(NYU_SAMPLE_FRAME)] if NYU_SAMPLE_FRAME.is_file() else []
-    pictures += generated_scenes(max(count - len(pictures), 0), width, height, first_seed=seed)
+    pictures = generated_scenes(count, width, height, first_seed=seed)
     if not pictures:
         rng = np.random.default_rng(seed)
         pictures = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from shards.format import STUDENT_SIZE
+from shards.format import RELATIVE_INVERSE_DEPTH, STUDENT_SIZE, check_input_size
+from shards.images import to_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -31,40 +32,19 @@ OUTPUT_NAME = "inverse_depth"
 #: ONNX metadata key saying what the output holds: relative_inverse_depth (the name above), or metric_depth (metres,
 #: for students trained with ``prediction: depth``; the output keeps its name so every runtime binds it the same way).
 PREDICTION_METADATA = "prediction"
-#: Sides of a model input must be multiples of the encoder's output stride.
-INPUT_MULTIPLE = 32
 #: ONNX Runtime graph optimisation levels by name; ``all`` is about 3x faster than ``basic`` for the student.
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: Picture file endings read by export (calibration) and predict.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
-def check_input_size(width: int, height: int) -> None:
-    if width <= 0 or height <= 0 or width % INPUT_MULTIPLE or height % INPUT_MULTIPLE:
-        raise ValueError(
-            f"model input {width}x{height} (W x H): both sides must be positive multiples of {INPUT_MULTIPLE}"
-        )
-
-
 def load_picture(path: str | os.PathLike) -> np.ndarray:
-    """A picture file -> uint8 RGB (H, W, 3). EXIF orientation applied; 16-bit greyscale divided by 257 (not clipped,
-    DECISIONS.md); alpha composited onto white; palette, CMYK and greyscale converted."""
+    """A picture file -> uint8 RGB (H, W, 3): EXIF orientation applied, then :mod:`shards.images`'s one 8-bit rule
+    (16-bit greyscale divided by 257 and rounded, not clipped; alpha composited onto white; palette, CMYK and
+    greyscale converted)."""
     with Image.open(path) as opened:
         opened.load()
-        picture = ImageOps.exif_transpose(opened)
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(picture, dtype=np.float64)
-        if picture.mode == "I" and values.max(initial=0) <= 255:
-            grey = values.astype(np.uint8)
-        else:
-            grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if picture.mode == "P":
-        picture = picture.convert("RGBA")
-    if picture.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-        picture = Image.alpha_composite(background, picture.convert("RGBA"))
-    return np.asarray(picture.convert("RGB"))
+        return np.asarray(to_rgb(ImageOps.exif_transpose(opened)))
 
 
 def images_to_batch(images: list[np.ndarray], width: int, height: int) -> np.ndarray:
@@ -112,7 +92,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 class TorchRunner:
-    """A student from its folder, in eval mode; channels_last on CPU (about 1.35x faster there, STACK.md)."""
+    """A student from its folder, in eval mode; channels_last on CPU (faster there: BENCHMARKS.md, student latency)."""
 
     def __init__(
         self, folder: str | os.PathLike, width: int | None = None, height: int | None = None, device: str = "auto"
@@ -198,7 +178,7 @@ class OnnxRunner:
     height: int
     name: str
     session: Any
-    kind: str = "relative_inverse_depth"  # from the graph's "prediction" metadata (our export writes it)
+    kind: str = RELATIVE_INVERSE_DEPTH  # from the graph's "prediction" metadata (our export writes it)
 
     @classmethod
     def open(
@@ -220,7 +200,7 @@ class OnnxRunner:
         final_width = graph_width or width or STUDENT_SIZE[0]
         final_height = graph_height or height or STUDENT_SIZE[1]
         check_input_size(final_width, final_height)
-        kind = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA, "relative_inverse_depth")
+        kind = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA, RELATIVE_INVERSE_DEPTH)
         return cls(Path(path), final_width, final_height, f"onnx:{Path(path).name}", session, kind)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

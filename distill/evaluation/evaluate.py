@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.evaluation.models import DepthModel, cpu_or, load_model
+from distill.deploy.runtime import pick_device
+from distill.evaluation.models import DepthModel, load_model
 from distill.evaluation.protocols import (
     PRESETS,
     Protocol,
@@ -48,7 +49,7 @@ from distill.evaluation.protocols import (
 )
 from distill.evaluation.sources import open_data
 from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
-from shards.format import LabelError
+from shards.format import METRIC_DEPTH, LabelError
 from shards.nyu import DepthFrame, NyuFormatError
 from shards.viz import colorize_depth, error_map, image_grid, save_picture
 
@@ -293,10 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_protocol(args: argparse.Namespace, model_kind: str) -> tuple[Protocol, str]:
     """The preset with its overrides; a metric model under the default preset is scored without alignment
-    (DECISIONS.md: the model's kind decides), which the report states."""
+    (the model's kind decides, docs/evaluation.md), which the report states."""
     overrides = protocol_overrides(args)
     note = "as given"
-    if args.protocol is None and model_kind == "metric_depth" and "alignment" not in overrides:
+    if args.protocol is None and model_kind == METRIC_DEPTH and "alignment" not in overrides:
         overrides["alignment"] = "none"
         overrides.setdefault("min_prediction", PRESETS["metric"].min_prediction)
         note = "metric model under the default preset: alignment 'none' (the model's kind decides)"
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else cpu_or(args.device))
+    device = pick_device(args.device)
     try:
         model = load_model(args.model, device=args.device, input_size=args.input_size)
         protocol, note = resolve_protocol(args, model.kind)

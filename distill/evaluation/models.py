@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shards.format import SAMPLE_SIZE, STUDENT_SIZE
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, STUDENT_SIZE
 
 ACCEPTED_MODELS = (
     "a student folder (config.json with our 'architecture' field + model.safetensors), "
@@ -39,7 +39,7 @@ class DepthModel:
 
     name: str
     source: str  # "student" | "onnx" | "teacher"
-    kind: str  # "relative_inverse_depth" | "metric_depth"
+    kind: str  # RELATIVE_INVERSE_DEPTH | METRIC_DEPTH (shards.format)
     width: int
     height: int
     predict: Callable[[torch.Tensor], torch.Tensor]
@@ -49,8 +49,8 @@ class DepthModel:
 
 
 def detect_model_type(model: str) -> str:
-    """"onnx", "student", "teacher" or "constant", from the file's content (DECISIONS.md); anything else is an
-    error."""
+    """"onnx", "student", "teacher" or "constant", from the file's content (docs/evaluation.md, "The
+    model"); anything else is an error."""
     if model == CONSTANT_MODEL:
         return CONSTANT_MODEL
     path = Path(model)
@@ -85,16 +85,18 @@ def _runner_model(model: str, source: str, width: int | None, height: int | None
 
 
 def _teacher_model(model: str, device: str) -> DepthModel:
-    from pseudolabel.teachers import load_teacher  # the one allowed crossing (DESIGN.md): the teacher row is measured
+    # The one crossing between the stages (docs/decisions.md, "Layout"): the teacher row is measured by the code that
+    # labels.
+    from pseudolabel.teachers import load_teacher
 
     teacher = load_teacher(model, device=device)
-    kind = "metric_depth" if teacher.kind == "metric_depth" else "relative_inverse_depth"
+    kind = METRIC_DEPTH if teacher.kind == METRIC_DEPTH else RELATIVE_INVERSE_DEPTH
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()  # (B, H, W, 3)
         return torch.as_tensor(teacher(pixels), dtype=torch.float32)
 
-    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (DECISIONS.md)
+    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (docs/decisions.md, "Teachers")
     return DepthModel(f"teacher:{model}", "teacher", kind, width, height, predict)
 
 
@@ -107,14 +109,12 @@ def load_model(model: str, device: str = "auto", input_size: tuple[int, int] | N
     source = detect_model_type(model)
     if source == CONSTANT_MODEL:
         width, height = input_size or STUDENT_SIZE
-        return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, "relative_inverse_depth", width, height, _constant_prediction)
+        return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, RELATIVE_INVERSE_DEPTH, width, height, _constant_prediction)
     if source == "teacher":
         if input_size is not None:
-            raise ValueError("--input-size applies to students; teachers run at 512x384 (DECISIONS.md)")
-        return _teacher_model(model, "cuda" if device == "auto" and torch.cuda.is_available() else cpu_or(device))
+            raise ValueError("--input-size applies to students; teachers run at 512x384 (docs/decisions.md)")
+        from distill.deploy.runtime import pick_device
+
+        return _teacher_model(model, str(pick_device(device)))
     width, height = input_size or (None, None)
     return _runner_model(model, source, width, height, device)
-
-
-def cpu_or(device: str) -> str:
-    return "cpu" if device == "auto" else device

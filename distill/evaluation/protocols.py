@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from distill.align import fit_median_scale, fit_scale_shift
+from distill.align import as_inverse_depth, fit_median_scale, fit_scale_shift
 from shards.depth_sources import DEPTH_SCALES, parse_depth_scale
 from shards.diode import DIODE_SCENES
+from shards.format import LABEL_KINDS, METRIC_DEPTH, inverse_depth
 
 #: The Eigen crop of a 480x640 NYU frame as (top, bottom, left, right), end-exclusive: ``depth[45:471, 41:601]``.
 EIGEN_CROP = (45, 471, 41, 601)
@@ -48,10 +49,11 @@ OUTDOOR_MAX_DEPTH = 80.0
 DEPTH_SOURCES = ("raw", "inpainted")
 ALIGNMENTS = ("lsq_inverse", "median_depth", "none")
 RESIZE_MODES = ("bicubic", "bilinear")
-PREDICTION_KINDS = ("relative_inverse_depth", "metric_depth")
+PREDICTION_KINDS = LABEL_KINDS
 
-#: Inverse depth below this is treated as this when inverted (a floor against division by zero, far below 1/cap).
-_INVERSE_FLOOR = 1e-8
+#: A relative inverse depth below this counts as this when inverted to depth (a floor against division by zero,
+#: far below any scale a model predicts at). Metres become inverse depth by ``shards.format.inverse_depth``.
+_RELATIVE_INVERSE_FLOOR = 1e-8
 
 
 @dataclass(frozen=True)
@@ -200,16 +202,12 @@ def resize_images(images: torch.Tensor, height: int, width: int, mode: str) -> t
     return F.interpolate(images, size=(height, width), mode=mode, align_corners=False, antialias=shrinking)
 
 
-def _to_inverse(prediction: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "metric_depth":
-        return 1.0 / prediction.clamp(min=_INVERSE_FLOOR)
-    return prediction
-
-
 def _to_depth(prediction: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "metric_depth":
+    """A prediction as depth for the depth-space alignments: metres as they are; a relative inverse depth inverted
+    (its scale is unknown, so only a floor far below any real value, against division by zero)."""
+    if kind == METRIC_DEPTH:
         return prediction
-    return 1.0 / prediction.clamp(min=_INVERSE_FLOOR)
+    return 1.0 / prediction.clamp(min=_RELATIVE_INVERSE_FLOOR)
 
 
 def predicted_depth(
@@ -230,8 +228,8 @@ def predicted_depth(
     scale = torch.ones(batch, dtype=torch.float64, device=prediction.device)
     shift = torch.zeros_like(scale)
     if protocol.alignment == "lsq_inverse":
-        target_inverse = torch.where(valid, 1.0 / target.clamp(min=_INVERSE_FLOOR), torch.zeros_like(target))
-        inverse = _to_inverse(prediction, kind)
+        target_inverse = inverse_depth(target, valid)
+        inverse = as_inverse_depth(prediction, kind)
         scale, shift = fit_scale_shift(inverse, target_inverse, valid)
         aligned = inverse * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
         depth = 1.0 / aligned.clamp(min=1.0 / protocol.depth_cap)

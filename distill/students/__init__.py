@@ -17,7 +17,7 @@ multiples of 32, normalised inside, -> (B, 1, H, W) inverse depth, or metres for
 from distill.students import deeplab, fastdepth, resnet_additive, rt_monodepth  # noqa: F401
 from distill.students._factory import create_student
 from distill.students._registry import ARCHITECTURES, Architecture, register_student
-from distill.students.base import INPUT_MULTIPLE, Student, missing_weights_message
+from distill.students.base import Student, missing_weights_message
 from distill.students.config import STUDENT_ARCHITECTURE, StudentConfig, student_output_kind
 from distill.students.folder import (
     CONFIG_NAME,
@@ -27,6 +27,7 @@ from distill.students.folder import (
     read_student_config,
     save_student,
 )
+from shards.format import INPUT_MULTIPLE
 
 __all__ = [
     "ARCHITECTURES", "CONFIG_NAME", "INPUT_MULTIPLE", "STUDENT_ARCHITECTURE", "WEIGHTS_NAME", "Architecture",

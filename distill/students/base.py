@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shards.format import check_input_size
+
 if TYPE_CHECKING:
     from distill.students.config import StudentConfig
 
-#: The largest encoder output stride of any student; inputs must be multiples of it.
-INPUT_MULTIPLE = 32
 
 
 def missing_weights_message(encoder: str, detail: str) -> str:
@@ -112,8 +112,7 @@ class Student(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         height, width = image.shape[-2:]
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
-                raise ValueError(f"student input {width}x{height} (W x H): both sides must be multiples of 32")
+            check_input_size(width, height, "student input")
         x = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
         raw, aux = self.predict(x)
         prediction = self.activate(raw)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from distill.students._registry import architecture
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 
 __all__ = ["OUTPUT_ACTIVATIONS", "PREDICTIONS", "STUDENT_ARCHITECTURE", "UPSAMPLE_MODES", "StudentConfig",
            "student_output_kind"]
@@ -39,7 +40,7 @@ class StudentConfig:
     kernel_size: int = 5  # fastdepth: depthwise kernel of each NNConv5 stage
     upsample: str | None = None  # "bilinear" or "nearest" (original FastDepth, RT-MonoDepth)
     output_activation: str | None = None  # softplus (never a dead pixel), relu, sigmoid, none (plain regression)
-    head_bias_init: float = 1.0  # last bias: a positive start (STACK.md: a ReLU head at bias 0 never trains)
+    head_bias_init: float = 1.0  # last bias: a positive start (a ReLU head at bias 0 may never train)
     head_before_upsample: bool = True  # fastdepth: 1x1 head before the last upsample (same function, faster)
     prediction: str = "inverse_depth"  # what the output means: inverse_depth, or depth (metres; metric recipes)
     coarse_head: bool = False  # rt_monodepth: an extra coarse map from the bottleneck (aux["coarse"])
@@ -85,4 +86,4 @@ class StudentConfig:
 
 def student_output_kind(config: StudentConfig) -> str:
     """The evaluation's name for what a student predicts: ``relative_inverse_depth`` or ``metric_depth``."""
-    return "metric_depth" if config.prediction == "depth" else "relative_inverse_depth"
+    return METRIC_DEPTH if config.prediction == "depth" else RELATIVE_INVERSE_DEPTH

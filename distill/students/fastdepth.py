@@ -2,9 +2,9 @@
 
 Decoder: five NNConv5 stages (depthwise k x k + BN + ReLU, pointwise 1x1 + BN + ReLU), each followed by a x2
 upsample; encoder features at the configured strides are added (not concatenated) after the upsample that reaches
-their stride, through a 1x1 projection where the encoder's width differs from the decoder's (DECISIONS.md). The
-encoder widths come from timm's ``feature_info``. Skips are plain tensors passed through ``forward``: no hooks, no
-module-level state, gradients reach the encoder through every skip.
+their stride, through a 1x1 projection where the encoder's width differs from the decoder's (docs/decisions.md,
+"Students"). The encoder widths come from timm's ``feature_info``. Skips are plain tensors passed through
+``forward``: no hooks, no module-level state, gradients reach the encoder through every skip.
 """
 
 from __future__ import annotations

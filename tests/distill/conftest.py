@@ -10,7 +10,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Callable  # noqa: E402
+import contextlib  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -19,7 +20,7 @@ import torch  # noqa: E402
 
 from distill.students import StudentConfig, create_student, save_student  # noqa: E402
 from shards.codec import encode_sample  # noqa: E402
-from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta  # noqa: E402
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta, inverse_depth  # noqa: E402
 from shards.scenes import render_scene, write_scene_folder  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
@@ -57,7 +58,7 @@ def write_scene_shards(
                 index = seed + shard * per_shard + item
                 scene = render_scene(index, width, height, holes=holes)
                 valid = scene.valid & (scene.depth > 0)
-                inverse = np.where(valid, 1.0 / np.maximum(scene.depth, 1e-6), 0.0)
+                inverse = inverse_depth(scene.depth, valid)
                 label = inverse if kind == RELATIVE_INVERSE_DEPTH else scene.depth
                 key = f"scenes/{prefix}_{index:06d}"
                 meta = SampleMeta(source=f"scene:{index}", kind=kind, source_size=size, size=size)
@@ -113,14 +114,23 @@ def val_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``count`` inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One PyTorch thread: on a shared 2-core machine, OpenMP barriers across 2 threads stall whenever another
     job holds a core (measured 5-10x slower than 1 thread under load). Restored after each test."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

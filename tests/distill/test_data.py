@@ -78,7 +78,7 @@ def test_label_resampling_is_nearest_exact_and_respects_holes() -> None:
 
 def test_nearest_exact_centres() -> None:
     """3 -> 2 pixels per axis picks the source pixels under the output pixels' centres, as torch's nearest-exact
-    (plain 'nearest' would sit half a source pixel off, DECISIONS.md)."""
+    (plain 'nearest' would sit half a source pixel off: docs/decisions.md, "The sample")."""
     depth = np.arange(9, dtype=np.float32).reshape(3, 3)
     sample = DepthSample("k", np.zeros((3, 3, 3), np.uint8), depth, np.ones((3, 3), bool),
                          SampleMeta(source="k", kind=METRIC_DEPTH, size=(3, 3)))

@@ -14,6 +14,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 import distill.students  # noqa: E402
@@ -22,6 +23,7 @@ from distill.deploy import export, parity, quantize  # noqa: E402
 from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
 from distill.students import StudentConfig, create_student, save_student  # noqa: E402
 from shards.config import load_config  # noqa: E402
+from shards.scenes import render_scene  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
 HEIGHT, WIDTH = 64, 96  # small, multiples of 32, not square (catches a swapped H / W)
@@ -89,12 +91,21 @@ def test_export_matches_pytorch_at_batch_1_and_3(name: str, tmp_path: Path) -> N
     assert all(case.output_range > 0 for case in report.cases)  # a varying output, so the check means something
 
 
-def test_parity_uses_the_real_nyu_frame_when_present() -> None:
-    if not parity.NYU_SAMPLE_FRAME.is_file():
-        pytest.skip(f"the shared NYU frame is absent ({parity.NYU_SAMPLE_FRAME}): ../shared is not beside the checkout")
-    inputs = parity.parity_inputs(HEIGHT, WIDTH)
-    assert len(inputs["nyu_frame"]) >= max(parity.PARITY_BATCHES)
-    assert inputs["nyu_frame"][0].shape == (224, 224, 3)
+def test_parity_inputs_are_generated_unless_the_user_names_pictures(tmp_path: Path) -> None:
+    assert set(parity.parity_inputs(HEIGHT, WIDTH)) == {"random", "scene"}  # the same on every machine
+    mine = tmp_path / "mine.png"
+    Image.fromarray(render_scene(7, width=80, height=60).image).save(mine)
+    inputs = parity.parity_inputs(HEIGHT, WIDTH, pictures=[mine])
+    assert len(inputs["pictures"]) >= max(parity.PARITY_BATCHES) and inputs["pictures"][0].shape == (60, 80, 3)
+
+
+def test_parity_holds_on_the_real_nyu_frame(real_sample: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_student(tiny_student_config())
+    path = export.export_onnx(model, tmp_path / "tiny.onnx", height=HEIGHT, width=WIDTH)
+    inputs = parity.parity_inputs(HEIGHT, WIDTH, pictures=[real_sample / "rgb.png"])
+    assert inputs["pictures"][0].shape == (224, 224, 3)  # the frame as the user's own picture
+    assert parity.check_parity(model, path, inputs).passed
 
 
 def test_a_broken_export_trips_the_parity_check(tmp_path: Path) -> None:

@@ -18,8 +18,6 @@ from distill.metrics import (
     mean_metrics,
 )
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nyu-fastdepth-sample"
-
 # Prediction [1, 2, 3, 4] m against a flat 2 m target. Per pixel: |p - d| / d = .5, 0, .5, 1;
 # (p - d)^2 = 1, 0, 1, 4; ln(p / d) = ln .5, 0, ln 1.5, ln 2; max(p/d, d/p) = 2, 1, 1.5, 2.
 HAND_WORKED = {
@@ -172,10 +170,9 @@ def test_inverse_metric_names() -> None:
 # ------------------------------------------------------------------------------------------ the real frame
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/data/nyu-fastdepth-sample is absent (CI-only data)")
-def test_real_nyu_frame_matches_the_published_figures() -> None:
-    depth = torch.from_numpy(np.load(SAMPLE / "depth.npy"))
-    prediction = torch.from_numpy(np.load(SAMPLE / "fastdepth_pred.npy"))
+def test_real_nyu_frame_matches_the_published_figures(real_sample: Path) -> None:
+    depth = torch.from_numpy(np.load(real_sample / "depth.npy"))
+    prediction = torch.from_numpy(np.load(real_sample / "fastdepth_pred.npy"))
     values = depth_metrics(prediction, depth, depth > 0)  # no alignment, no crop, all pixels (the README's figures)
     assert values["abs_rel"] == pytest.approx(0.1405, abs=5e-5)
     assert values["rmse"] == pytest.approx(0.618, abs=5e-4)

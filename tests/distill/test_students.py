@@ -29,6 +29,7 @@ from distill.students import (
     save_student,
 )
 from shards.config import load_config
+from tests.distill.conftest import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "configs" / "distill").glob("*.yaml"))
@@ -40,10 +41,8 @@ def _config(architecture: str, **overrides) -> StudentConfig:
 
 @pytest.fixture(autouse=True, scope="module")
 def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(2):
+        yield
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
@@ -74,7 +73,7 @@ def test_every_architecture_saves_loads_and_exports_with_parity(architecture: st
     with torch.no_grad():
         assert torch.equal(loaded(images), model(images))
     onnx_path = export_onnx(loaded, tmp_path / "student.onnx", height=96, width=128)
-    report = check_parity(loaded, onnx_path, parity_inputs(96, 128, use_nyu_frame=False))
+    report = check_parity(loaded, onnx_path, parity_inputs(96, 128))
     assert report.passed
 
 

@@ -22,7 +22,7 @@ from distill.losses import LossConfig, build_loss
 from distill.students import ARCHITECTURES, create_student, load_student
 from shards.config import load_config
 from shards.reader import build_pipeline
-from tests.distill.conftest import TINY_STUDENT, tiny_student_config
+from tests.distill.conftest import TINY_STUDENT, tiny_student_config, torch_threads
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "distill").glob("*.yaml"))
@@ -31,10 +31,8 @@ CONFIGS = sorted((REPO / "configs" / "distill").glob("*.yaml"))
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Two shared cores: one intra-op thread per process avoids spinning thread pools fighting each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _argv(output: Path, train: Path, *extra: str, val: Path | None = None) -> list[str]:

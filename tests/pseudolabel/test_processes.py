@@ -1,9 +1,10 @@
 """Real processes: two Accelerate processes split the jobs; a SIGKILLed run resumes to every input exactly once.
 
 Both launch ``pseudolabel.py`` as users do. Several CPU processes need ``ACCELERATE_USE_CPU=true accelerate launch
---multi_gpu --num_processes 2`` (the plain form starts one process, STACK.md). The two-process run uses the
-``identity`` teacher: how jobs are shared does not depend on the teacher, and importing transformers in two more
-processes would double the test's time; the killed run uses the tiny DPT, whose compute keeps it busy long enough.
+--multi_gpu --num_processes 2`` (the plain form starts one process: docs/library-notes.md, "Accelerate"). The
+two-process run uses the ``identity`` teacher: how jobs are shared does not depend on the teacher, and importing
+transformers in two more processes would double the test's time; the killed run uses the tiny DPT, whose compute
+keeps it busy long enough.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Sources: folder trees, path lists, datasets and image shards give sorted inputs with the DECISIONS.md keys."""
+"""Sources: folder trees, path lists, datasets and image shards give sorted inputs with the documented keys
+(docs/decisions.md)."""
 
 from __future__ import annotations
 

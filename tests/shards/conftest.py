@@ -19,9 +19,6 @@ from shards.format import METRIC_DEPTH, SAMPLE_SIZE, SampleMeta  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-NYU_SAMPLE = SHARED_DATA / "nyu-fastdepth-sample"
-
 
 def scene_members(key: str, seed: int, codec: str = DEFAULT_LABEL_CODEC, size: tuple[int, int] = (128, 96)) -> dict:
     """A generated scene (with holes) as shard members: metric depth at ``size`` (width, height)."""

@@ -1,6 +1,6 @@
 """The shard contract, end to end: float depth -> sample -> shard -> reader gives the map back within 1/65535 of its
 range and the image as its JPEG decodes; every label codec keeps 16 bits where a default 8-bit decode does not;
-keys follow DECISIONS.md."""
+keys follow the key rule (docs/decisions.md)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from PIL import Image
 from shards.codec import LABEL_CODECS, decode_jpeg, decode_label, encode_sample
 from shards.format import (
     METRIC_DEPTH,
+    MIN_DEPTH,
     RELATIVE_INVERSE_DEPTH,
     LabelError,
     SampleMeta,
     check_key,
     decode_label_codes,
     encode_label_codes,
+    inverse_depth,
     key_from_relative_path,
 )
 from shards.reader import build_pipeline
@@ -28,7 +30,7 @@ from tests.shards.conftest import full_size_label, write_shard
 
 def _teacher_like_label(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Relative inverse depth with exact zeros (a ReLU head), from a scene's metric depth."""
-    inverse = np.where(valid, 1.0 / np.maximum(depth, 1e-3), 0.0).astype(np.float32)
+    inverse = inverse_depth(depth, valid).astype(np.float32)
     return np.maximum(inverse * 7.3 - 0.4, 0.0).astype(np.float32)
 
 
@@ -74,6 +76,22 @@ def test_default_8_bit_decoders_destroy_the_label_ours_keeps_16_bits():
     # And the code refuses an 8-bit array outright rather than decoding nonsense.
     with pytest.raises(ValueError, match="8-bit"):
         decode_label_codes(clipped, (low, high))
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "torch"])
+def test_inverse_depth_has_one_floor_and_zeroes_invalid_pixels(as_tensor):
+    import torch
+
+    depth = np.array([2.0, 0.5, 1e-3, 1e-4, 0.0, np.nan], dtype=np.float32)
+    valid = np.array([True, True, True, True, False, False])
+    expected_all = [0.5, 2.0, 1000.0, 1000.0, 1000.0]  # at or below MIN_DEPTH (1 mm) counts as 1 mm
+    wrap = torch.from_numpy if as_tensor else np.asarray
+    plain = np.asarray(inverse_depth(wrap(depth)))
+    np.testing.assert_allclose(plain[:5], expected_all, rtol=1e-6)
+    assert MIN_DEPTH == 1e-3 and np.isnan(plain[5])  # no mask: NaN stays NaN, never a made-up depth
+    masked = np.asarray(inverse_depth(wrap(depth), wrap(valid)))
+    np.testing.assert_allclose(masked, [0.5, 2.0, 1000.0, 1000.0, 0.0, 0.0], rtol=1e-6)
+    assert masked.dtype == np.float32
 
 
 def test_label_code_edges():

@@ -1,4 +1,4 @@
-"""``import-rgbd``: pairs by stem, resize-and-crop per DECISIONS.md, exact metric depth and holes, named rejects."""
+"""``import-rgbd``: pairs by stem, the documented resize-and-crop, exact metric depth and holes, named rejects."""
 
 from __future__ import annotations
 
