@@ -5,9 +5,10 @@ made. Presets (``PRESETS``):
 
 - ``reference`` (default): the reference recipe. Raw sensor depth (``rawDepths``, holes invalid); pixels with
   0 < d < 10 m inside the Eigen crop ``[45:471, 41:601]`` (rows, columns of 480x640, end-exclusive); input resized
-  bicubically to the model's size, prediction resized bicubically back to 640x480; per image, least-squares scale
-  and shift of the predicted inverse depth onto the ground truth's inverse depth over the valid pixels; the aligned
-  inverse depth clamped to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
+  bicubically to the model's size, prediction resized bicubically back to 640x480 (not clamped); per image,
+  least-squares scale and shift of the predicted inverse depth onto the ground truth's inverse depth over the valid
+  pixels (``distill.align.aligned_depth``, which training validation uses too); the aligned inverse depth clamped
+  to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
 - ``common``: in-painted depth (``depths``), 1e-3 < d < 10 m, Eigen crop; alignment as ``reference``.
 - ``midas``: as ``common`` without the crop (MiDaS / PyDNet).
 - ``median``: as ``common``, but the prediction turned into depth and scaled by median(gt) / median(pred);
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from distill.align import fit_median_scale, fit_scale_shift
+from distill.align import aligned_depth, fit_median_scale
 from shards.depth_sources import DEPTH_SCALES, parse_depth_scale
 from shards.diode import DIODE_SCENES
 
@@ -207,8 +208,8 @@ def _to_inverse(prediction: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _to_depth(prediction: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "metric_depth":
-        return prediction
+    if kind == "metric_depth":  # non-negative by definition: a resize's overshoot below 0 is clamped, nothing else
+        return prediction.clamp(min=0.0)
     return 1.0 / prediction.clamp(min=_INVERSE_FLOOR)
 
 
@@ -217,7 +218,9 @@ def predicted_depth(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply the protocol's alignment and caps to a batch of predictions at ground-truth size.
 
-    ``prediction`` (B, H, W): relative inverse depth, or metres when ``kind == "metric_depth"``; ``target``
+    ``prediction`` (B, H, W): relative inverse depth, or metres when ``kind == "metric_depth"``, as resized and
+    never clamped before: relative inverse depth has a free offset, so negative values are signal and enter the
+    fit as they are; only metric depth, non-negative by definition, is clamped at 0 (its inverse floored). ``target``
     (B, H, W) metres; ``valid`` from :func:`valid_mask`. Returns predicted depth in metres (B, H, W, float64,
     positive wherever the metrics look), and the per-image scale and shift (B,) that were applied (1 and 0 when
     none; for ``median_depth`` the scale multiplies depth).
@@ -231,10 +234,7 @@ def predicted_depth(
     shift = torch.zeros_like(scale)
     if protocol.alignment == "lsq_inverse":
         target_inverse = torch.where(valid, 1.0 / target.clamp(min=_INVERSE_FLOOR), torch.zeros_like(target))
-        inverse = _to_inverse(prediction, kind)
-        scale, shift = fit_scale_shift(inverse, target_inverse, valid)
-        aligned = inverse * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
-        depth = 1.0 / aligned.clamp(min=1.0 / protocol.depth_cap)
+        depth, scale, shift = aligned_depth(_to_inverse(prediction, kind), target_inverse, valid, protocol.depth_cap)
     elif protocol.alignment == "median_depth":
         depth = _to_depth(prediction, kind)
         scale = fit_median_scale(depth, target, valid)
