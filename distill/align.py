@@ -12,6 +12,10 @@ import torch
 from shards.format import METRIC_DEPTH, inverse_depth
 
 _EPS = 1e-8
+#: A prediction whose centred RMS is below this fraction of its RMS is constant up to rounding: float32 rounds at
+#: 6e-8 relative, and a resized constant map carries a few such steps of noise; a real relative map's spread is
+#: orders above (100 + 0.01 / depth over 1..10 m: 3e-5).
+CONSTANT_SPREAD = 1e-6
 
 
 def _flatten(x: torch.Tensor) -> torch.Tensor:
@@ -22,33 +26,59 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
 def fit_scale_shift(
     prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares ``scale, shift`` (each (B,)) minimising sum over valid pixels of (s * p + t - target)^2.
+    """Least-squares ``scale, shift`` (each (B,), ``prediction``'s dtype) of :func:`solve_scale_shift`."""
+    scale, shift = solve_scale_shift(prediction, target, valid)
+    return scale.to(prediction.dtype), shift.to(prediction.dtype)
 
-    Solved in float64 from the 2x2 normal equations; an image whose valid prediction is constant gets scale 0
-    and the target's mean as shift (the best constant), never NaN.
+
+def solve_scale_shift(
+    prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares ``scale, shift`` (each (B,), float64) minimising sum over valid pixels of (s * p + t - target)^2.
+
+    The one solve behind evaluation, training validation and the ``ssi_lsq`` loss. Both sides are centred on their
+    valid means and the fit is solved in float64 (``scale = cov(p, y) / var(p)``, ``shift = mean(y) - scale *
+    mean(p)``), so a large offset cannot make a map look singular (100 + 0.01 / depth is fitted, not called
+    constant). A map counts as constant when its centred spread is below ``CONSTANT_SPREAD`` of its own magnitude
+    (rounding, not signal): it gets scale 0 and the target's mean as shift (the best constant), never NaN.
     """
     p = _flatten(prediction).double()
     y = _flatten(target).double()
     m = _flatten(valid).to(p.dtype)
-    n = m.sum(1)
-    sum_p = (m * p).sum(1)
-    sum_y = (m * y).sum(1)
-    sum_pp = (m * p * p).sum(1)
-    sum_py = (m * p * y).sum(1)
-    determinant = n * sum_pp - sum_p * sum_p
-    ok = determinant.abs() > _EPS * torch.clamp(n * sum_pp, min=1.0)
-    safe = torch.where(ok, determinant, torch.ones_like(determinant))
-    scale = torch.where(ok, (n * sum_py - sum_p * sum_y) / safe, torch.zeros_like(determinant))
-    mean_y = sum_y / torch.clamp(n, min=1.0)
-    shift = torch.where(ok, (sum_y - scale * sum_p) / torch.clamp(n, min=1.0), mean_y)
-    return scale.to(prediction.dtype), shift.to(prediction.dtype)
+    # invalid pixels may hold anything, inf and NaN included: they never reach a sum
+    p = torch.where(m > 0, p, torch.zeros_like(p))
+    y = torch.where(m > 0, y, torch.zeros_like(y))
+    n = torch.clamp(m.sum(1), min=1.0)
+    mean_p = p.sum(1) / n
+    mean_y = y.sum(1) / n
+    centred_p = (p - mean_p[:, None]) * m
+    centred_y = (y - mean_y[:, None]) * m
+    spread = (centred_p * centred_p).sum(1)
+    magnitude = (p * p).sum(1)
+    ok = spread > CONSTANT_SPREAD**2 * magnitude
+    safe = torch.where(ok, spread, torch.ones_like(spread))
+    scale = torch.where(ok, (centred_p * centred_y).sum(1) / safe, torch.zeros_like(spread))
+    return scale, mean_y - scale * mean_p
 
 
 def align_scale_shift(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """The prediction mapped by its least-squares scale and shift onto the target; same shape as ``prediction``."""
-    scale, shift = fit_scale_shift(prediction, target, valid)
+    """The prediction mapped by its least-squares scale and shift onto the target; same shape and dtype as
+    ``prediction``, computed in float64 (a large offset times a large scale would cancel in float32)."""
+    scale, shift = solve_scale_shift(prediction, target, valid)
     view = (-1,) + (1,) * (prediction.dim() - 1)
-    return prediction * scale.view(view) + shift.view(view)
+    return (prediction.double() * scale.view(view) + shift.view(view)).to(prediction.dtype)
+
+
+def aligned_depth(
+    inverse: torch.Tensor, target_inverse: torch.Tensor, valid: torch.Tensor, depth_cap: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predicted inverse depth (B, ...) aligned onto the label's inverse depth (1 / metres), capped at ``depth_cap``
+    metres and inverted: (depth float64, scale (B,), shift (B,)). The scoring step that evaluation's ``lsq_inverse``
+    protocols and training validation on metric labels share, so the two give the same numbers."""
+    scale, shift = solve_scale_shift(inverse, target_inverse, valid)
+    view = (-1,) + (1,) * (inverse.dim() - 1)
+    aligned = inverse.double() * scale.view(view) + shift.view(view)
+    return 1.0 / aligned.clamp(min=1.0 / depth_cap), scale, shift
 
 
 def masked_median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,10 @@ Integrity: every reader checks each sample's checksums before decoding, skips a 
 its counts ride with each batch to the training process (``distill.integrity``), which logs them and stops past
 ``data.max_damaged_fraction``.
 
+Test splits: a sample marked as part of a benchmark's evaluation split (``eval_split`` in its json: NYU test, DIODE
+val, or what ``import-rgbd --eval-split`` named) stops the training and the validation reader with an error that
+names its shard, unless ``data.allow_eval_split`` is true (which the resolved config and the reports then state).
+
 Validation: the held-out shards, every sample exactly once, split by node and worker; each sample is resized to the
 training size without augmentation. The loaders are plain torch DataLoaders, never passed to
 ``accelerator.prepare`` (prepare breaks WebDataset splitting: docs/library-notes.md, "Accelerate").
@@ -38,6 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
+from distill.eval_splits import EvalSplitGuard, eval_split_screen
 from distill.integrity import READS_FIELD, ReadTally, tally_for
 from shards.format import METRIC_DEPTH, STUDENT_SIZE, DepthSample, check_input_size
 from shards.reader import SkipCounter, build_pipeline, expand_shard_urls
@@ -67,6 +72,7 @@ class DataConfig:
     saturation: float = 0.2
     checksums: bool = True  # check every member's sha256 before decoding (docs/shards.md; cost in BENCHMARKS.md)
     max_damaged_fraction: float = 0.01  # stop when more of the samples read are damaged or lost (see distill.integrity)
+    allow_eval_split: bool = False  # true: read samples marked as a benchmark's evaluation split (test-set leakage)
 
     def __post_init__(self) -> None:
         check_input_size(*self.size, "data.size")
@@ -230,7 +236,7 @@ class MixedShardSets(IterableDataset):
 
     def __init__(
         self, shard_sets: Sequence[list[str]], weights: Sequence[float], seed: int, shuffle_buffer: int,
-        checksums: bool = True, max_damaged_fraction: float | None = None,
+        checksums: bool = True, max_damaged_fraction: float | None = None, screen: EvalSplitGuard | None = None,
     ):
         if len(weights) != len(shard_sets):
             raise ValueError(f"data.train_weights has {len(weights)} weights for {len(shard_sets)} shard sets")
@@ -242,6 +248,7 @@ class MixedShardSets(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.checksums = checksums
         self.max_damaged_fraction = max_damaged_fraction
+        self.screen = screen
         self.counter = SkipCounter(max_fraction=max_damaged_fraction)
         self.reader = ""
 
@@ -253,7 +260,7 @@ class MixedShardSets(IterableDataset):
         sources = [
             iter(build_pipeline(
                 urls, training=True, seed=self.seed + 7919 * index, shuffle_buffer=self.shuffle_buffer,
-                skip_counter=self.counter, checksums=self.checksums,
+                skip_counter=self.counter, checksums=self.checksums, screen=self.screen,
             ))
             for index, urls in enumerate(self.shard_sets)
         ]
@@ -318,7 +325,8 @@ def build_train_loader(config: DataConfig, seed: int, epoch: int, batches: int) 
     workers = max(0, config.num_workers)
     per_worker = math.ceil(batches / max(1, workers))
     mixed = MixedShardSets(
-        shard_sets, weights, stream_seed, config.shuffle_buffer, config.checksums, config.max_damaged_fraction
+        shard_sets, weights, stream_seed, config.shuffle_buffer, config.checksums, config.max_damaged_fraction,
+        eval_split_screen(config.allow_eval_split, "training"),
     )
     pipeline = wds.DataPipeline(
         mixed,
@@ -341,7 +349,8 @@ def build_val_loader(
     if not config.val:
         raise ValueError("no validation shards: set --data.val to a folder of held-out shards")
     pipeline = build_pipeline(
-        config.val, training=False, transform=EvalTransform(config.size), split=True, rank=rank, world_size=world_size
+        config.val, training=False, transform=EvalTransform(config.size), split=True, rank=rank, world_size=world_size,
+        screen=eval_split_screen(config.allow_eval_split, "validation"),
     )
     pipeline.append(wds.batched(config.val_batch_size, collation_fn=collate_samples, partial=True))
     workers = config.num_workers if workers is None else workers

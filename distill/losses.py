@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from distill.align import fit_scale_shift, normalise_median_mad
+from distill.align import align_scale_shift, normalise_median_mad
 from shards.format import inverse_depth
 
 _EPS = 1e-6
@@ -191,13 +191,7 @@ class LeastSquaresScaleShiftLoss(DepthLoss):
     def compute(self, prediction, target, valid, image):
         count = _per_image_sum(valid.float())
         target_normalised = normalise_median_mad(target, valid)
-        # centred first (the fit is shift-invariant anyway): a large offset would make the normal equations look
-        # singular (a prediction 0.01 x + 24 passes for constant) and the fit return scale 0
-        mask = valid.to(prediction.dtype)
-        mean = _per_image_sum(prediction * mask) / _per_image_sum(mask).clamp(min=1.0)
-        centred = prediction - mean.view(-1, 1, 1, 1)
-        scale, shift = fit_scale_shift(centred, target_normalised, valid)
-        aligned = centred * scale.view(-1, 1, 1, 1) + shift.view(-1, 1, 1, 1)
+        aligned = align_scale_shift(prediction, target_normalised, valid)  # the evaluation's solve, centred inside
         residual = torch.where(valid, aligned - target_normalised, torch.zeros_like(aligned))
         mse = _per_image_sum(residual**2) / (2.0 * count.clamp(min=1.0))
         return _with_gradient_term(self.config, "ssi_mse", mse, residual, valid, count)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from distill.align import align_scale_shift
+from distill.align import align_scale_shift, aligned_depth
 
 #: Depth metric names, in the order of the reference table (log10 last: the table does not show it).
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "log10")
@@ -158,7 +158,8 @@ def inverse_depth_metrics(
         is_metric = torch.full((batch,), metric_label, dtype=torch.bool, device=prediction.device)
     else:
         is_metric = torch.as_tensor(metric_label, device=prediction.device).reshape(batch).bool()
-    aligned = align_scale_shift(prediction, torch.where(mask, target, torch.zeros_like(target)), mask)
+    masked_target = torch.where(mask, target, torch.zeros_like(target))
+    aligned = align_scale_shift(prediction, masked_target, mask)
     nan = torch.full((batch,), math.nan, dtype=torch.float64, device=prediction.device)
     results = {name: nan.clone() for name in INVERSE_DEPTH_METRICS + DEPTH_METRICS}
     relative = ~is_metric
@@ -167,7 +168,9 @@ def inverse_depth_metrics(
             results[name][relative] = values
     if bool(is_metric.any()):
         metric_mask = mask[is_metric] & (target[is_metric] > 0)
-        predicted_depth = 1.0 / aligned[is_metric].clamp(min=1.0 / depth_cap)
+        predicted_depth, _, _ = aligned_depth(
+            prediction[is_metric], masked_target[is_metric], mask[is_metric], depth_cap
+        )
         target_depth = 1.0 / torch.where(metric_mask, target[is_metric], torch.ones_like(target[is_metric]))
         for name, values in batch_depth_metrics(predicted_depth, target_depth, metric_mask).items():
             results[name][is_metric] = values

@@ -169,7 +169,10 @@ def validate(
     means["samples"] = float(len(all_keys))
     if accelerator.is_main_process:
         counts = {record["rank"]: len(record["keys"]) for record in gathered}
-        summary = {"step": step, "world_size": accelerator.num_processes, "samples_per_rank": counts, **means}
+        summary = {
+            "step": step, "world_size": accelerator.num_processes, "samples_per_rank": counts,
+            "allow_eval_split": config.data.allow_eval_split, **means,
+        }
         with open(output_dir / "validation.jsonl", "a") as handle:
             handle.write(json.dumps(summary) + "\n")
         if config.log.write_val_keys:
@@ -206,6 +209,9 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
     accelerator.wait_for_everyone()
     logger.info("distill: %d process(es), device %s, mixed precision %s", accelerator.num_processes,
                 accelerator.device, accelerator.mixed_precision)
+    if config.data.allow_eval_split:
+        logger.warning("data.allow_eval_split is true: samples of benchmark evaluation splits may be trained and "
+                       "validated on; figures on those benchmarks are then not held-out results")
 
     set_seed(config.train.seed)
     model = create_student(config.student)

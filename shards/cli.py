@@ -116,6 +116,11 @@ def _add_import_rgbd(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--codec", default=DEFAULT_LABEL_CODEC, choices=sorted(LABEL_CODECS), help="label codec (default %(default)s)"
     )
+    parser.add_argument(
+        "--eval-split", default=None,
+        help="mark every sample as part of this evaluation split (e.g. kitti_eigen_test): training and validation "
+        "refuse it; NYU test and DIODE val are marked nyu_test / diode_val without it",
+    )
 
 
 _IMPORT_MODES = (
@@ -159,7 +164,8 @@ def _run_import(args: argparse.Namespace) -> int:
         print(f"import-rgbd: {problem}")
         return 2
     options = ImportOptions(
-        samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec
+        samples_per_shard=args.samples_per_shard, crop=args.crop, seed=args.seed, codec=args.codec,
+        eval_split=args.eval_split,
     )
     try:
         if args.nyu_mat is not None:

@@ -174,6 +174,7 @@ class SampleMeta:
     jpeg_quality: int = JPEG_QUALITY
     mask_policy: str = MASK_POLICY
     depth_scale: float | None = None  # sensor units per metre for imported ground truth (information only)
+    eval_split: str | None = None  # a benchmark's evaluation split (nyu_test, diode_val ...): kept out of training
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION  # LEGACY_FORMAT_VERSION for a record written without the field
     sha256: dict[str, str] = field(default_factory=dict)  # member extension -> hex digest (filled by the writer)
@@ -205,6 +206,7 @@ class SampleMeta:
             hints = [_closest(name, known) for name in unknown]
             raise ValueError(f"unknown field(s) {', '.join(hints)} in the sample json: a damaged or foreign record")
         optional = {"sha256"} if version == LEGACY_FORMAT_VERSION else set()
+        optional |= {"eval_split"}  # added after format 2 shipped; absent means unmarked (see marked_eval_split)
         missing = sorted(set(known) - set(record) - optional)
         if missing:
             raise ValueError(f"the sample json lacks field(s) {missing}: every writer writes them all")
@@ -214,6 +216,19 @@ class SampleMeta:
         if not isinstance(record.get("extra", {}), dict) or not isinstance(record.get("sha256", {}), dict):
             raise ValueError("the sample json's extra and sha256 fields must be records")
         return cls(**record)
+
+
+#: Marks of evaluation data in the ``extra`` of samples imported before ``eval_split`` existed: (field, value, split).
+LEGACY_EVAL_MARKS = (("nyu_split", "test", "nyu_test"), ("diode_split", "val", "diode_val"))
+
+
+def marked_eval_split(record: dict[str, Any]) -> str | None:
+    """The evaluation split a sample json (a parsed record) belongs to, or None: its ``eval_split``, or for an import
+    written before that field, NYU's test and DIODE's validation split as its ``extra`` names them."""
+    if record.get("eval_split"):
+        return str(record["eval_split"])
+    extra = record.get("extra") or {}
+    return next((split for name, value, split in LEGACY_EVAL_MARKS if extra.get(name) == value), None)
 
 
 def _closest(name: str, known: dict[str, Any]) -> str:

@@ -72,6 +72,13 @@ def expand_shard_urls(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     return unique
 
 
+def screened_samples(raws: Iterator[dict], screen: Callable[[dict], None]) -> Iterator[dict]:
+    """Pipeline stage: each raw sample through ``screen`` (which raises to stop the reader), then on."""
+    for raw in raws:
+        screen(raw)
+        yield raw
+
+
 def split_shards(
     urls: Iterator[dict], rank: int | None = None, world_size: int | None = None,
     worker: int | None = None, num_workers: int | None = None,
@@ -105,13 +112,16 @@ def build_pipeline(
     world_size: int | None = None,
     skip_counter: SkipCounter | None = None,
     checksums: bool = True,
+    screen: Callable[[dict], None] | None = None,
 ) -> wds.DataPipeline:
     """The one reader of shards. Yields decoded :class:`~shards.format.DepthSample` (then ``transform``).
 
     ``training=True``: resampled shards (unless ``resampled=False``) and a sample shuffle buffer on the raw
     bytes; bound it with ``.with_epoch(n)``. ``training=False``: every sample exactly once, in shard order,
     split across nodes and workers when ``split`` (set ``split=False`` to read everything in one process).
-    ``checksums=False`` skips the sha256 of every member (counting lost samples still works).
+    ``checksums=False`` skips the sha256 of every member (counting lost samples still works). ``screen`` sees each
+    intact raw sample (``__url__``, ``__key__``, members as bytes) before decoding; what it raises stops the reader,
+    never counted as damage (a sample that must not be read here, not a broken one).
     """
     urls = expand_shard_urls(urls)
     resampled = training if resampled is None else resampled
@@ -126,6 +136,8 @@ def build_pipeline(
         if split:
             stages.append(functools.partial(split_shards, rank=rank, world_size=world_size))
     stages.append(functools.partial(checked_samples, counter=handler, checksums=checksums))
+    if screen is not None:
+        stages.append(functools.partial(screened_samples, screen=screen))
     if training and shuffle_buffer > 1:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 500), seed=seed))
     if decode is not None:

@@ -144,6 +144,7 @@ def metric_sample(
     extra: dict | None = None,
     limits: DepthLimits = LONG_RANGE_DEPTH,
     where: str | None = None,
+    eval_split: str | None = None,
 ) -> dict:
     """One RGB-D frame (uint8 (H, W, 3), float32 metres (H, W), 0 / non-finite = invalid) -> shard members.
 
@@ -166,6 +167,7 @@ def metric_sample(
         scale=plan.scale,
         crop_box=plan.crop_box,
         depth_scale=depth_scale,
+        eval_split=eval_split,
         extra=dict(extra or {}),
     )
     return encode_sample(
@@ -196,12 +198,18 @@ class FrameJob:
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """What every import mode shares: shard size, crop position, seed of a random crop, label codec."""
+    """What every import mode shares: shard size, crop position, seed of a random crop, label codec, and the
+    evaluation split the frames belong to (``eval_split``: training and validation refuse such samples)."""
 
     samples_per_shard: int = 1000
     crop: str = "center"
     seed: int = 0
     codec: str = DEFAULT_LABEL_CODEC
+    eval_split: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_split is not None and not self.eval_split.strip():
+            raise ValueError("eval_split names an evaluation split (e.g. kitti_eigen_test); leave it out for none")
 
 
 def write_frames(
@@ -219,7 +227,7 @@ def write_frames(
     (source, split ...) goes into every stats json with the depth scale, crop and seed."""
     options = options or ImportOptions()
     rng = np.random.default_rng(options.seed)
-    extra = {**stats_extra, "crop": options.crop, "seed": options.seed}
+    extra = {**stats_extra, "crop": options.crop, "seed": options.seed, "eval_split": options.eval_split}
     if depth_scale is not None:
         extra["depth_scale"] = depth_scale
     with ShardSetWriter(out, prefix, options.samples_per_shard, **extra) as writer:
@@ -237,7 +245,7 @@ def write_frames(
             try:
                 sample = metric_sample(
                     job.key, job.source, image, depth, crop=options.crop, rng=rng, depth_scale=depth_scale,
-                    codec=options.codec, extra=job.extra, where=job.where,
+                    codec=options.codec, extra=job.extra, where=job.where, eval_split=options.eval_split,
                 )
             except LabelError as error:
                 _reject(writer, summary, job.source, error.reason, error)

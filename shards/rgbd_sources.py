@@ -5,6 +5,7 @@ DIODE as released, and one split of NYU Depth v2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +32,18 @@ from shards.rgbd import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The evaluation splits an import marks by itself (``eval_split`` in every sample's json): (source, split) -> mark.
+AUTOMATIC_EVAL_SPLITS = {("nyu", "test"): "nyu_test", ("diode", "val"): "diode_val"}
+
+
+def _mark_eval_split(options: ImportOptions | None, source: str, split: str) -> ImportOptions:
+    """``options`` with ``eval_split`` set for a benchmark's evaluation split, unless it names one already."""
+    options = options or ImportOptions()
+    automatic = AUTOMATIC_EVAL_SPLITS.get((source, split))
+    if options.eval_split is None and automatic is not None:
+        return dataclasses.replace(options, eval_split=automatic)
+    return options
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,9 +178,11 @@ def import_diode(
     """Write one split of DIODE (``scene`` "indoors", "outdoor" or "all") as metric shards, the mask applied.
 
     Keys ``diode/<split>/<scene>/scene_X/scan_Y/<name>``; the default prefix is ``diode<split>`` (plus the scene
-    type when only one is read). The tree's structure is checked before anything is written (``shards.diode``)."""
+    type when only one is read). The tree's structure is checked before anything is written (``shards.diode``).
+    The validation split is marked ``eval_split: diode_val`` (kept out of training)."""
     scenes = DIODE_SCENES if scene == "all" else (scene,)
     prefix = prefix or (f"diode{split}" if scene == "all" else f"diode{split}{scene}")
+    options = _mark_eval_split(options, "diode", split)
     check_output_free(out, prefix)
     jobs = [
         FrameJob(
@@ -203,8 +218,10 @@ def import_nyu(
     prefix: str | None = None,
     options: ImportOptions | None = None,
 ) -> ImportSummary:
-    """Write one split of NYU Depth v2 as metric shards (raw sensor depth by default: holes are invalid)."""
+    """Write one split of NYU Depth v2 as metric shards (raw sensor depth by default: holes are invalid); the test
+    split is marked ``eval_split: nyu_test`` (kept out of training)."""
     prefix = prefix or f"nyu{split}"
+    options = _mark_eval_split(options, "nyu", split)
     check_output_free(out, prefix)
     name = Path(labeled_mat).name
     with NyuSplit(labeled_mat, splits_mat, split=split, depth=depth) as frames:  # reads one frame at a time

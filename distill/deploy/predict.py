@@ -9,8 +9,9 @@ resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
 - ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.viz.colorize_depth``);
 - ``--save-raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
   range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save-raw npy``: ``DIR/a/b_inverse_depth.npy``
-  (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer); a student that
-  predicts depth (``prediction: depth``) is written as 1 / metres.
+  (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer), resized back
+  bicubically and not clamped (a relative output may dip below 0; only the colour pictures clip, for display); a
+  student that predicts depth (``prediction: depth``) is written as 1 / metres, clamped at 0.
 - a video ``clip.mp4`` gives ``DIR/clip_depth.mp4`` (``--video-out mp4``) or ``DIR/clip_depth/000000.png ...``
   (``--video-out frames``), and raw frames in ``DIR/clip_inverse_depth/``. ``--smooth ema|mean`` averages the
   predictions over frames (less flicker, a little lag).
@@ -152,6 +153,7 @@ def write_raw(inverse_depth: np.ndarray, path: Path, raw_format: str, source: st
         "label_range": list(value_range),
         "code": "0 = invalid; 1..65535 map linearly onto label_range: value = min + (code - 1) / 65534 * (max - min)",
         "size": [int(inverse_depth.shape[1]), int(inverse_depth.shape[0])],
+        "resize": "bicubic from the model's output, not clamped",
         "source": source,
     }
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -174,7 +176,9 @@ def predict_pictures(
                 predictions = runner(images_to_batch([picture for _, picture in loaded], runner.width, runner.height))
                 predictions = as_inverse_depth(predictions, runner.kind)  # a depth student's metres -> 1 / m
                 for (job, picture), prediction in zip(loaded, predictions):
-                    inverse_depth = resize_prediction(prediction, picture.shape[1], picture.shape[0])
+                    inverse_depth = resize_prediction(
+                        prediction, picture.shape[1], picture.shape[0], non_negative=runner.kind == "metric_depth"
+                    )
                     stem = out / job.stem
                     stem.parent.mkdir(parents=True, exist_ok=True)
                     colour = colorize_depth(inverse_depth, value_range=tuple(colour_range(inverse_depth)))
@@ -236,7 +240,9 @@ def predict_video(runner: DepthRunner, job: Job, out: Path, options: VideoOption
                 for frame, prediction in zip(frames, predictions):
                     if depth_smoother is not None:
                         prediction = depth_smoother(prediction)
-                    inverse_depth = resize_prediction(prediction, frame.shape[1], frame.shape[0])
+                    inverse_depth = resize_prediction(
+                        prediction, frame.shape[1], frame.shape[0], non_negative=runner.kind == "metric_depth"
+                    )
                     value_range = colour_range(inverse_depth)
                     if range_smoother is not None:
                         value_range = range_smoother(value_range)

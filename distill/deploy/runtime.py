@@ -2,7 +2,7 @@
 
 Export (parity), predict and the benchmark workers share it, so the pre- and post-processing are the same
 everywhere: RGB uint8 -> resized bicubically to the model's size -> float [0, 1] (B, 3, H, W); the model returns
-(B, 1, H, W) non-negative relative inverse depth, resized back bicubically (clamped at 0) to the picture's size.
+(B, 1, H, W) relative inverse depth (or metres), resized back bicubically to the picture's size, not clamped.
 Normalisation lives inside the model (and so inside the ONNX graph). PyTorch is imported only where it is used, so
 an ONNX Runtime process (a benchmark worker) does not pay for it.
 """
@@ -34,6 +34,9 @@ OUTPUT_NAME = "inverse_depth"
 PREDICTION_METADATA = "prediction"
 #: ONNX Runtime graph optimisation levels by name; ``all`` is about 3x faster than ``basic`` for the student.
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+#: PyTorch precisions of a student run: ``auto`` = bf16 autocast on CUDA, fp32 elsewhere (predict, benchmarks);
+#: evaluation runs fp32 unless asked otherwise (docs/evaluation.md).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Picture file endings read by export (calibration) and predict.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -58,8 +61,12 @@ def images_to_batch(images: list[np.ndarray], width: int, height: int) -> np.nda
     return batch
 
 
-def resize_prediction(inverse_depth: np.ndarray, width: int, height: int) -> np.ndarray:
-    """float32 (h, w) inverse depth -> (height, width), bicubic, clamped at 0 (bicubic overshoots below zero)."""
+def resize_prediction(
+    inverse_depth: np.ndarray, width: int, height: int, non_negative: bool = False
+) -> np.ndarray:
+    """float32 (h, w) prediction -> (height, width), bicubic (antialiased when shrinking), not clamped: a relative
+    prediction's offset is free, so values below 0 are signal. ``non_negative`` (a map non-negative by definition,
+    such as 1 / metres of a depth student) clamps bicubic's overshoot below 0."""
     if inverse_depth.shape == (height, width):
         return inverse_depth.astype(np.float32, copy=False)
     import torch
@@ -68,7 +75,7 @@ def resize_prediction(inverse_depth: np.ndarray, width: int, height: int) -> np.
     source = torch.from_numpy(np.ascontiguousarray(inverse_depth, dtype=np.float32))[None, None]
     shrinking = height < inverse_depth.shape[0] or width < inverse_depth.shape[1]
     resized = F.interpolate(source, size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking)
-    return resized[0, 0].clamp_(min=0.0).numpy()
+    return (resized[0, 0].clamp_(min=0.0) if non_negative else resized[0, 0]).numpy()
 
 
 class DepthRunner(Protocol):
@@ -83,6 +90,17 @@ class DepthRunner(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run in ``precision`` on ``device``; None: plain fp32, no autocast."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def pick_device(device: str = "auto") -> torch.device:
     import torch
 
@@ -92,16 +110,20 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 class TorchRunner:
-    """A student from its folder, in eval mode; channels_last on CPU (faster there: BENCHMARKS.md, student latency)."""
+    """A student from its folder, in eval mode; channels_last on CPU (faster there: BENCHMARKS.md, student latency);
+    under autocast in ``precision`` (:func:`autocast_dtype`), the output always float32."""
 
     def __init__(
-        self, folder: str | os.PathLike, width: int | None = None, height: int | None = None, device: str = "auto"
+        self, folder: str | os.PathLike, width: int | None = None, height: int | None = None, device: str = "auto",
+        precision: str = "auto",
     ) -> None:
         import torch
 
         from distill.students import load_student
 
         self.device = pick_device(device)
+        self.precision = precision
+        self.autocast_dtype = autocast_dtype(precision, self.device)
         from distill.students import student_output_kind
 
         model, self.config = load_student(folder, device=self.device)
@@ -121,8 +143,8 @@ class TorchRunner:
         import torch
 
         images = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if self.autocast_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 output = self.model(images)
         else:
             output = self.model(images)
@@ -214,8 +236,10 @@ def load_runner(
     height: int | None = None,
     device: str = "auto",
     threads: int | None = None,
+    precision: str = "auto",
 ) -> DepthRunner:
-    """A student folder (``config.json`` + ``model.safetensors``) or an ``.onnx`` file -> a runner."""
+    """A student folder (``config.json`` + ``model.safetensors``) or an ``.onnx`` file -> a runner; ``precision``
+    applies to a student folder (an ONNX graph runs as exported)."""
     path = Path(model)
     if path.is_file() and path.suffix.lower() == ".onnx":
         return OnnxRunner.open(path, width=width, height=height, threads=threads)
@@ -227,7 +251,7 @@ def load_runner(
 
             if threads:
                 torch.set_num_threads(threads)
-            return TorchRunner(path, width=width, height=height, device=device)
+            return TorchRunner(path, width=width, height=height, device=device, precision=precision)
     raise ValueError(
         f"{model} is neither an exported .onnx file nor a student folder (config.json with our 'architecture' "
         "marker + model.safetensors, as written by training or distill.students.save_student)"

@@ -237,6 +237,7 @@ def _evaluate_model(
             "protocol": record["protocol"],
             "protocol_note": note,
             "model": record["model"],
+            "precision": record["precision"],
             "report": str(out.relative_to(args.out)),
         }
         if number == 0 and picture is not None and picture.frames:

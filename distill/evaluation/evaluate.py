@@ -9,8 +9,11 @@ the frame's size, then the protocol (:mod:`distill.evaluation.protocols`) aligns
 with ``distill.metrics``; figures are averaged over images.
 
 Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means), ``per_image.csv``,
-``table_row.md`` (the reference table's layout), ``best_median_worst.png`` and, with ``--save-predictions``,
-``predictions.npz`` (every raw prediction at the frame's size, before alignment).
+``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png`` and, with
+``--save-predictions``, ``predictions.npz`` (every raw prediction at the frame's size, before alignment: the model's
+output resized with the kernel named in its ``resize`` member, never clamped).
+
+Models run in fp32 unless ``--precision bf16`` or ``fp16`` asks for autocast; the report states which.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from distill.deploy.runtime import pick_device
-from distill.evaluation.models import DepthModel, load_model
+from distill.evaluation.models import EVALUATION_PRECISIONS, DepthModel, load_model
 from distill.evaluation.protocols import (
     PRESETS,
     Protocol,
@@ -98,7 +101,9 @@ def evaluate_frames(model: DepthModel, protocol: Protocol, frames: Sequence[Dept
     inputs = resize_images(inputs, model.height, model.width, protocol.input_resize).clamp(0.0, 1.0)
     with torch.inference_mode():
         prediction = model.predict(inputs).to(device=device, dtype=torch.float32)  # (B, h, w)
-    raw = resize_images(prediction[:, None], height, width, protocol.output_resize)[:, 0].clamp(min=0.0)
+    # not clamped: a relative prediction's offset is free, so its negative values enter the fit as they are; the
+    # protocol clamps only metric depth (non-negative by definition)
+    raw = resize_images(prediction[:, None], height, width, protocol.output_resize)[:, 0]
     valid = valid_mask(protocol, target)
     depth, scale, shift = predicted_depth(protocol, raw, model.kind, target, valid)
     metrics = batch_depth_metrics(depth, target, valid)
@@ -107,10 +112,11 @@ def evaluate_frames(model: DepthModel, protocol: Protocol, frames: Sequence[Dept
 
 class PredictionWriter:
     """Streams raw predictions into ``predictions.npz`` (``predictions`` float32 (N, H, W), ``indices``,
-    ``names``) without holding them all in memory; ``np.load`` reads it back."""
+    ``names``, ``resize``: the kernel that took each output to the frame's size) without holding them all in memory;
+    ``np.load`` reads it back."""
 
-    def __init__(self, path: Path, count: int) -> None:
-        self.path, self.count, self.written = path, count, 0
+    def __init__(self, path: Path, count: int, resize: str) -> None:
+        self.path, self.count, self.written, self.resize = path, count, 0, resize
         self.archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self.member = None
         self.shape: tuple[int, int] | None = None
@@ -129,7 +135,11 @@ class PredictionWriter:
     def close(self, indices: list[int], names: list[str]) -> None:
         if self.member is not None:
             self.member.close()
-        for name, values in (("indices", np.asarray(indices, dtype=np.int64)), ("names", np.asarray(names))):
+        members = (
+            ("indices", np.asarray(indices, dtype=np.int64)), ("names", np.asarray(names)),
+            ("resize", np.asarray(self.resize)),
+        )
+        for name, values in members:
             with self.archive.open(f"{name}.npy", "w") as member:
                 np.lib.format.write_array(member, values)
         self.archive.close()
@@ -163,12 +173,13 @@ def _picture(model: DepthModel, protocol: Protocol, source: Any, rows: list[tupl
     return image_grid(pictures, titles=titles, row_labels=labels, cell_height=192)
 
 
-def table_row(name: str, input_size: tuple[int, int], metrics: dict[str, float]) -> str:
-    """A markdown table (header + one row) in the reference table's layout."""
+def table_row(name: str, input_size: tuple[int, int], metrics: dict[str, float], precision: str | None = None) -> str:
+    """A markdown table (header + one row) in the reference table's layout; then the precision, when given."""
     header = "| Model | Input | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "---|" * (len(TABLE_COLUMNS) + 2)
     values = " | ".join(f"{metrics.get(key, math.nan):.3f}" for _, key in TABLE_COLUMNS)
-    return f"{header}\n{rule}\n| {name} | {input_size[0]}x{input_size[1]} | {values} |\n"
+    note = f"\nPrecision: {precision}.\n" if precision else ""
+    return f"{header}\n{rule}\n| {name} | {input_size[0]}x{input_size[1]} | {values} |\n{note}"
 
 
 def evaluate(
@@ -186,7 +197,7 @@ def evaluate(
     count = len(source)
     if count == 0:
         raise ValueError("the data source holds no frames")
-    writer = PredictionWriter(out / "predictions.npz", count) if save_predictions else None
+    writer = PredictionWriter(out / "predictions.npz", count, protocol.output_resize) if save_predictions else None
     rows: list[dict[str, Any]] = []
     per_image: dict[str, list[float]] = {name: [] for name in DEPTH_METRICS}
     started = time.perf_counter()
@@ -239,6 +250,7 @@ def evaluate(
         "seconds": seconds,
         "images_per_second": count / seconds,
         "device": str(device),
+        "precision": model.precision,
         **(extra or {}),
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -246,7 +258,7 @@ def evaluate(
         table = csv.DictWriter(file, fieldnames=list(rows[0]))
         table.writeheader()
         table.writerows(rows)
-    (out / "table_row.md").write_text(table_row(model.name, (model.width, model.height), means))
+    (out / "table_row.md").write_text(table_row(model.name, (model.width, model.height), means, model.precision))
     if scored:
         ranked = sorted(scored, key=lambda row: row["abs_rel"])
         chosen = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
@@ -284,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-predictions", action="store_true", help="write predictions.npz (raw, at the frames' size; one size)"
     )
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--precision", default="fp32", choices=EVALUATION_PRECISIONS,
+        help="fp32 (default: no autocast on any device), or bf16 / fp16 autocast; stated in the report",
+    )
     parser.add_argument("--input-size", type=_size, help="student input WxH (default 256x192; multiples of 32)")
     parser.add_argument("--image-column", default="image", help="HF dataset image column")
     parser.add_argument("--depth-column", default="depth_map", help="HF dataset in-painted depth column (metres)")
@@ -311,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = pick_device(args.device)
     try:
-        model = load_model(args.model, device=args.device, input_size=args.input_size)
+        model = load_model(args.model, device=args.device, input_size=args.input_size, precision=args.precision)
         protocol, note = resolve_protocol(args, model.kind)
         source = open_data(args, protocol)
         if len(source) == 0:

@@ -28,8 +28,9 @@ ACCEPTED_MODELS = (
 #: protocol's per-image alignment it becomes the best single depth for each image.
 CONSTANT_MODEL = "constant"
 TRANSFORMERS_DEPTH_TYPES = ("dpt", "depth_anything", "glpn", "zoedepth", "depth_pro", "prompt_depth_anything")
+#: What ``--precision`` accepts: evaluation runs fp32 unless asked otherwise.
+EVALUATION_PRECISIONS = ("fp32", "bf16", "fp16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
 
 
 @dataclass
@@ -43,6 +44,7 @@ class DepthModel:
     width: int
     height: int
     predict: Callable[[torch.Tensor], torch.Tensor]
+    precision: str = "fp32"  # what the network runs in: fp32, bf16 / fp16 autocast, or "as exported" (ONNX)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "type": self.source, "kind": self.kind, "input_size": [self.width, self.height]}
@@ -67,29 +69,45 @@ def detect_model_type(model: str) -> str:
         if record.get("model_type") in TRANSFORMERS_DEPTH_TYPES or any("DepthEstimation" in a for a in architectures):
             return "teacher"
         raise ValueError(f"{model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
+    if not path.exists() and looks_local(model):
+        raise FileNotFoundError(f"{model}: no such student folder or model file; accepted: {ACCEPTED_MODELS}")
     if not path.exists() and _HUB_ID.match(model):
         return "teacher"
     raise ValueError(f"{model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
 
 
-def _runner_model(model: str, source: str, width: int | None, height: int | None, device: str) -> DepthModel:
+def looks_local(model: str) -> bool:
+    """A name that can only mean a path (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or ``runs/x`` where ``runs``
+    exists here), never a hub id (``owner/name``): a mistyped student path is not sent to the hub."""
+    parts = model.replace("\\", "/").split("/")
+    if model.startswith(("./", "../", "/", "~")) or len(parts) > 2:
+        return True
+    return len(parts) == 2 and Path(parts[0]).exists()
+
+
+def _runner_model(
+    model: str, source: str, width: int | None, height: int | None, device: str, precision: str
+) -> DepthModel:
     from distill.deploy.runtime import load_runner
 
-    runner = load_runner(model, width=width, height=height, device=device)
+    if source == "onnx" and precision != "fp32":
+        raise ValueError(f"--precision {precision} applies to PyTorch models; an ONNX graph runs as exported")
+    runner = load_runner(model, width=width, height=height, device=device, precision=precision)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         inverse_depth = runner(images.float().cpu().numpy())  # (B, H, W)
         return torch.from_numpy(np.asarray(inverse_depth, dtype=np.float32))
 
-    return DepthModel(runner.name, source, runner.kind, runner.width, runner.height, predict)  # a depth student: metres
+    run_precision = precision if source == "student" else "as exported"
+    return DepthModel(runner.name, source, runner.kind, runner.width, runner.height, predict, run_precision)
 
 
-def _teacher_model(model: str, device: str) -> DepthModel:
+def _teacher_model(model: str, device: str, precision: str) -> DepthModel:
     # The one crossing between the stages (docs/decisions.md, "Layout"): the teacher row is measured by the code that
     # labels.
     from pseudolabel.teachers import load_teacher
 
-    teacher = load_teacher(model, device=device)
+    teacher = load_teacher(model, device=device, precision=precision)  # the backbone's; its head is always fp32
     kind = METRIC_DEPTH if teacher.kind == METRIC_DEPTH else RELATIVE_INVERSE_DEPTH
 
     def predict(images: torch.Tensor) -> torch.Tensor:
@@ -97,15 +115,20 @@ def _teacher_model(model: str, device: str) -> DepthModel:
         return torch.as_tensor(teacher(pixels), dtype=torch.float32)
 
     width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (docs/decisions.md, "Teachers")
-    return DepthModel(f"teacher:{model}", "teacher", kind, width, height, predict)
+    return DepthModel(f"teacher:{model}", "teacher", kind, width, height, predict, precision)
 
 
 def _constant_prediction(images: torch.Tensor) -> torch.Tensor:
     return torch.ones(images.shape[0], images.shape[2], images.shape[3], dtype=torch.float32)
 
 
-def load_model(model: str, device: str = "auto", input_size: tuple[int, int] | None = None) -> DepthModel:
-    """The model of ``--model``; ``input_size`` (W, H) overrides a student's default 256x192."""
+def load_model(
+    model: str, device: str = "auto", input_size: tuple[int, int] | None = None, precision: str = "fp32"
+) -> DepthModel:
+    """The model of ``--model``; ``input_size`` (W, H) overrides a student's default 256x192. ``precision``: fp32
+    (the default: no autocast on any device), bf16 or fp16 autocast (a teacher's head stays fp32)."""
+    if precision not in EVALUATION_PRECISIONS:
+        raise ValueError(f"precision must be one of {EVALUATION_PRECISIONS}, got {precision!r}")
     source = detect_model_type(model)
     if source == CONSTANT_MODEL:
         width, height = input_size or STUDENT_SIZE
@@ -115,6 +138,6 @@ def load_model(model: str, device: str = "auto", input_size: tuple[int, int] | N
             raise ValueError("--input-size applies to students; teachers run at 512x384 (docs/decisions.md)")
         from distill.deploy.runtime import pick_device
 
-        return _teacher_model(model, str(pick_device(device)))
+        return _teacher_model(model, str(pick_device(device)), precision)
     width, height = input_size or (None, None)
-    return _runner_model(model, source, width, height, device)
+    return _runner_model(model, source, width, height, device, precision)

@@ -5,9 +5,10 @@ made. Presets (``PRESETS``):
 
 - ``reference`` (default): the reference recipe. Raw sensor depth (``rawDepths``, holes invalid); pixels with
   0 < d < 10 m inside the Eigen crop ``[45:471, 41:601]`` (rows, columns of 480x640, end-exclusive); input resized
-  bicubically to the model's size, prediction resized bicubically back to 640x480; per image, least-squares scale
-  and shift of the predicted inverse depth onto the ground truth's inverse depth over the valid pixels; the aligned
-  inverse depth clamped to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
+  bicubically to the model's size, prediction resized bicubically back to 640x480 (not clamped); per image,
+  least-squares scale and shift of the predicted inverse depth onto the ground truth's inverse depth over the valid
+  pixels (``distill.align.aligned_depth``, which training validation uses too); the aligned inverse depth clamped
+  to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
 - ``common``: in-painted depth (``depths``), 1e-3 < d < 10 m, Eigen crop; alignment as ``reference``.
 - ``midas``: as ``common`` without the crop (MiDaS / PyDNet).
 - ``median``: as ``common``, but the prediction turned into depth and scaled by median(gt) / median(pred);
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from distill.align import as_inverse_depth, fit_median_scale, fit_scale_shift
+from distill.align import aligned_depth, as_inverse_depth, fit_median_scale
 from shards.depth_sources import DEPTH_SCALES, parse_depth_scale
 from shards.diode import DIODE_SCENES
 from shards.format import LABEL_KINDS, METRIC_DEPTH, inverse_depth
@@ -203,10 +204,11 @@ def resize_images(images: torch.Tensor, height: int, width: int, mode: str) -> t
 
 
 def _to_depth(prediction: torch.Tensor, kind: str) -> torch.Tensor:
-    """A prediction as depth for the depth-space alignments: metres as they are; a relative inverse depth inverted
-    (its scale is unknown, so only a floor far below any real value, against division by zero)."""
+    """A prediction as depth for the depth-space alignments: metres, non-negative by definition (a resize's overshoot
+    below 0 is clamped, nothing else); a relative inverse depth inverted (its scale is unknown, so only a floor far
+    below any real value, against division by zero)."""
     if kind == METRIC_DEPTH:
-        return prediction
+        return prediction.clamp(min=0.0)
     return 1.0 / prediction.clamp(min=_RELATIVE_INVERSE_FLOOR)
 
 
@@ -215,7 +217,9 @@ def predicted_depth(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply the protocol's alignment and caps to a batch of predictions at ground-truth size.
 
-    ``prediction`` (B, H, W): relative inverse depth, or metres when ``kind == "metric_depth"``; ``target``
+    ``prediction`` (B, H, W): relative inverse depth, or metres when ``kind == "metric_depth"``, as resized and
+    never clamped before: relative inverse depth has a free offset, so negative values are signal and enter the
+    fit as they are; only metric depth, non-negative by definition, is clamped at 0 (its inverse floored). ``target``
     (B, H, W) metres; ``valid`` from :func:`valid_mask`. Returns predicted depth in metres (B, H, W, float64,
     positive wherever the metrics look), and the per-image scale and shift (B,) that were applied (1 and 0 when
     none; for ``median_depth`` the scale multiplies depth).
@@ -230,9 +234,7 @@ def predicted_depth(
     if protocol.alignment == "lsq_inverse":
         target_inverse = inverse_depth(target, valid)
         inverse = as_inverse_depth(prediction, kind)
-        scale, shift = fit_scale_shift(inverse, target_inverse, valid)
-        aligned = inverse * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
-        depth = 1.0 / aligned.clamp(min=1.0 / protocol.depth_cap)
+        depth, scale, shift = aligned_depth(inverse, target_inverse, valid, protocol.depth_cap)
     elif protocol.alignment == "median_depth":
         depth = _to_depth(prediction, kind)
         scale = fit_median_scale(depth, target, valid)

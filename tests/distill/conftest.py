@@ -45,10 +45,12 @@ def write_scene_shards(
     size: tuple[int, int] = TINY_SAMPLE_SIZE,
     holes: bool = False,
     prefix: str = "train",
+    meta: dict | None = None,
 ) -> list[str]:
     """Write ``shards`` x ``per_shard`` generated scenes as shards of ``kind``; returns the sample keys.
 
-    Relative shards hold 1 / depth (the shape of a relative teacher's output); metric shards hold metres.
+    Relative shards hold 1 / depth (the shape of a relative teacher's output); metric shards hold metres. ``meta``:
+    more :class:`SampleMeta` fields of every sample (``eval_split``, ``extra``).
     """
     keys = []
     width, height = size
@@ -61,8 +63,8 @@ def write_scene_shards(
                 inverse = inverse_depth(scene.depth, valid)
                 label = inverse if kind == RELATIVE_INVERSE_DEPTH else scene.depth
                 key = f"scenes/{prefix}_{index:06d}"
-                meta = SampleMeta(source=f"scene:{index}", kind=kind, source_size=size, size=size)
-                writer.write(encode_sample(key, scene.image, label.astype(np.float32), meta, valid=valid))
+                record = SampleMeta(source=f"scene:{index}", kind=kind, source_size=size, size=size, **(meta or {}))
+                writer.write(encode_sample(key, scene.image, label.astype(np.float32), record, valid=valid))
                 keys.append(key)
     return keys
 

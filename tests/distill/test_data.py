@@ -19,8 +19,10 @@ from distill.data import (
     centre_box,
     resize_crop,
 )
+from distill.eval_splits import EvalSplitError
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta
 from shards.reader import build_pipeline
+from tests.distill.conftest import write_scene_shards
 
 NO_JITTER = dict(brightness=0.0, contrast=0.0, saturation=0.0)
 
@@ -148,6 +150,7 @@ def test_stream_is_deterministic_per_seed_and_epoch(relative_shards, workers: in
 def test_pipeline_pickles_for_workers(relative_shards) -> None:
     loader = build_train_loader(_config(str(relative_shards)), 0, 0, 2)
     pickle.loads(pickle.dumps(loader.dataset))  # no lambdas or closures anywhere in the pipeline
+    pickle.loads(pickle.dumps(build_val_loader(_config("unused", val=str(relative_shards))).dataset))
 
 
 def test_validation_reads_every_sample_once_across_ranks(val_shards) -> None:
@@ -159,6 +162,24 @@ def test_validation_reads_every_sample_once_across_ranks(val_shards) -> None:
             assert batch["image"].shape[1:] == (3, 64, 64)
             seen.extend(batch["key"])
     assert sorted(seen) == expected and len(expected) == 12
+
+
+@pytest.mark.parametrize(
+    "meta", [{"eval_split": "nyu_test"}, {"extra": {"nyu_split": "test"}}], ids=["marked", "imported-before-the-mark"]
+)
+def test_training_and_validation_refuse_an_evaluation_split(tmp_path, meta: dict) -> None:
+    """Issue 15 item 4: a benchmark's test samples stop both readers, naming the shard and the key that allows them;
+    with ``data.allow_eval_split`` they are read."""
+    write_scene_shards(tmp_path, METRIC_DEPTH, shards=1, prefix="nyutest", meta=meta)
+    shard = "nyutest-000-000000.tar"
+    refused = rf"{shard}: sample .* evaluation split 'nyu_test'.*--data.allow_eval_split true"
+    with pytest.raises(EvalSplitError, match=refused):
+        _batches(_config(str(tmp_path)), count=1)
+    with pytest.raises(EvalSplitError, match=refused):
+        list(build_val_loader(_config("unused", val=str(tmp_path)), workers=0))
+    assert len(_batches(_config(str(tmp_path), allow_eval_split=True), count=1)) == 1
+    allowed = _config("unused", val=str(tmp_path), allow_eval_split=True)
+    assert sum(len(batch["key"]) for batch in build_val_loader(allowed, workers=0)) == 4
 
 
 def test_missing_shards_say_what_to_set() -> None:

@@ -236,3 +236,16 @@ def test_constant_baseline_scores_the_best_single_depth_per_image(nyu: dict, tmp
         expected.append(np.mean(np.abs(constant - d) / d))
     assert record["count"] == len(TEST_1BASED)
     assert record["metrics"]["abs_rel"] == pytest.approx(np.mean(expected), rel=1e-4)
+
+
+@pytest.mark.parametrize("given", ["runs/no_such_student", "./student", "../student", "a/b/c", "/nowhere/student"])
+def test_a_mistyped_student_path_is_not_taken_for_a_hub_id(given: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Issue 15 item 5: a missing path that can only be local is named as such, with the accepted forms."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="no such student folder or model file; accepted: a student folder"):
+        detect_model_type(given)
+    with pytest.raises(SystemExit):
+        main(["--model", given, "--data", "unused.mat", "--out", str(tmp_path / "out")])
+    assert "no such student folder or model file" in capsys.readouterr().err
+    assert detect_model_type("Intel/dpt-hybrid-midas") == "teacher"  # owner/name with no such folder here: a hub id

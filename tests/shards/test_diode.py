@@ -60,6 +60,7 @@ def test_import_round_trip_keeps_the_mask(diode_root, tmp_path: Path, capsys) ->
         sample = samples[key]
         assert sample.meta.source == key.removeprefix("diode/") + ".png" and sample.meta.source_size == DIODE_SIZE
         assert sample.meta.extra["diode_scene"] in key and sample.meta.depth_scale is None
+        assert sample.meta.eval_split == "diode_val"  # the validation split marks itself: training refuses it
         expected = crop_nearest(depth, plan_crop(DIODE_SIZE))  # 1024x768 -> exactly 512x384, nearest
         np.testing.assert_array_equal(sample.valid, expected > 0)  # mask-0 pixels (holding 4.5 / 30 m) stay invalid
         low, high = sample.meta.label_range

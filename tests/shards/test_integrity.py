@@ -69,6 +69,13 @@ def test_a_record_written_before_format_2_reads():
     assert meta.format_version == LEGACY_FORMAT_VERSION and meta.sha256 == {}
 
 
+def test_a_record_written_before_eval_split_reads_unmarked():
+    record = json.loads(scene_members("k/a", 0)["json"])
+    assert "eval_split" in record  # written by every writer now
+    del record["eval_split"]
+    assert SampleMeta.from_json(json.dumps(record)).eval_split is None
+
+
 def test_a_flipped_jpeg_byte_that_still_decodes_is_caught_and_skipped(tmp_path, capsys):
     path = write_shard(tmp_path, 0, [scene_members("k/a", 0), scene_members("k/b", 1), scene_members("k/c", 2)])
     with tarfile.open(path) as tar:

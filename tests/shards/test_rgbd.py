@@ -205,12 +205,28 @@ def test_nyu_training_split_import(tmp_path, capsys):
     low, high = sample.meta.label_range
     assert np.abs(sample.depth - expected)[sample.valid].max() <= (high - low) / 65535
     assert sample.meta.extra["nyu_depth"] == "raw" and sample.meta.source == "nyu_depth_v2_labeled.mat#2"
+    assert sample.meta.eval_split is None  # the training split is not marked
 
     code = main(["import-rgbd", "--nyu-mat", str(labeled), "--nyu-splits", str(splits), "--nyu-split", "test",
                  "--nyu-depth", "inpainted", "--out", str(tmp_path / "t")])
     assert code == 0
     (test_sample,) = _read_all(tmp_path / "t").values()
     assert test_sample.key == "nyu/test/00001" and test_sample.valid.all()
+    assert test_sample.meta.eval_split == "nyu_test"  # the test split marks itself: training refuses it
+
+
+def test_a_pair_list_import_marks_its_evaluation_split(scene_folder, tmp_path):
+    """``--eval-split NAME`` marks every sample of any import (KITTI's Eigen test from its pair list, say)."""
+    pairs = tmp_path / "pairs.txt"
+    names = sorted(path.name for path in (scene_folder / "rgb").iterdir())
+    pairs.write_text("".join(f"{scene_folder / 'rgb' / name} {scene_folder / 'depth' / name}\n" for name in names))
+    argv = ["import-rgbd", "--pairs", str(pairs), "--depth-scale", "1000"]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    assert {s.meta.eval_split for s in _read_all(tmp_path / "plain").values()} == {None}
+    assert main([*argv, "--eval-split", "kitti_eigen_test", "--out", str(tmp_path / "marked")]) == 0
+    marked = _read_all(tmp_path / "marked")
+    assert marked and {s.meta.eval_split for s in marked.values()} == {"kitti_eigen_test"}
+    assert verify_shards(str(tmp_path / "marked")).ok
 
 
 def test_refuses_an_output_that_already_holds_shards_of_the_prefix(scene_folder, tmp_path, capsys):
