@@ -1,8 +1,8 @@
-"""Jobs, the manifest and the state of an output folder: what makes a rerun continue where it stopped.
+"""The manifest and the state of an output folder: what makes a rerun continue where it stopped.
 
-docs/decisions.md: the sorted input list is cut into jobs of ``output.samples_per_shard`` inputs, numbered from 0; one
-job -> one shard ``{prefix}-{process:03d}-{job:06d}.tar`` whose stats json, written last, marks it done. A job is done
-when its stats json exists and a header scan of its tar holds the stated count. ``manifest.json`` records everything
+One job -> one shard ``{prefix}-{process:03d}-{job:06d}.tar`` whose stats json, written last, marks it done (which
+inputs a job holds is ``pseudolabel.plan``'s business). A job is done when its stats json exists, the plan accepts
+what it claims, and a header scan of its tar holds the stated count. ``manifest.json`` records everything
 that decides the labels; a rerun with a different one is refused, naming what changed. ``summary.json`` records the
 sha256 of every finished shard's stats json (which lists the sha256 of every member), so the whole run is checkable.
 A folder labelled before the checksums (format version 1) resumes as it is: its shards keep no checksums, the new
@@ -16,10 +16,11 @@ import logging
 import os
 import re
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pseudolabel.plan import DoneJob, Plan
 from shards.writer import (
     SHARD_SUFFIX,
     STATS_SHA256_FIELD,
@@ -36,16 +37,12 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 SUMMARY_NAME = "summary.json"
 REJECTS_NAME = "rejects.jsonl"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 1  # folders, lists, datasets: jobs of the sorted list, as since the first version
+SHARD_MANIFEST_FORMAT = 2  # image shards: a job is a slice of one input shard (before: of one global list)
 
 
 class ManifestMismatchError(RuntimeError):
     """The output folder was made with other settings; the message names every difference."""
-
-
-def cut_jobs(count: int, job_size: int) -> list[range]:
-    """Positions in the input list of each job: job ``j`` is ``[j * job_size, (j + 1) * job_size)``."""
-    return [range(start, min(start + job_size, count)) for start in range(0, count, job_size)]
 
 
 def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -76,7 +73,14 @@ def check_or_write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> bool:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, manifest)
         return False
-    differences = manifest_differences(json.loads(path.read_text()), manifest)
+    stored = json.loads(path.read_text())
+    if stored.get("format") != manifest.get("format") and stored.get("source", {}).get("kind") == "shards":
+        raise ManifestMismatchError(
+            f"output folder {out_dir} was labelled from image shards by an earlier version, which cut jobs from one "
+            f"list of every sample; this version labels one input shard per job, and the two cannot share a folder. "
+            f"Finish that run with the version that started it, or use a new output.dir."
+        )
+    differences = manifest_differences(stored, manifest)
     if differences:
         raise ManifestMismatchError(
             f"output folder {out_dir} was made with other settings, and its shards would mix with this run's:\n  "
@@ -109,17 +113,17 @@ def _remove(path: Path, why: str) -> None:
     path.unlink(missing_ok=True)
 
 
-def clean_and_scan(out_dir: Path, prefix: str, job_sizes: list[int]) -> dict[int, Path]:
-    """Main process, before any rank starts: remove every unfinished trace, return the done jobs' shards.
+def clean_and_scan(out_dir: Path, prefix: str, check: Callable[[int, dict], str | None]) -> dict[int, DoneJob]:
+    """Main process, before any rank starts: remove every unfinished trace, return the done jobs.
 
     Removed: every ``*.tmp``; every tar without a stats json (whatever its process field); stats without a tar;
-    shards whose header scan disagrees with their stats or whose job does not exist in this list; and, should two
-    finished shards claim one job, all but the first.
+    shards whose header scan disagrees with their stats or whose stats ``check`` (the plan's) refuses; and, should
+    two finished shards claim one job, all but the first.
     """
     for path in sorted(out_dir.glob(f"*{TMP_SUFFIX}")):
         _remove(path, "temporary file of an interrupted write")
     pattern = shard_pattern(prefix)
-    done: dict[int, Path] = {}
+    done: dict[int, DoneJob] = {}
     for path in sorted(out_dir.glob(f"{prefix}-*{SHARD_SUFFIX}")):
         match = pattern.match(path.name)
         if match is None:
@@ -129,20 +133,16 @@ def clean_and_scan(out_dir: Path, prefix: str, job_sizes: list[int]) -> dict[int
         if stats is None:
             _remove(path, "no stats json: the job did not finish")
             continue
-        problem = None
-        if job >= len(job_sizes):
-            problem = f"job {job} does not exist in a list of {len(job_sizes)} jobs"
-        elif stats.get("inputs") != job_sizes[job]:
-            problem = f"stats say {stats.get('inputs')} inputs, job {job} has {job_sizes[job]}"
-        elif count_tar_samples(path) != stats.get("count"):
+        problem = check(job, stats)
+        if problem is None and count_tar_samples(path) != stats.get("count"):
             problem = f"the tar does not hold the {stats.get('count')} samples its stats state"
-        elif job in done:
-            problem = f"job {job} is already done by {done[job].name}"
+        if problem is None and job in done:
+            problem = f"job {job} is already done by {done[job].path.name}"
         if problem is not None:
             _remove(path, problem)
             _remove(stats_path(path), problem)
             continue
-        done[job] = path
+        done[job] = DoneJob(path, int(stats.get("inputs", 0)), stats.get("slice"), stats.get("slices"))
     for path in sorted(out_dir.glob(f"{prefix}-*{STATS_SUFFIX}")):
         shard = path.with_name(path.name[: -len(STATS_SUFFIX)] + SHARD_SUFFIX)
         if not shard.exists():
@@ -150,30 +150,31 @@ def clean_and_scan(out_dir: Path, prefix: str, job_sizes: list[int]) -> dict[int
     return done
 
 
-def summarise(out_dir: Path, prefix: str, job_sizes: list[int], this_run: Mapping[str, Any]) -> dict[str, Any]:
-    """Totals over every finished shard of the folder (earlier runs included), plus this run's figures."""
-    done = clean_and_scan(out_dir, prefix, job_sizes) if out_dir.exists() else {}
+def summarise(out_dir: Path, prefix: str, plan: Plan, this_run: Mapping[str, Any]) -> dict[str, Any]:
+    """Totals over every finished shard of the folder (earlier runs included), plus this run's figures. For image
+    shards ``inputs`` counts the inputs of the slices done (the rest are unknown until their shards are read)."""
+    done = clean_and_scan(out_dir, prefix, plan.check_done) if out_dir.exists() else {}
     labeled, by_reason, details, hashes = 0, {}, [], {}
     for job in sorted(done):
-        stats = read_stats(done[job]) or {}
-        hashes[done[job].name] = file_sha256(stats_path(done[job]))
+        stats = read_stats(done[job].path) or {}
+        hashes[done[job].path.name] = file_sha256(stats_path(done[job].path))
         labeled += int(stats.get("count", 0))
         for reason, keys in stats.get("rejects", {}).items():
             by_reason[reason] = by_reason.get(reason, 0) + len(keys)
         details.extend(stats.get("reject_details", []))
     rejected = sum(by_reason.values())
-    inputs = sum(job_sizes)
+    every_job, inputs = plan.completion(done)
     seconds = float(this_run.get("seconds", 0.0))
     processed = int(this_run.get("inputs", 0))
     return {
         "output": str(out_dir),
-        "complete": len(done) == len(job_sizes) and labeled + rejected == inputs,
+        "complete": every_job and labeled + rejected == inputs,
         "inputs": inputs,
         "labeled": labeled,
         "rejected": rejected,
         "rejected_by_reason": dict(sorted(by_reason.items())),
         "shards": len(done),
-        "jobs": len(job_sizes),
+        "jobs": getattr(plan, "count", None),  # image shards: unknown until every input shard is read
         "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 2) if seconds > 0 else None,
         "this_run": dict(this_run),

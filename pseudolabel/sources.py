@@ -1,4 +1,4 @@
-"""Image sources -> one deterministic, sorted list of inputs, each with its sample key and a way to read its bytes.
+"""Image sources -> the inputs, each with its sample key and a way to read its bytes.
 
 Four kinds (keys as docs/decisions.md, "The sample", fixes them):
 - ``folder``: a tree of images at any depth (the Places365 layout); key = relative path without extension.
@@ -8,31 +8,32 @@ Four kinds (keys as docs/decisions.md, "The sample", fixes them):
   ``load_dataset`` knows; key = ``<name>/<split>/<row:09d>`` or ``<name>/<split>/<id column>``.
 - ``shards``: WebDataset tars of images (local files, folder, glob or brace pattern); key = ``<set name>/<__key__>``.
 
-Every process builds the same list from the same config, so each knows its jobs without talking to the others; the
-list's hash goes into the manifest. A seeded random subset (``sample_count``, the reference recipe's 450,000 of
-Places365) keeps the sorted order. A second input whose key is already taken is kept in the list but flagged, and
-becomes a ``duplicate_key`` reject: never a silent overwrite.
+The first three stream into one sorted on-disk index (``pseudolabel.index``), written once by the main process and
+read by offset by every process; the list's hash goes into the manifest. A seeded random subset (``sample_count``, the
+reference recipe's 450,000 of Places365) keeps the sorted order. A second input whose key is already taken is kept
+but flagged, and becomes a ``duplicate_key`` reject: never a silent overwrite. Image shards are listed by name only
+(``pseudolabel.shard_source``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import posixpath
-import random
-import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pseudolabel.config import IMAGE_EXTENSIONS, SourceConfig
+from pseudolabel.index import InputIndex, InputItem, list_hash, write_index
+from pseudolabel.shard_source import ShardSet, ShardSourceError, TarMemberReader, list_shard_urls, names_hash
 from shards.format import check_key, key_from_relative_path
+
+__all__ = ["InputItem", "SourceError", "SourceListing", "attach_source", "detect_kind", "list_hash", "open_source"]
 
 logger = logging.getLogger(__name__)
 
-#: Image member extensions in image shards, in order of preference when a sample holds several.
-SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif")
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
 
@@ -41,24 +42,21 @@ class SourceError(ValueError):
     """A source that cannot be listed; the message says what to fix."""
 
 
-@dataclass(frozen=True, slots=True)
-class InputItem:
-    """One input: its sample ``key``, its ``origin`` (path, row or shard member; the json's ``source``), where its
-    bytes are (``locator``: a path, a row index, or ``(tar path, offset, size)``), and whether its key is taken."""
-
-    key: str
-    origin: str
-    locator: Any
-    duplicate: bool = False
-
-
 @dataclass
 class SourceListing:
-    """The sorted (and sampled) inputs, the reader of their bytes and what the manifest records."""
+    """What the main process listed: the manifest's record, the reader of an input's bytes, and either the written
+    index (``folder``, ``list``, ``datasets``) or the shard set (``shards``)."""
 
-    items: list[InputItem]
-    reader: Any  # picklable: reader(item) -> bytes
     description: dict[str, Any]
+    reader: Any  # picklable: reader(item) -> bytes
+    index: Path | None = None
+    shards: ShardSet | None = None
+
+    def items(self) -> list[InputItem]:
+        """Every input in job order, in memory: for tests and small sources only."""
+        if self.index is not None:
+            return list(InputIndex(self.index))
+        return [item for shard in range(len(self.shards.urls)) for item in self.shards.scan(shard)]
 
 
 class FileReader:
@@ -67,19 +65,6 @@ class FileReader:
     def __call__(self, item: InputItem) -> bytes:
         with open(item.locator, "rb") as handle:
             return handle.read()
-
-
-class TarMemberReader:
-    """Bytes of an image member inside a tar, read at its recorded offset (no tar parsing in the workers)."""
-
-    def __call__(self, item: InputItem) -> bytes:
-        path, offset, size = item.locator
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read(size)
-        if len(data) != size:
-            raise OSError(f"{path} ended after {len(data)} of {size} bytes at offset {offset}")
-        return data
 
 
 class DatasetRowReader:
@@ -127,12 +112,11 @@ def detect_kind(path: str) -> str:
     return "datasets"
 
 
-def list_folder(folder: Path, extensions: list[str]) -> list[InputItem]:
-    """Every image file under ``folder`` (any depth, hidden files and folders skipped), by relative path."""
+def iter_folder(folder: Path, extensions: list[str]) -> Iterator[list]:
+    """``[key, origin, path]`` of every image file under ``folder`` (any depth; hidden files and folders skipped)."""
     if not folder.is_dir():
         raise SourceError(f"source folder {folder} does not exist or is not a folder")
     wanted = {extension.lower() for extension in extensions}
-    items = []
     for root, folders, files in os.walk(folder, followlinks=True):
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:
@@ -140,28 +124,27 @@ def list_folder(folder: Path, extensions: list[str]) -> list[InputItem]:
                 continue
             path = os.path.join(root, name)
             relative = Path(os.path.relpath(path, folder)).as_posix()
-            items.append(InputItem(key=check_key(key_from_relative_path(relative)), origin=relative, locator=path))
-    return items
+            yield [check_key(key_from_relative_path(relative)), relative, path]
 
 
-def list_paths_file(list_file: Path) -> list[InputItem]:
-    """The paths in a list file; keys are relative to the list's folder (every path must lie under it)."""
+def iter_paths_file(list_file: Path) -> Iterator[list]:
+    """``[key, origin, path]`` of each path in a list file; keys are relative to the list's folder (every path must
+    lie under it). Read line by line."""
     base = list_file.parent.resolve()
-    items = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        path = Path(entry).expanduser()
-        path = path if path.is_absolute() else base / path
-        relative = Path(os.path.relpath(os.path.normpath(path), base)).as_posix()
-        if relative.startswith("../"):
-            raise SourceError(
-                f"{list_file}:{number}: {entry} lies outside the list file's folder {base}; keys are paths relative "
-                f"to that folder, so put the list file in a folder that holds every listed image"
-            )
-        items.append(InputItem(key=check_key(key_from_relative_path(relative)), origin=relative, locator=str(path)))
-    return items
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            path = Path(entry).expanduser()
+            path = path if path.is_absolute() else base / path
+            relative = Path(os.path.relpath(os.path.normpath(path), base)).as_posix()
+            if relative.startswith("../"):
+                raise SourceError(
+                    f"{list_file}:{number}: {entry} lies outside the list file's folder {base}; keys are paths "
+                    f"relative to that folder, so put the list file in a folder that holds every listed image"
+                )
+            yield [check_key(key_from_relative_path(relative)), relative, str(path)]
 
 
 def open_dataset(path: str, split: str, image_column: str):
@@ -199,58 +182,27 @@ def _row_id(value: Any) -> str:
     return posixpath.join(folder, name) if folder else name
 
 
-def list_dataset_rows(config: SourceConfig, name: str) -> tuple[list[InputItem], DatasetRowReader, str]:
+def iter_dataset_rows(config: SourceConfig, name: str) -> tuple[Iterator[list], DatasetRowReader, str]:
+    """``[key, origin, row]`` of each row (ids read a batch at a time), the row reader, and the dataset's
+    fingerprint (it salts the list hash: another dataset with the same row count is another list)."""
     dataset = open_dataset(config.path, config.split, config.image_column)
     prefix = f"{name}/{config.split}"
-    if config.id_column:
-        if config.id_column not in dataset.column_names:
-            raise SourceError(f"dataset {config.path} has no id column {config.id_column!r}: {dataset.column_names}")
-        ids = [_row_id(value) for value in dataset[config.id_column]]
-        keys = [f"{prefix}/{identifier}" for identifier in ids]
-    else:
-        keys = [f"{prefix}/{row:09d}" for row in range(len(dataset))]
-    items = [
-        InputItem(key=check_key(key), origin=f"{name}:{config.split}:{row}", locator=row)
-        for row, key in enumerate(keys)
-    ]
+    if config.id_column and config.id_column not in dataset.column_names:
+        raise SourceError(f"dataset {config.path} has no id column {config.id_column!r}: {dataset.column_names}")
+
+    def rows() -> Iterator[list]:
+        if not config.id_column:
+            for row in range(len(dataset)):
+                yield [check_key(f"{prefix}/{row:09d}"), f"{name}:{config.split}:{row}", row]
+            return
+        row = 0
+        for batch in dataset.select_columns([config.id_column]).iter(batch_size=10_000):
+            for value in batch[config.id_column]:
+                yield [check_key(f"{prefix}/{_row_id(value)}"), f"{name}:{config.split}:{row}", row]
+                row += 1
+
     reader = DatasetRowReader(config.path, config.split, config.image_column)
-    return items, reader, dataset._fingerprint
-
-
-def _split_member(name: str) -> tuple[str, str] | None:
-    """WebDataset's rule: the key is the member path up to the first dot of its file name."""
-    folder, file_name = posixpath.split(name)
-    if "." not in file_name:
-        return None
-    stem, extension = file_name.split(".", 1)
-    return (posixpath.join(folder, stem) if folder else stem), extension
-
-
-def list_shard_images(spec: str, name: str) -> list[InputItem]:
-    """One input per sample in local image shards: its preferred image member's offset and size."""
-    from shards.reader import expand_shard_urls
-
-    try:
-        urls = expand_shard_urls(spec)
-    except FileNotFoundError as error:
-        raise SourceError(str(error)) from error
-    items = []
-    for url in urls:
-        if not os.path.isfile(url):
-            raise SourceError(f"image shards must be local files (random access by offset), got {url}")
-        members: dict[str, dict[str, tarfile.TarInfo]] = {}
-        with tarfile.open(url) as tar:
-            for member in tar:  # header scan: no member is decompressed or decoded
-                split = _split_member(member.name) if member.isfile() else None
-                if split is not None:
-                    members.setdefault(split[0], {})[split[1].lower()] = member
-        for sample_key, by_extension in members.items():
-            image = next((by_extension[ext] for ext in SHARD_IMAGE_EXTENSIONS if ext in by_extension), None)
-            key = check_key(f"{name}/{sample_key}")
-            origin = f"{url}#{sample_key}"
-            locator = (os.path.abspath(url), image.offset_data, image.size) if image is not None else None
-            items.append(InputItem(key=key, origin=origin, locator=locator))
-    return items
+    return rows(), reader, dataset._fingerprint
 
 
 def default_name(config: SourceConfig, kind: str) -> str:
@@ -266,68 +218,79 @@ def default_name(config: SourceConfig, kind: str) -> str:
     return local.resolve().name or "images"
 
 
-def sample_items(items: list[InputItem], count: int, seed: int) -> list[InputItem]:
-    """A seeded random subset of ``count`` inputs, in the original (sorted) order; all of them when count is 0."""
-    if count == 0 or count >= len(items):
-        if count > len(items):
-            logger.warning("source.sample_count %d > %d inputs: taking every input", count, len(items))
-        return items
-    chosen = sorted(random.Random(seed).sample(range(len(items)), count))
-    return [items[index] for index in chosen]
-
-
-def flag_duplicates(items: list[InputItem]) -> list[InputItem]:
-    """Keep the first input of each key; later ones are flagged and become ``duplicate_key`` rejects."""
-    seen: set[str] = set()
-    flagged = []
-    for item in items:
-        if item.key in seen:
-            item = InputItem(item.key, item.origin, item.locator, duplicate=True)
-        seen.add(item.key)
-        flagged.append(item)
-    return flagged
-
-
-def list_hash(items: list[InputItem], salt: str = "") -> str:
-    """sha256 over the keys and origins, in order: equal lists, equal jobs."""
-    digest = hashlib.sha256(salt.encode())
-    for item in items:
-        digest.update(f"{item.key}\t{item.origin}\n".encode())
-    return digest.hexdigest()
-
-
-def open_source(config: SourceConfig) -> SourceListing:
-    """List, sort, sample and flag the inputs of ``config``. The same config gives the same list everywhere."""
+def _kind(config: SourceConfig) -> str:
     kind = detect_kind(config.path) if config.kind == "auto" else config.kind
+    if kind not in ("folder", "list", "datasets", "shards"):
+        raise SourceError(f"unknown source.kind {kind!r}")
+    return kind
+
+
+def _resolved_path(config: SourceConfig) -> str:
+    local = Path(config.path).expanduser()
+    return str(local.resolve()) if local.exists() else config.path
+
+
+def _shard_set(config: SourceConfig) -> ShardSet:
+    try:
+        urls = list_shard_urls(config.path)
+    except ShardSourceError as error:
+        raise SourceError(str(error)) from error
+    return ShardSet(urls, default_name(config, "shards"), config.sample_count, config.sample_seed)
+
+
+def open_source(config: SourceConfig, index_path: Path, previous: dict[str, Any] | None = None) -> SourceListing:
+    """Main process: list ``config``'s inputs. Folders, lists and datasets are sorted, sampled and flagged into the
+    index at ``index_path``; image shards are listed by name (``previous``: the stored manifest's source record,
+    whose sample total is reused for the same shards). The same config gives the same list everywhere."""
+    kind = _kind(config)
+    if kind == "shards":
+        shards = _shard_set(config)
+        description = shards.describe(_resolved_path(config), previous)
+        kept = "every sample" if shards.threshold is None else f"~{config.sample_count} of {shards.total} samples"
+        logger.info("source %s (shards): %d shards, %s", config.path, len(shards.urls), kept)
+        return SourceListing(description=description, reader=TarMemberReader(), shards=shards)
     fingerprint = ""
     if kind == "folder":
-        items, reader = list_folder(Path(config.path).expanduser(), config.extensions), FileReader()
+        records, reader = iter_folder(Path(config.path).expanduser(), config.extensions), FileReader()
     elif kind == "list":
-        items, reader = list_paths_file(Path(config.path).expanduser()), FileReader()
-    elif kind == "datasets":
-        items, reader, fingerprint = list_dataset_rows(config, default_name(config, kind))
-    elif kind == "shards":
-        items, reader = list_shard_images(config.path, default_name(config, kind)), TarMemberReader()
+        records, reader = iter_paths_file(Path(config.path).expanduser()), FileReader()
     else:
-        raise SourceError(f"unknown source.kind {kind!r}")
-    if not items:
+        records, reader, fingerprint = iter_dataset_rows(config, default_name(config, kind))
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    written = write_index(records, index_path, config.sample_count, config.sample_seed, salt=fingerprint)
+    if not written.listed:
         raise SourceError(f"source {config.path} ({kind}) holds no inputs")
-    items.sort(key=lambda item: (item.key, item.origin))
-    listed = len(items)
-    items = flag_duplicates(sample_items(items, config.sample_count, config.sample_seed))
-    local = Path(config.path).expanduser()
     description = {
         "kind": kind,
-        "path": str(local.resolve()) if local.exists() else config.path,
-        "name": default_name(config, kind) if kind in ("datasets", "shards") else None,
+        "path": _resolved_path(config),
+        "name": default_name(config, kind) if kind == "datasets" else None,
         "split": config.split if kind == "datasets" else None,
         "image_column": config.image_column if kind == "datasets" else None,
         "id_column": config.id_column if kind == "datasets" else None,
-        "listed": listed,
-        "inputs": len(items),
+        "listed": written.listed,
+        "inputs": written.inputs,
         "sample_count": config.sample_count,
         "sample_seed": config.sample_seed,
-        "list_hash": list_hash(items, salt=fingerprint),
+        "list_hash": written.list_hash,
     }
-    logger.info("source %s (%s): %d inputs of %d listed", config.path, kind, len(items), listed)
-    return SourceListing(items=items, reader=reader, description=description)
+    logger.info("source %s (%s): %d inputs of %d listed", config.path, kind, written.inputs, written.listed)
+    return SourceListing(description=description, reader=reader, index=index_path)
+
+
+def attach_source(config: SourceConfig, description: dict[str, Any], index_path: Path, shard_names: str | None
+                  ) -> SourceListing:
+    """Other processes: the main process's listing, read from the index it wrote, or this node's own listing of
+    the shard names, checked against the main process's (``shard_names``: its :func:`names_hash`)."""
+    if description["kind"] != "shards":
+        reader = (DatasetRowReader(config.path, config.split, config.image_column)
+                  if description["kind"] == "datasets" else FileReader())
+        if not Path(str(index_path)).exists():
+            raise SourceError(f"the main process's input index {index_path} is not visible here: every node must "
+                              "see the same output.dir (a shared folder)")
+        return SourceListing(description=description, reader=reader, index=index_path)
+    shards = _shard_set(config)
+    if names_hash(shards.urls) != shard_names:
+        raise SourceError(f"this node lists other shards under {config.path} than the main process: every node "
+                          "must see the same input shards")
+    shards.total = description.get("sample_total")
+    return SourceListing(description=description, reader=TarMemberReader(), shards=shards)

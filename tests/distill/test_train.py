@@ -23,6 +23,7 @@ from distill.students import ARCHITECTURES, create_student, load_student
 from shards.config import load_config
 from shards.reader import build_pipeline
 from tests.distill.conftest import TINY_STUDENT, tiny_student_config, torch_threads
+from tests.launch import launch_machines, wait_all
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "distill").glob("*.yaml"))
@@ -241,6 +242,32 @@ def test_two_processes_train_a_student_with_auxiliary_outputs(tmp_path, relative
     assert len(logged) == 2 and all(line["train/coarse"] > 0 for line in logged)
     model, config = load_student(output / "student")
     assert config.coarse_head and model.coarse is not None
+
+
+def _step_hashes(folder: Path, rank: int) -> list[dict]:
+    return _jsonl(folder / f"rank{rank}.jsonl")
+
+
+def test_two_machines_train_in_step_and_resume_on_both(tmp_path, relative_shards) -> None:
+    """Two launches on localhost as machine 0 and 1 (one process each, a shared output folder): both see a world of
+    2, the parameters hash the same on both ranks after every optimizer step, and a resume from the checkpoint
+    continues on both."""
+    output, hashes = tmp_path / "shared", tmp_path / "hashes"
+    hashes.mkdir()
+    script = str(Path(__file__).with_name("hashed_train.py"))
+    argv = _argv(output, relative_shards, "--train.steps", "4", "--checkpoint.every", "2", "--log.images_every", "0")
+    for extra in (("--train.stop_after", "2"), ("--resume", "latest")):
+        results = wait_all(launch_machines(script, [*argv, *extra], PARAM_HASH_DIR=str(hashes)))
+        for rank, (code, log) in enumerate(results):
+            assert code == 0, f"machine {rank} exited {code}:\n{log[-3000:]}"
+    ranks = [_step_hashes(hashes, rank) for rank in (0, 1)]
+    assert all(record["world"] == 2 and record["rank"] == rank for rank in (0, 1) for record in ranks[rank])
+    assert [record["step"] for record in ranks[0]] == [record["step"] for record in ranks[1]] == [1, 2, 3, 4]
+    assert [record["sha256"] for record in ranks[0]] == [record["sha256"] for record in ranks[1]]
+    assert len({record["sha256"] for record in ranks[0]}) == 4  # the weights moved at every step
+    assert [record["step"] for record in _jsonl(output / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [path.name for path in list_checkpoints(output)] == ["step_00000002", "step_00000004"]
+    assert (output / "checkpoints" / "step_00000004" / "random_states_1.pkl").is_file()
 
 
 LOOP_FILES = tuple(str(REPO / "distill" / name) for name in ("train.py", "optim.py", "step_stats.py"))

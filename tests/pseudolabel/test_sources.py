@@ -8,8 +8,19 @@ import webdataset as wds
 from PIL import Image
 
 from pseudolabel.config import SourceConfig
-from pseudolabel.sources import SourceError, detect_kind, list_hash, open_source
+from pseudolabel.sources import SourceError, SourceListing, detect_kind, list_hash, open_source
 from tests.pseudolabel.conftest import encode, gradient_rgb
+
+
+@pytest.fixture
+def listed(tmp_path):
+    """``open_source`` with its index in a fresh folder each call."""
+    calls = iter(range(1000))
+
+    def list_source(config: SourceConfig) -> SourceListing:
+        return open_source(config, tmp_path / f"index{next(calls)}" / "index.jsonl")
+
+    return list_source
 
 
 def png(seed: int = 0) -> bytes:
@@ -28,47 +39,47 @@ def image_tree(tmp_path):
     return root
 
 
-def test_folder_tree_is_listed_sorted_with_path_keys(image_tree):
-    listing = open_source(SourceConfig(path=str(image_tree), sample_count=0))
-    assert [item.key for item in listing.items] == [
+def test_folder_tree_is_listed_sorted_with_path_keys(image_tree, listed):
+    listing = listed(SourceConfig(path=str(image_tree), sample_count=0))
+    assert [item.key for item in listing.items()] == [
         "a/airfield/00000001", "a/airfield/00000003", "b/bedroom/00000002", "c/v1.2/shot_final"]
-    assert listing.items[0].origin == "a/airfield/00000001.JPG"
-    assert listing.reader(listing.items[0]) == (image_tree / "a/airfield/00000001.JPG").read_bytes()
+    assert listing.items()[0].origin == "a/airfield/00000001.JPG"
+    assert listing.reader(listing.items()[0]) == (image_tree / "a/airfield/00000001.JPG").read_bytes()
     assert listing.description["kind"] == "folder" and listing.description["inputs"] == 4
 
 
-def test_duplicate_keys_are_flagged_never_overwritten(image_tree):
+def test_duplicate_keys_are_flagged_never_overwritten(image_tree, listed):
     (image_tree / "a/airfield/00000001.png").write_bytes(png(9))  # same key as 00000001.JPG
-    items = open_source(SourceConfig(path=str(image_tree), sample_count=0)).items
+    items = listed(SourceConfig(path=str(image_tree), sample_count=0)).items()
     same = [item for item in items if item.key == "a/airfield/00000001"]
     assert [item.duplicate for item in same] == [False, True]
     assert same[0].origin == "a/airfield/00000001.JPG"
 
 
-def test_seeded_sample_is_reproducible_and_sorted(tmp_path):
+def test_seeded_sample_is_reproducible_and_sorted(tmp_path, listed):
     root = tmp_path / "many"
     root.mkdir()
     for index in range(30):
         (root / f"{index:03d}.png").write_bytes(b"x")
-    pick = [open_source(SourceConfig(path=str(root), sample_count=10, sample_seed=seed)) for seed in (1, 1, 2)]
-    keys = [[item.key for item in listing.items] for listing in pick]
+    pick = [listed(SourceConfig(path=str(root), sample_count=10, sample_seed=seed)) for seed in (1, 1, 2)]
+    keys = [[item.key for item in listing.items()] for listing in pick]
     assert keys[0] == keys[1] == sorted(keys[0]) and len(keys[0]) == 10
     assert keys[0] != keys[2]
     assert pick[0].description["list_hash"] == pick[1].description["list_hash"] != pick[2].description["list_hash"]
     assert pick[0].description["listed"] == 30
 
 
-def test_list_file_keys_are_relative_to_its_folder(image_tree):
+def test_list_file_keys_are_relative_to_its_folder(image_tree, listed):
     listing_file = image_tree / "lists" / "train.txt"
     listing_file.parent.mkdir()
     listing_file.write_text(f"# training images\n../b/bedroom/00000002.jpg\n\n{image_tree}/a/airfield/00000003.png\n")
     with pytest.raises(SourceError, match="outside the list file's folder"):
-        open_source(SourceConfig(path=str(listing_file), sample_count=0))
+        listed(SourceConfig(path=str(listing_file), sample_count=0))
     listing_file = image_tree / "train.txt"
     listing_file.write_text(f"b/bedroom/00000002.jpg\n{image_tree}/a/airfield/00000003.png\n")
-    listing = open_source(SourceConfig(path=str(listing_file), sample_count=0))
+    listing = listed(SourceConfig(path=str(listing_file), sample_count=0))
     assert listing.description["kind"] == "list"
-    assert [item.key for item in listing.items] == ["a/airfield/00000003", "b/bedroom/00000002"]
+    assert [item.key for item in listing.items()] == ["a/airfield/00000003", "b/bedroom/00000002"]
 
 
 @pytest.fixture
@@ -81,20 +92,20 @@ def saved_dataset(tmp_path):
     return folder
 
 
-def test_datasets_rows_keyed_by_row_or_id_column(saved_dataset):
-    listing = open_source(SourceConfig(path=str(saved_dataset), sample_count=0))
+def test_datasets_rows_keyed_by_row_or_id_column(saved_dataset, listed):
+    listing = listed(SourceConfig(path=str(saved_dataset), sample_count=0))
     assert listing.description["kind"] == "datasets"
-    assert [item.key for item in listing.items][:2] == ["tiny_set/train/000000000", "tiny_set/train/000000001"]
-    assert listing.reader(listing.items[3]) == png(3)
-    by_id = open_source(SourceConfig(path=str(saved_dataset), id_column="id", name="mine", sample_count=0))
-    assert by_id.items[0].key == "mine/train/img_0"
+    assert [item.key for item in listing.items()][:2] == ["tiny_set/train/000000000", "tiny_set/train/000000001"]
+    assert listing.reader(listing.items()[3]) == png(3)
+    by_id = listed(SourceConfig(path=str(saved_dataset), id_column="id", name="mine", sample_count=0))
+    assert by_id.items()[0].key == "mine/train/img_0"
     with pytest.raises(SourceError, match="splits"):
-        open_source(SourceConfig(path=str(saved_dataset), split="test", sample_count=0))
+        listed(SourceConfig(path=str(saved_dataset), split="test", sample_count=0))
 
 
-def test_missing_hub_dataset_says_how_to_download():
+def test_missing_hub_dataset_says_how_to_download(listed):
     with pytest.raises(SourceError, match="huggingface-cli download --repo-type dataset"):
-        open_source(SourceConfig(kind="datasets", path="no-such-org/no-such-dataset", sample_count=0))
+        listed(SourceConfig(kind="datasets", path="no-such-org/no-such-dataset", sample_count=0))
 
 
 @pytest.fixture
@@ -109,17 +120,17 @@ def image_shards(tmp_path):
     return folder
 
 
-def test_image_shards_are_read_by_offset_and_keyed_by_set_name(image_shards):
-    listing = open_source(SourceConfig(path=str(image_shards), sample_count=0))
+def test_image_shards_are_read_by_offset_and_keyed_by_set_name(image_shards, listed):
+    listing = listed(SourceConfig(path=str(image_shards), sample_count=0))
     assert listing.description["kind"] == "shards"
-    keys = [item.key for item in listing.items]
+    keys = [item.key for item in listing.items()]
     assert keys[:2] == ["webimages/s0/0000", "webimages/s0/0001"] and len(keys) == 8
-    assert listing.reader(listing.items[1]) == png(1)
-    caption_only = next(item for item in listing.items if item.key.endswith("caption_only"))
+    assert listing.reader(listing.items()[1]) == png(1)
+    caption_only = next(item for item in listing.items() if item.key.endswith("caption_only"))
     assert caption_only.locator is None  # becomes a no_image_member reject
-    named = open_source(SourceConfig(path=str(image_shards / "images-{000000..000001}.tar"), name="set",
+    named = listed(SourceConfig(path=str(image_shards / "images-{000000..000001}.tar"), name="set",
                                      sample_count=0))
-    assert named.items[0].key == "set/s0/0000"
+    assert named.items()[0].key == "set/s0/0000"
 
 
 def test_auto_kind_detection(image_tree, image_shards, tmp_path):
@@ -133,6 +144,6 @@ def test_auto_kind_detection(image_tree, image_shards, tmp_path):
         detect_kind("./missing/folder")
 
 
-def test_list_hash_changes_with_the_list(image_tree):
-    items = open_source(SourceConfig(path=str(image_tree), sample_count=0)).items
+def test_list_hash_changes_with_the_list(image_tree, listed):
+    items = listed(SourceConfig(path=str(image_tree), sample_count=0)).items()
     assert list_hash(items) == list_hash(list(items)) != list_hash(items[:-1])
