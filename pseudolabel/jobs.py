@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shards.errors import UserError
 from shards.writer import (
     SHARD_SUFFIX,
     STATS_SHA256_FIELD,
@@ -39,7 +40,7 @@ REJECTS_NAME = "rejects.jsonl"
 MANIFEST_FORMAT = 1
 
 
-class ManifestMismatchError(RuntimeError):
+class ManifestMismatchError(UserError, RuntimeError):
     """The output folder was made with other settings; the message names every difference."""
 
 

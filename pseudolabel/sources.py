@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pseudolabel.config import IMAGE_EXTENSIONS, SourceConfig
+from shards.errors import UserError
 from shards.format import check_key, key_from_relative_path
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source that cannot be listed; the message says what to fix."""
 
 

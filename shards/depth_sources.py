@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,10 @@ from shards.nyu import INDOOR_DEPTH, LONG_RANGE_DEPTH, DepthFrame, DepthLimits, 
 #: Integer depth units per metre of the datasets we read, by name (``--depth-scale kitti``): KITTI's annotated
 #: depth PNGs are metres * 256, TUM RGB-D's are metres * 5000, ARKitScenes and NYU-style files are millimetres.
 DEPTH_SCALES = {"kitti": 256.0, "tum": 5000.0, "arkitscenes": 1000.0, "mm": 1000.0}
+#: The names of ``DEPTH_SCALES`` as a type, so that configs list them as choices.
+DepthScaleName = Literal["kitti", "tum", "arkitscenes", "mm"]
+if set(get_args(DepthScaleName)) != set(DEPTH_SCALES):  # a scale added to one table and not the other
+    raise ImportError(f"DepthScaleName {get_args(DepthScaleName)} differs from DEPTH_SCALES {sorted(DEPTH_SCALES)}")
 
 #: Reject reason (``shards.rgbd``) of an image and a depth map (or mask) that differ in size.
 REJECT_SIZE_MISMATCH = "size_mismatch"

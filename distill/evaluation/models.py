@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shards.argv import looks_like_path
+from shards.errors import UserError
 from shards.format import SAMPLE_SIZE, STUDENT_SIZE
 
 ACCEPTED_MODELS = (
@@ -49,27 +51,31 @@ class DepthModel:
 
 
 def detect_model_type(model: str) -> str:
-    """"onnx", "student", "teacher" or "constant", from the file's content (DECISIONS.md); anything else is an
-    error."""
+    """"onnx", "student", "teacher" or "constant", from the file's content; anything else is a user error."""
     if model == CONSTANT_MODEL:
         return CONSTANT_MODEL
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
-            raise FileNotFoundError(f"{model}: no such ONNX file")
+            raise UserError(f"--model {model}: no such ONNX file")
         return "onnx"
     if path.is_dir():
         config_path = path / "config.json"
-        record = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        try:
+            record = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as error:
+            raise UserError(f"--model {model}: {config_path} is not JSON ({error})") from error
         if "architecture" in record:
             return "student"
         architectures = record.get("architectures") or []
         if record.get("model_type") in TRANSFORMERS_DEPTH_TYPES or any("DepthEstimation" in a for a in architectures):
             return "teacher"
-        raise ValueError(f"{model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
+        raise UserError(f"--model {model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
+    if not path.exists() and looks_like_path(model):
+        raise UserError(f"--model {model}: no such file or folder; accepted: {ACCEPTED_MODELS}")
     if not path.exists() and _HUB_ID.match(model):
         return "teacher"
-    raise ValueError(f"{model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
+    raise UserError(f"--model {model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
 
 
 def _runner_model(model: str, source: str, width: int | None, height: int | None, device: str) -> DepthModel:
@@ -85,16 +91,21 @@ def _runner_model(model: str, source: str, width: int | None, height: int | None
 
 
 def _teacher_model(model: str, device: str) -> DepthModel:
-    from pseudolabel.teachers import load_teacher  # the one allowed crossing (DESIGN.md): the teacher row is measured
+    from pseudolabel.teachers import TeacherNotFoundError, load_teacher  # the one allowed crossing: the teacher
+    # row is measured by the code that labels
 
-    teacher = load_teacher(model, device=device)
+    try:
+        teacher = load_teacher(model, device=device)
+    except TeacherNotFoundError as error:
+        error.key = "--model"  # this command's name for the teacher
+        raise
     kind = "metric_depth" if teacher.kind == "metric_depth" else "relative_inverse_depth"
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()  # (B, H, W, 3)
         return torch.as_tensor(teacher(pixels), dtype=torch.float32)
 
-    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (DECISIONS.md)
+    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size
     return DepthModel(f"teacher:{model}", "teacher", kind, width, height, predict)
 
 
@@ -110,7 +121,7 @@ def load_model(model: str, device: str = "auto", input_size: tuple[int, int] | N
         return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, "relative_inverse_depth", width, height, _constant_prediction)
     if source == "teacher":
         if input_size is not None:
-            raise ValueError("--input-size applies to students; teachers run at 512x384 (DECISIONS.md)")
+            raise UserError("--size applies to students and constant; teachers run at 512x384")
         return _teacher_model(model, "cuda" if device == "auto" and torch.cuda.is_available() else cpu_or(device))
     width, height = input_size or (None, None)
     return _runner_model(model, source, width, height, device)
