@@ -33,7 +33,7 @@ set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 def build_parser(schema: type, prog: str, description: str) -> ArgumentParser:
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of keys; later flags override it")
     parser.add_class_arguments(schema, nested_key=None, fail_untyped=True)
     return parser

@@ -11,7 +11,7 @@ from distill.evaluation.protocols import Protocol
 from shards.argv import looks_like_path
 from shards.depth_sources import DepthFolder, HfDepthDataset, PairList
 from shards.diode import DIODE_SCENES, DiodeSplit, is_diode_tree
-from shards.errors import UserError
+from shards.errors import UserError, one_line
 from shards.nyu import NyuFormatError, NyuSplit
 
 if TYPE_CHECKING:
@@ -53,16 +53,23 @@ def open_data(args: DataOptions, protocol: Protocol) -> Any:
         log.info("%s is a folder source: its depth is used as given (protocol depth_source does not apply)", data)
         return DepthFolder(data, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit)
     _check_dataset_name(data)
-    return HfDepthDataset(
-        data,
-        split=args.split or "test",
-        depth=protocol.depth_source,
-        image_column=args.image_column,
-        depth_column=args.depth_column,
-        raw_depth_column=args.raw_depth_column,
-        depth_scale=protocol.depth_scale,
-        limit=args.limit,
-    )
+    try:
+        return HfDepthDataset(
+            data,
+            split=args.split or "test",
+            depth=protocol.depth_source,
+            image_column=args.image_column,
+            depth_column=args.depth_column,
+            raw_depth_column=args.raw_depth_column,
+            depth_scale=protocol.depth_scale,
+            limit=args.limit,
+        )
+    except (ConnectionError, FileNotFoundError) as error:  # datasets' answers for a name it cannot find or reach
+        raise UserError(
+            f"--data {data} is not a local path, and the datasets hub has no copy here ({one_line(error)}): save the "
+            f"data set to a folder on a machine with internet (datasets.load_dataset(...).save_to_disk(DIR)) and "
+            f"give --data DIR, or check the name; evaluate reads {_FORMS}"
+        ) from error
 
 
 def _check_dataset_name(data: str) -> None:
