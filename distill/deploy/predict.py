@@ -120,7 +120,7 @@ class TemporalSmoother:
         if mode not in SMOOTHING:
             raise ValueError(f"smoothing must be one of {SMOOTHING}, got {mode!r}")
         if window < 1 or not 0.0 < alpha <= 1.0:
-            raise ValueError(f"need --smooth-window >= 1 and 0 < --smooth-alpha <= 1 (got {window}, {alpha})")
+            raise ValueError(f"need --smooth_window >= 1 and 0 < --smooth_alpha <= 1 (got {window}, {alpha})")
         self.mode, self.alpha = mode, alpha
         self._recent: deque[np.ndarray] = deque(maxlen=window)
         self._state: np.ndarray | None = None

@@ -107,11 +107,12 @@ class Dataset:
     def evaluate_keys(self) -> dict[str, Any]:
         """The keys that ``python -m distill.evaluate`` needs, beside --model and --out, to score this data alone."""
         defaults = EvaluateConfig(model=CONSTANT_MODEL, data=self.config.data, out=".")
-        return {
+        return {"data": self.config.data} | {
             item.name: getattr(self.config, item.name)
             for item in dataclasses.fields(EvaluateConfig)
-            if item.name not in ("model", "out") and getattr(self.config, item.name) != getattr(defaults, item.name)
-        } | {"data": self.config.data}
+            if item.name not in ("model", "out", "data")
+            and getattr(self.config, item.name) != getattr(defaults, item.name)
+        }
 
     def close(self) -> None:
         if hasattr(self.source, "close"):
