@@ -217,7 +217,7 @@ def test_pixels_outside_the_garg_crop_do_not_count(kitti, tmp_path: Path) -> Non
     ("change", "message"),
     [
         (["--depth_scale", "1"], "looks like millimetres or unscaled integer codes"),
-        (["--depth_scale", "kiti"], "neither a number of units per metre nor one of"),
+        (["--depth_scale", "kiti"], "--depth_scale: expected float, Literal['kitti', 'tum', 'arkitscenes', 'mm']"),
     ],
 )
 def test_kitti_with_a_wrong_scale_stops(kitti, tmp_path: Path, capsys, change: list[str], message: str) -> None:

@@ -159,7 +159,7 @@ def test_overrides_keep_the_preset_and_say_so() -> None:
         (["--crop", "none", "--crop_fraction", "garg"], {"crop": None, "crop_fraction": GARG_CROP}),
         (["--crop_fraction", "0.1,0.9,0,1", "--crop", "none"], {"crop_fraction": (0.1, 0.9, 0.0, 1.0), "crop": None}),
         (["--scenes", "indoors,outdoor", "--depth_scale", "kitti"], {"scenes": DIODE_SCENES, "depth_scale": 256.0}),
-        (["--depth_min", "0.5", "--no_max_inclusive"], {"depth_min": 0.5, "max_inclusive": False}),  # old spelling
+        (["--depth-min", "0.5", "--no-max-inclusive"], {"depth_min": 0.5, "max_inclusive": False}),  # old spelling
     ],
 )
 def test_every_field_is_overridable_from_the_command_line(argv: list[str], expected: dict) -> None:
