@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", type=Path, default=REPO / "demo_out", help="a finished `make demo` output folder")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "compare_students")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per student (the demo's budget)")
-    parser.add_argument("--latency-repeats", type=int, default=50)
+    parser.add_argument("--latency_repeats", type=int, default=50)
     parser.add_argument("--diode-scenes", type=int, default=24, help="held-out scenes in the DIODE layout")
     args = parser.parse_args(argv)
     demo = args.demo.resolve()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     nyu = demo / "nyu"
     compare_out = args.work / "compare"
     command = [sys.executable, "-m", "distill.compare", "--out", str(compare_out),
-               "--latency-repeats", str(args.latency_repeats), "--splits", str(nyu / "splits.mat"),
+               "--latency_repeats", str(args.latency_repeats), "--splits", str(nyu / "splits.mat"),
                "--data", f"scenes_nyu_layout={nyu / 'nyu_depth_v2_labeled.mat'}:reference"]
     if args.diode_scenes:
         diode = write_diode_scenes(args.work / "diode_scenes", args.diode_scenes)

@@ -1,9 +1,9 @@
 """What int8 costs in accuracy: the same student as PyTorch, ONNX fp32 and ONNX int8 (static and dynamic), scored by
 the evaluation command (``distill.evaluate``) on the same data.
 
-    python benchmarks/deploy_int8_accuracy.py [--minutes 3] [--student FOLDER] [--size 128x96]
+    python benchmarks/deploy_int8_accuracy.py [--minutes 3] [--model FOLDER] [--size 128x96]
 
-Without ``--student``, a reference student (MobileNetV3-Large FastDepth, random init: no ImageNet weights offline)
+Without ``--model``, a reference student (MobileNetV3-Large FastDepth, random init: no ImageNet weights offline)
 is first trained for ``--minutes`` on generated scenes (``shards.scenes``, metric depth as inverse-depth labels,
 the project's SSI loss, AdamW 1e-3, batch 16) so that the quantised model has real structure to lose. Then it is
 exported (parity-checked), quantised (static: calibrated on 16 training scenes; dynamic), and every form is
@@ -89,8 +89,8 @@ def write_nyu_scenes(folder: Path, count: int, first_seed: int) -> tuple[Path, P
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", type=Path, help="a trained student folder (default: train one on scenes)")
-    parser.add_argument("--minutes", type=float, default=3.0, help="training time when no --student is given")
+    parser.add_argument("--model", type=Path, help="a trained student folder (default: train one on scenes)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="training time when no --model is given")
     parser.add_argument("--train-scenes", type=int, default=512)
     parser.add_argument("--eval-scenes", type=int, default=32)
     parser.add_argument("--size", type=_size, default=(128, 96), help="model input WxH (multiples of 32)")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = {}
         for name, model_path in models.items():
             out = work / f"eval_{name}"
-            data = ["--data", str(labeled), "--splits", str(splits), "--input-size", f"{width}x{height}"]
+            data = ["--data", str(labeled), "--splits", str(splits), "--size", f"{width}x{height}"]
             evaluate.main(["--model", str(model_path), *data, "--out", str(out)])
             record = json.loads((out / "metrics.json").read_text())
             scores[name] = {key: record["metrics"][key] for key in record["metrics"]}

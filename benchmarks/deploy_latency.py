@@ -1,6 +1,6 @@
 """Deployment latency: our student and the original FastDepth architecture, side by side in one run on this machine.
 
-    python benchmarks/deploy_latency.py [--repeats 50] [--throughput-repeats 10] [--threads N]
+    python benchmarks/deploy_latency.py [--repeats 50] [--throughput_repeats 10] [--threads N]
 
 Both students are built from their recipes (``configs/distill/places365_fastdepth.yaml``: MobileNetV3-Large,
 bilinear; ``configs/distill/fastdepth_original.yaml``: MobileNet v1, nearest) with random weights (latency does not
@@ -69,7 +69,7 @@ def targets(result: dict) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50, help="timed calls at batch 1")
-    parser.add_argument("--throughput-repeats", type=int, default=10, help="timed calls at batch 8")
+    parser.add_argument("--throughput_repeats", type=int, default=10, help="timed calls at batch 8")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the sequence; median of the rounds")
     parser.add_argument("--threads", type=int, help="threads for every backend (default: each runtime's choice)")

@@ -1,6 +1,6 @@
 """Evaluation throughput: images per second of ``distill.evaluate`` for the student on CPU, reference protocol.
 
-    python benchmarks/evaluate_throughput.py [--frames 32] [--batch-size 8] [--threads N] [--model FOLDER|.onnx]
+    python benchmarks/evaluate_throughput.py [--frames 32] [--batch_size 8] [--threads N] [--model FOLDER|.onnx]
 
 Without ``--model`` a reference student (MobileNetV3-Large FastDepth, 256x192, random init: speed does not depend
 on weight values) is saved to a temporary folder. ``--frames`` generated 640x480 scenes (``shards.scenes``, raw
@@ -60,7 +60,7 @@ def model_only_seconds(model, source, batch_size: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--model", help="a student folder or .onnx (default: a random reference student)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evaluate_throughput.json")

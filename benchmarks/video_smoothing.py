@@ -1,6 +1,6 @@
 """How much does ``distill.predict``'s temporal smoothing steady a student's maps on video?
 
-    python benchmarks/video_smoothing.py --student runs/compare_students/rt_monodepth/student
+    python benchmarks/video_smoothing.py --model runs/compare_students/rt_monodepth/student
 
 Writes a 40-frame clip of one static generated scene (a held-out seed) with per-frame sensor noise (Gaussian,
 sigma 8 grey levels) and brightness changes (x 0.9-1.1), runs ``python -m distill.predict`` on it without
@@ -24,7 +24,7 @@ from distill.deploy.video import VideoWriter
 from shards.scenes import render_scene
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = {"none": [], "mean": ["--smooth", "mean", "--smooth-window", "5"], "ema": ["--smooth", "ema"]}
+MODES = {"none": [], "mean": ["--smooth", "mean", "--smooth_window", "5"], "ema": ["--smooth", "ema"]}
 
 
 def write_clip(path: Path, frames: int = 40, seed: int = 200_123) -> None:
@@ -43,7 +43,7 @@ def flicker(folder: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", required=True, help="a student folder or .onnx file")
+    parser.add_argument("--model", required=True, help="a student folder or .onnx file")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "video_smoothing.json")
     args = parser.parse_args(argv)
     result = {"student": args.student, "frames": 40, "flicker": {}}
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         write_clip(clip)
         for mode, flags in MODES.items():
             out = Path(work) / mode
-            command = [sys.executable, "-m", "distill.predict", "--student", args.student, str(clip), "--out",
-                       str(out), "--save-raw", "npy", "--video-out", "frames", *flags]
+            command = [sys.executable, "-m", "distill.predict", "--model", args.student, str(clip), "--out",
+                       str(out), "--save_raw", "npy", "--video_out", "frames", *flags]
             subprocess.run(command, cwd=REPO, check=True, capture_output=True)
             result["flicker"][mode] = flicker(out / "static_noisy_inverse_depth")
             print(f"{mode:5s} {' '.join(flags) or '(no smoothing)':32s} flicker {result['flicker'][mode]:.4f}")

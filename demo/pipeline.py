@@ -83,10 +83,10 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
     scenes, shards_dir = out / "scenes", out / "shards"
 
     log.run("1/9 generate RGB-D scenes (train images, validation and test ground truth)", _python(
-        "-m", "shards", "scenes", "--n", str(size.train_scenes), "--seed", "0",
-        "--width", "512", "--height", "384", "--out", str(scenes / "train")))
+        "-m", "shards", "scenes", "--count", str(size.train_scenes), "--start", "0",
+        "--size", "512x384", "--out", str(scenes / "train")))
     log.run("1/9 (validation scenes, with sensor-like holes)", _python(
-        "-m", "shards", "scenes", "--n", str(size.val_scenes), "--seed", "100000", "--holes",
+        "-m", "shards", "scenes", "--count", str(size.val_scenes), "--start", "100000", "--holes", "true",
         "--out", str(scenes / "val")))
     nyu = write_nyu_test_scenes(out / "nyu", size.test_scenes, seed=200000)
     print(f"    test scenes in the official NYU layout: {nyu.labeled} + {nyu.splits}")
@@ -101,11 +101,11 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
         "--output.dir", str(shards_dir / "pseudo")))
     log.run("4/9 import held-out ground truth as validation shards", _python(
         "-m", "shards", "import-rgbd", "--images", str(scenes / "val" / "rgb"), "--depths",
-        str(scenes / "val" / "depth"), "--depth-scale", "1000", "--out", str(shards_dir / "val")))
+        str(scenes / "val" / "depth"), "--depth_scale", "1000", "--out", str(shards_dir / "val")))
 
     log.run("5/9 verify the shards and draw them", _python("-m", "shards", "verify", str(shards_dir / "pseudo")))
     log.run("5/9 (validation shards)", _python("-m", "shards", "verify", str(shards_dir / "val")))
-    log.run("5/9 (picture)", _python("-m", "shards", "show", str(shards_dir / "pseudo"), "--n", "8",
+    log.run("5/9 (picture)", _python("-m", "shards", "show", str(shards_dir / "pseudo"), "--count", "8",
                         "--out", str(out / "shards_pseudo.png")))
 
     log.run("6/9 distil the student", _accelerate(
@@ -132,13 +132,13 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
 
     onnx = out / "export" / "student.onnx"
     log.run("8/9 export to ONNX (with the parity check) and time it", _python(
-        "-m", "distill.export", "--student", str(student), "--format", "onnx", "--out", str(onnx)))
-    log.run("8/9 (latency)", _python("-m", "distill.benchmark", "--student", str(student), "--repeats", "20",
-                        "--json", str(out / "export" / "benchmark.json")))
+        "-m", "distill.export", "--model", str(student), "--format", "onnx", "--out", str(onnx)))
+    log.run("8/9 (latency)", _python("-m", "distill.benchmark", "--model", str(student), "--repeats", "20",
+                        "--out", str(out / "export" / "benchmark.json")))
 
     pictures = sorted((scenes / "val" / "rgb").glob("*.png"))[:4]
     log.run("9/9 predict on a few pictures", _python(
-        "-m", "distill.predict", "--student", str(onnx), *map(str, pictures), "--out", str(out / "predict")))
+        "-m", "distill.predict", "--model", str(onnx), *map(str, pictures), "--out", str(out / "predict")))
 
     summary = write_summary(out, evaluations, log.steps, time.perf_counter() - started, size.require_win)
     print("\n" + summary)

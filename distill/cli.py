@@ -1,9 +1,9 @@
 """``accelerate launch distill.py --config configs/distill/<recipe>.yaml [--section.key value ...]``: training.
 
-The only reader of ``sys.argv`` for training. Parses the config (unknown keys stop with their name, exit 2), trains,
-and exits 0 when the run reached ``train.steps`` or stopped on purpose (``train.stop_after``), 128 + the signal number
-when SIGTERM / SIGINT stopped it (after a checkpoint: continue with ``--resume latest``), and 1 with a message and no
-traceback for known failures (missing shards or encoder weights, a bad config value).
+The only reader of ``sys.argv`` for training. Parses the config, trains, and exits 0 when the run reached
+``train.steps`` or stopped on purpose (``train.stop_after``), 128 + the signal number when SIGTERM / SIGINT stopped it
+(after a checkpoint: continue with ``--resume latest``), 2 with one line and no traceback for user errors (an unknown
+key, missing shards or encoder weights, a bad config value; :mod:`shards.errors`), and 1 when training diverged.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import os
 import sys
 
 from distill.config import DistillConfig
-from shards.config import parse_config
+from shards.config import Command
+from shards.errors import UserError, run_command
 
 logger = logging.getLogger("distill")
 
@@ -23,12 +24,16 @@ DESCRIPTION = (
 )
 
 
+#: ``distill.py``: its config.
+COMMAND = Command("distill.py", DistillConfig, about=DESCRIPTION)
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        config, resolved_yaml = parse_config(DistillConfig, argv, prog="distill.py", description=DESCRIPTION)
-    except ValueError as error:
-        print(f"distill.py: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(_main, argv, COMMAND.prog)
+
+
+def _main(argv: list[str] | None) -> int:
+    config, resolved_yaml = COMMAND.parse(argv)
     logging.basicConfig(
         level=os.environ.get("DISTILL_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -37,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(config, resolved_yaml)
-    except (FileNotFoundError, ValueError, FloatingPointError) as error:
-        print(f"distill.py: error: {error}", file=sys.stderr)
+    except ValueError as error:  # a config value the run refuses (named in the message)
+        raise UserError(str(error)) from error
+    except FloatingPointError as error:  # diverged: not the user's input, but no bug to trace either
+        print(f"{COMMAND.prog}: error: {error}", file=sys.stderr)
         return 1
     if result.signal is not None:
         return 128 + int(result.signal)

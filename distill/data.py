@@ -52,27 +52,47 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataConfig:
-    """Shards and augmentation. ``train``: one shard set (a folder, pattern or comma list) or a list of sets mixed
-    with ``train_weights``; ``val``: held-out shards for validation and for choosing the best checkpoint."""
+    """Shards and augmentation.
+
+    ``train``: one shard set (a folder, pattern or comma list) or a list of sets mixed with ``train_weights``;
+    ``val``: held-out shards for validation and for choosing the best checkpoint."""
 
     train: str | list[str] = ""
-    train_weights: list[float] | None = None  # one weight per set in ``train``; default equal
+    """training shards: one set (a folder, brace pattern or comma list) or a list of sets mixed by train_weights"""
+    train_weights: list[float] | None = None
+    """one weight per set in ``train``; default equal"""
     val: str | None = None
-    size: list[int] = field(default_factory=lambda: list(STUDENT_SIZE))  # (width, height), multiples of 32
-    batch_size: int = 64  # per process and micro-step
+    """held-out shards for validation and for choosing the best checkpoint (null: no validation)"""
+    size: list[int] = field(default_factory=lambda: list(STUDENT_SIZE))
+    """(width, height), multiples of 32"""
+    batch_size: int = 64
+    """per process and micro-step"""
     val_batch_size: int = 64
-    num_workers: int = 8  # DataLoader workers per process (0 = read in the training process)
-    shuffle_buffer: int = 2000  # samples
-    epoch_steps: int = 1000  # optimizer steps per data epoch (the stream is re-seeded at each)
-    crop_scale: list[float] = field(default_factory=lambda: [0.64, 1.0])  # crop area / sample area
-    crop_ratio: list[float] = field(default_factory=lambda: [0.9, 1.1])  # crop aspect / output aspect
-    flip: float = 0.5  # probability of a horizontal flip
-    brightness: float = 0.2  # colour jitter: factors drawn from [1 - x, 1 + x]
+    """validation batch size per process"""
+    num_workers: int = 8
+    """DataLoader workers per process (0 = read in the training process)"""
+    shuffle_buffer: int = 2000
+    """samples"""
+    epoch_steps: int = 1000
+    """optimizer steps per data epoch (the stream is re-seeded at each)"""
+    crop_scale: list[float] = field(default_factory=lambda: [0.64, 1.0])
+    """crop area / sample area"""
+    crop_ratio: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    """crop aspect / output aspect"""
+    flip: float = 0.5
+    """probability of a horizontal flip"""
+    brightness: float = 0.2
+    """colour jitter: factors drawn from [1 - x, 1 + x]"""
     contrast: float = 0.2
+    """colour jitter: contrast factor drawn from [1 - x, 1 + x]"""
     saturation: float = 0.2
-    checksums: bool = True  # check every member's sha256 before decoding (docs/shards.md; cost in BENCHMARKS.md)
-    max_damaged_fraction: float = 0.01  # stop when more of the samples read are damaged or lost (see distill.integrity)
-    allow_eval_split: bool = False  # true: read samples marked as a benchmark's evaluation split (test-set leakage)
+    """colour jitter: saturation factor drawn from [1 - x, 1 + x]"""
+    checksums: bool = True
+    """check every member's sha256 before decoding (docs/shards.md; cost in BENCHMARKS.md)"""
+    max_damaged_fraction: float = 0.01
+    """stop when more of the samples read are damaged or lost (see distill.integrity)"""
+    allow_eval_split: bool = False
+    """true: read samples marked as a benchmark's evaluation split (test-set leakage; the reports say so)"""
 
     def __post_init__(self) -> None:
         check_input_size(*self.size, "data.size")

@@ -29,6 +29,7 @@ coarse map (RT-MonoDepth's ``aux["coarse"]``) against the label average-pooled t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -40,20 +41,34 @@ from shards.format import inverse_depth
 _EPS = 1e-6
 
 
+#: The losses by name, as a type, so that the config lists them; kept equal to ``LOSSES``' keys.
+LossName = Literal["ssi", "ssi_lsq", "l1", "mse", "ssim_l1_smooth", "l1_edge_ssim"]
+
+
 @dataclass
 class LossConfig:
     """Which loss and its weights; defaults are the reference recipe (MiDaS SSI, trimmed 20%, gradient weight 0.5)."""
 
-    name: str = "ssi"  # one of LOSSES: ssi, ssi_lsq, l1, mse, ssim_l1_smooth, l1_edge_ssim
-    trim: float = 0.2  # ssi: fraction of the largest residuals per image left out
-    gradient_weight: float = 0.5  # ssi, ssi_lsq: weight of the multi-scale gradient-matching term (0 = off)
-    gradient_scales: int = 4  # each scale half the resolution of the previous
-    ssim_weight: float = 0.85  # ssim_l1_smooth: SSIM share (L1 gets 1 - ssim_weight); l1_edge_ssim: SSIM weight
-    smoothness_weight: float = 1e-3  # ssim_l1_smooth: edge-aware smoothness weight
-    l1_weight: float = 1.0  # l1_edge_ssim: L1 weight
-    edge_weight: float = 1.0  # l1_edge_ssim: weight of the L1 between prediction and label image gradients
-    invariant: bool = False  # l1, mse, ssim_l1_smooth, l1_edge_ssim: median / MAD normalise both first
-    coarse_weight: float = 0.0  # > 0: RMSE of the student's coarse map (student.coarse_head) with this weight
+    name: LossName = "ssi"
+    """the loss (docs/distill.md describes each)"""
+    trim: float = 0.2
+    """ssi: fraction of the largest residuals per image left out"""
+    gradient_weight: float = 0.5
+    """ssi, ssi_lsq: weight of the multi-scale gradient-matching term (0 = off)"""
+    gradient_scales: int = 4
+    """each scale half the resolution of the previous"""
+    ssim_weight: float = 0.85
+    """ssim_l1_smooth: SSIM share (L1 gets 1 - ssim_weight); l1_edge_ssim: SSIM weight"""
+    smoothness_weight: float = 1e-3
+    """ssim_l1_smooth: edge-aware smoothness weight"""
+    l1_weight: float = 1.0
+    """l1_edge_ssim: L1 weight"""
+    edge_weight: float = 1.0
+    """l1_edge_ssim: weight of the L1 between prediction and label image gradients"""
+    invariant: bool = False
+    """l1, mse, ssim_l1_smooth, l1_edge_ssim: median / MAD normalise both first"""
+    coarse_weight: float = 0.0
+    """> 0: RMSE of the student's coarse map (student.coarse_head) with this weight"""
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
@@ -324,6 +339,8 @@ LOSSES: dict[str, type[DepthLoss]] = {
     "ssim_l1_smooth": SsimL1SmoothLoss,
     "l1_edge_ssim": L1EdgeSsimLoss,
 }
+if set(get_args(LossName)) != set(LOSSES):  # a loss added to one table and not the other
+    raise ImportError(f"LossName {get_args(LossName)} differs from LOSSES {sorted(LOSSES)}")
 
 
 def build_loss(config: LossConfig | None = None, space: str = "inverse_depth") -> DepthLoss:

@@ -1,21 +1,18 @@
 """``accelerate launch pseudolabel.py --config configs/pseudolabel/<recipe>.yaml [--section.key value ...]``
 
-The only reader of ``sys.argv``. Parses the config (unknown keys stop with their name, exit 2), runs the stage and
-prints the summary on the main process. Known failures (a missing teacher or dataset, a changed manifest) print their
-message without a traceback and exit 1.
+The only reader of ``sys.argv``. Parses the config, runs the stage and prints the summary on the main process. User
+errors (an unknown key, a missing teacher or dataset, a changed manifest) print one line without a traceback and exit
+2 (:mod:`shards.errors`); an incomplete run exits 1.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 
 from pseudolabel.config import PseudolabelConfig
-from pseudolabel.jobs import ManifestMismatchError
-from pseudolabel.sources import SourceError
-from pseudolabel.teachers import TeacherNotFoundError
-from shards.config import parse_config
+from shards.config import Command
+from shards.errors import run_command
 
 logger = logging.getLogger("pseudolabel")
 
@@ -41,22 +38,22 @@ def format_summary(summary: dict) -> str:
     )
 
 
+#: ``pseudolabel.py``: its config.
+COMMAND = Command("pseudolabel.py", PseudolabelConfig, about=DESCRIPTION)
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        config, resolved_yaml = parse_config(PseudolabelConfig, argv, prog="pseudolabel.py", description=DESCRIPTION)
-    except ValueError as error:
-        print(f"pseudolabel.py: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(_main, argv, COMMAND.prog)
+
+
+def _main(argv: list[str] | None) -> int:
+    config, resolved_yaml = COMMAND.parse(argv)
     logging.basicConfig(
         level=config.runtime.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from pseudolabel.run import run  # torch, transformers: only once the config is known to be valid
 
-    try:
-        summary = run(config, resolved_yaml)
-    except (TeacherNotFoundError, SourceError, ManifestMismatchError) as error:
-        print(f"pseudolabel.py: error: {error}", file=sys.stderr)
-        return 1
+    summary = run(config, resolved_yaml)
     if summary is None:  # not the main process
         return 0
     print(format_summary(summary))

@@ -8,17 +8,22 @@ overrides such as ``--source.path DIR``; an unknown key stops with its name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-from shards.codec import DEFAULT_LABEL_CODEC
+from shards.codec import DEFAULT_LABEL_CODEC, LabelCodecName
 from shards.format import JPEG_QUALITY, SAMPLE_HEIGHT, SAMPLE_WIDTH
 from shards.writer import check_prefix
 
 #: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
-SOURCE_KINDS = ("auto", "folder", "list", "datasets", "shards")
-CROP_MODES = ("center", "random")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SourceKind = Literal["auto", "folder", "list", "datasets", "shards"]
+CropMode = Literal["center", "random"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+SOURCE_KINDS = get_args(SourceKind)
+CROP_MODES = get_args(CropMode)
+PRECISIONS = get_args(Precision)
 
 
 @dataclass
@@ -26,15 +31,24 @@ class SourceConfig:
     """Where the images come from. ``kind: auto`` decides from ``path``: a saved ``datasets`` folder, a folder of
     images, a ``.txt`` list of paths, ``.tar`` shards (file, glob or brace pattern), else a hub dataset name."""
 
-    kind: str = "auto"
+    kind: SourceKind = "auto"
+    """what path is; auto decides from its form"""
     path: str = "data/places365/data_large"
-    name: str | None = None  # key prefix for datasets rows and image shards; default: derived from path
-    split: str = "train"  # datasets split
-    image_column: str = "image"  # datasets column holding the image
-    id_column: str | None = None  # datasets column used as key instead of the row index
+    """a folder of images, a .txt list of paths, .tar shards, a saved datasets folder or a hub dataset name"""
+    name: str | None = None
+    """key prefix for datasets rows and image shards; default: derived from path"""
+    split: str = "train"
+    """datasets split"""
+    image_column: str = "image"
+    """datasets column holding the image"""
+    id_column: str | None = None
+    """datasets column used as key instead of the row index"""
     extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
-    sample_count: int = 450_000  # seeded random subset of the sorted list; 0 = every input
+    """file endings read as images by the folder and list sources"""
+    sample_count: int = 450_000
+    """seeded random subset of the sorted list; 0 = every input"""
     sample_seed: int = 0
+    """seed of the random subset (sample_count)"""
 
 
 @dataclass
@@ -42,12 +56,19 @@ class PreprocessConfig:
     """Resize by ``max(width / W, height / H)`` (bicubic, antialiased), then crop ``width`` x ``height``."""
 
     width: int = SAMPLE_WIDTH
+    """width of the crop the teacher labels (pixels)"""
     height: int = SAMPLE_HEIGHT
-    crop: str = "center"  # center | random (the box is drawn per key from crop_seed, so reruns agree)
+    """height of the crop the teacher labels (pixels)"""
+    crop: CropMode = "center"
+    """center | random (the box is drawn per key from crop_seed, so reruns agree)"""
     crop_seed: int = 0
-    min_short_side: int = 32  # pixels; far below 384 so a 1242x375 street frame is upscaled, not dropped
-    max_pixels: int = 200_000_000  # larger sources are rejected as too_large (decompression-bomb guard)
-    jpeg_draft: bool = True  # let libjpeg decode big JPEGs at 1/2, 1/4, 1/8 when the result stays >= the target
+    """seed of the random crop boxes"""
+    min_short_side: int = 32
+    """pixels; far below 384 so a 1242x375 street frame is upscaled, not dropped"""
+    max_pixels: int = 200_000_000
+    """larger sources are rejected as too_large (decompression-bomb guard)"""
+    jpeg_draft: bool = True
+    """let libjpeg decode big JPEGs at 1/2, 1/4, 1/8 when the result stays >= the target"""
 
 
 @dataclass
@@ -55,10 +76,15 @@ class TeacherConfig:
     """The teacher: a hub id or a local folder (config.json + weights), or ``identity`` for pipeline timing."""
 
     model: str = "Intel/dpt-hybrid-midas"
-    revision: str | None = None  # hub branch, tag or commit; the resolved commit goes into the manifest
-    flip_tta: bool = False  # average the map and the un-flipped map of the flipped image
-    short_side: int = 384  # the network sees the crop with this short side (sides floored to 32, or 14 for DA)
-    precision: str = "auto"  # the backbone: auto = bf16 autocast on CUDA, fp32 on CPU; the head is always fp32
+    """a hub id, a local folder (config.json + weights), or identity (pipeline timing, no network)"""
+    revision: str | None = None
+    """hub branch, tag or commit; the resolved commit goes into the manifest"""
+    flip_tta: bool = False
+    """average the map and the un-flipped map of the flipped image"""
+    short_side: int = 384
+    """the network sees the crop with this short side (sides floored to 32, or 14 for DA)"""
+    precision: Precision = "auto"
+    """the backbone: auto = bf16 autocast on CUDA, fp32 on CPU; the head is always fp32"""
 
 
 @dataclass
@@ -66,24 +92,37 @@ class OutputConfig:
     """The shard set: ``{prefix}-{process:03d}-{job:06d}.tar`` + stats json per job, manifest and summary."""
 
     dir: str = "out/pseudolabel/places365_dpt_hybrid"
+    """the output folder: shards, stats, manifest.json, summary.json, config.yaml"""
     prefix: str = "train"
-    samples_per_shard: int = 1000  # inputs per job; one job = one shard
-    label_codec: str = DEFAULT_LABEL_CODEC
+    """shard name prefix (no '-' or '/')"""
+    samples_per_shard: int = 1000
+    """inputs per job; one job = one shard"""
+    label_codec: LabelCodecName = DEFAULT_LABEL_CODEC
+    """how labels are stored in the shards (docs/shards.md)"""
     jpeg_quality: int = JPEG_QUALITY
+    """JPEG quality of the stored images"""
 
 
 @dataclass
 class RuntimeConfig:
     """How the work is run; changing these never changes a label."""
 
-    batch_size: int = 16  # images per teacher forward, per process
-    num_workers: int = 8  # DataLoader workers per process (decode, resize, crop, JPEG encode)
-    prefetch_factor: int = 4  # batches each worker keeps ready
-    encode_threads: int = 4  # label-encoding threads in the writer
-    queue_batches: int = 8  # labelled batches waiting for the writer before inference waits
-    compile_teacher: bool = False  # torch.compile the teacher (GPU: ~2x images/s after ~40 s of compiling)
-    progress: bool = True  # tqdm bar on the main process
-    log_level: str = "INFO"
+    batch_size: int = 16
+    """images per teacher forward, per process"""
+    num_workers: int = 8
+    """DataLoader workers per process (decode, resize, crop, JPEG encode)"""
+    prefetch_factor: int = 4
+    """batches each worker keeps ready"""
+    encode_threads: int = 4
+    """label-encoding threads in the writer"""
+    queue_batches: int = 8
+    """labelled batches waiting for the writer before inference waits"""
+    compile_teacher: bool = False
+    """torch.compile the teacher (GPU: ~2x images/s after ~40 s of compiling)"""
+    progress: bool = True
+    """tqdm bar on the main process"""
+    log_level: LogLevel = "INFO"
+    """logging level"""
 
 
 @dataclass

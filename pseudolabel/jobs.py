@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pseudolabel.plan import DoneJob, Plan
+from shards.errors import UserError
 from shards.writer import (
     SHARD_SUFFIX,
     STATS_SHA256_FIELD,
@@ -41,7 +42,7 @@ MANIFEST_FORMAT = 1  # folders, lists, datasets: jobs of the sorted list, as sin
 SHARD_MANIFEST_FORMAT = 2  # image shards: a job is a slice of one input shard (before: of one global list)
 
 
-class ManifestMismatchError(RuntimeError):
+class ManifestMismatchError(UserError, RuntimeError):
     """The output folder was made with other settings; the message names every difference."""
 
 

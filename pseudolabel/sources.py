@@ -28,6 +28,7 @@ from typing import Any
 from pseudolabel.config import IMAGE_EXTENSIONS, SourceConfig
 from pseudolabel.index import InputIndex, InputItem, list_hash, write_index
 from pseudolabel.shard_source import ShardSet, ShardSourceError, TarMemberReader, list_shard_urls, names_hash
+from shards.errors import UserError
 from shards.format import check_key, key_from_relative_path
 
 __all__ = ["InputItem", "SourceError", "SourceListing", "attach_source", "detect_kind", "list_hash", "open_source"]
@@ -38,7 +39,7 @@ _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source that cannot be listed; the message says what to fix."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from shards.errors import UserError
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,17 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.in
 _COMMIT = re.compile(r"snapshots/([0-9a-f]{40})/")
 
 
-class TeacherNotFoundError(FileNotFoundError):
-    """The teacher's weights are neither in a local folder nor in the Hugging Face cache."""
+class TeacherNotFoundError(UserError, FileNotFoundError):
+    """The teacher's weights are neither in a local folder nor in the Hugging Face cache. The message names the key
+    that sets the teacher, ``key``: ``teacher.model`` in pseudolabel, ``--model`` where a command reads it."""
+
+    def __init__(self, template: str, key: str = "teacher.model") -> None:
+        super().__init__(template)
+        self.template = template
+        self.key = key
+
+    def __str__(self) -> str:
+        return self.template.replace("{key}", self.key)
 
 
 def missing_teacher_message(model: str) -> str:
@@ -54,7 +64,7 @@ def missing_teacher_message(model: str) -> str:
         f"teacher {model!r} is neither a local model folder nor in the local Hugging Face cache (the hub is "
         f"unreachable or HF_HUB_OFFLINE=1). Pre-download it on a machine with internet: "
         f"`huggingface-cli download {model}` (or `hf download {model}`), then copy the cache (~/.cache/huggingface) "
-        f"here; or save the model to a folder (`save_pretrained`) and set teacher.model to that folder."
+        f"here; or save the model to a folder (`save_pretrained`) and set {{key}} to that folder."
     )
 
 
@@ -304,7 +314,7 @@ def load_transformers_teacher(
     local = folder.is_dir()
     if not local and (model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model):
         raise TeacherNotFoundError(
-            f"teacher folder {model} does not exist: set teacher.model to a folder holding config.json and the "
+            f"teacher folder {model} does not exist: set {{key}} to a folder holding config.json and the "
             f"weights (written by save_pretrained), or to a hub id such as Intel/dpt-hybrid-midas"
         )
     source = str(folder.resolve()) if local else model

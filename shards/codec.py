@@ -11,6 +11,7 @@ import io
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import zstandard
@@ -132,6 +133,10 @@ LABEL_CODECS: dict[str, LabelCodec] = {
     )
 }
 DEFAULT_LABEL_CODEC = "depth16.dzst"
+#: The codec names as a type, so that configs list them as choices; kept equal to ``LABEL_CODECS``'s keys.
+LabelCodecName = Literal["depth16.dzst", "depth16.zst", "depth16.npy", "depth16.png"]
+if set(get_args(LabelCodecName)) != set(LABEL_CODECS):  # a codec added to one table and not the other
+    raise ImportError(f"LabelCodecName {get_args(LabelCodecName)} differs from LABEL_CODECS {sorted(LABEL_CODECS)}")
 
 
 def label_codec(extension: str) -> LabelCodec:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -23,9 +23,13 @@ from shards.format import LabelError, key_from_relative_path
 from shards.images import to_rgb
 from shards.nyu import INDOOR_DEPTH, LONG_RANGE_DEPTH, DepthFrame, DepthLimits, NyuFormatError, check_metric_depth
 
-#: Integer depth units per metre of the datasets we read, by name (``--depth-scale kitti``): KITTI's annotated
+#: Integer depth units per metre of the datasets we read, by name (``--depth_scale kitti``): KITTI's annotated
 #: depth PNGs are metres * 256, TUM RGB-D's are metres * 5000, ARKitScenes and NYU-style files are millimetres.
 DEPTH_SCALES = {"kitti": 256.0, "tum": 5000.0, "arkitscenes": 1000.0, "mm": 1000.0}
+#: The names of ``DEPTH_SCALES`` as a type, so that configs list them as choices.
+DepthScaleName = Literal["kitti", "tum", "arkitscenes", "mm"]
+if set(get_args(DepthScaleName)) != set(DEPTH_SCALES):  # a scale added to one table and not the other
+    raise ImportError(f"DepthScaleName {get_args(DepthScaleName)} differs from DEPTH_SCALES {sorted(DEPTH_SCALES)}")
 
 #: Reject reason (``shards.rgbd``) of an image and a depth map (or mask) that differ in size.
 REJECT_SIZE_MISMATCH = "size_mismatch"
@@ -36,7 +40,7 @@ _INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 def parse_depth_scale(text: str) -> float:
-    """``--depth-scale``: a number of units per metre, or a dataset's name in :data:`DEPTH_SCALES` (the callers
+    """``--depth_scale``: a number of units per metre, or a dataset's name in :data:`DEPTH_SCALES` (the callers
     check that it is positive)."""
     if text.lower() in DEPTH_SCALES:
         return DEPTH_SCALES[text.lower()]
@@ -64,7 +68,7 @@ def to_metres(values: np.ndarray, depth_scale: float | None, where: str) -> np.n
         if depth_scale is None:
             raise NyuFormatError(
                 f"{where}: integer depth ({values.dtype}) needs a depth scale in units per metre "
-                f"(--depth-scale; {', '.join(f'{name} {scale:g}' for name, scale in DEPTH_SCALES.items())})"
+                f"(--depth_scale; {', '.join(f'{name} {scale:g}' for name, scale in DEPTH_SCALES.items())})"
             )
         metres = values.astype(np.float32) / np.float32(depth_scale)
     elif np.issubdtype(values.dtype, np.floating):
@@ -277,8 +281,8 @@ class HfDepthDataset:
                 raise NyuFormatError(
                     f"dataset {name_or_path!r} ({split}) has no raw depth column "
                     f"({raw_depth_column!r}; columns {dataset.column_names}): the default protocol uses the raw sensor "
-                    "depth; choose the in-painted depth explicitly (--protocol common, or --depth-source inpainted), "
-                    "or name the raw column (--raw-depth-column)"
+                    "depth; choose the in-painted depth explicitly (--protocol common, or --depth_source inpainted), "
+                    "or name the raw column (--raw_depth_column)"
                 )
             self.depth_column = raw_depth_column
         elif depth == "inpainted":
@@ -289,7 +293,7 @@ class HfDepthDataset:
             if column not in dataset.column_names:
                 raise NyuFormatError(
                     f"dataset {name_or_path!r} has no column {column!r} (columns {dataset.column_names}): "
-                    "name the image and depth columns (--image-column, --depth-column)"
+                    "name the image and depth columns (--image_column, --depth_column)"
                 )
         self.image_column = image_column
         self.dataset = dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset

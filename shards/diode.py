@@ -117,7 +117,7 @@ def find_diode_scans(root: str | Path, split: str = "val", scenes: tuple[str, ..
         if not folder.is_dir():
             raise NyuFormatError(
                 f"{folder} is missing: the scene types asked for are {list(scenes)}; choose those present "
-                "(import: --diode-scene indoors|outdoor; evaluation: --protocol diode_indoor|diode_outdoor)"
+                "(import: --diode_scene indoors|outdoor; evaluation: --protocol diode_indoor|diode_outdoor)"
             )
         scans.extend(_scene_scans(base, folder, scene))
     if not scans:

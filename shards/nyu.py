@@ -28,6 +28,8 @@ import h5py
 import numpy as np
 import scipy.io
 
+from shards.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Frame size of NYU Depth v2, (height, width).
@@ -67,7 +69,7 @@ INDOOR_DEPTH = DepthLimits(max_depth=MAX_PLAUSIBLE_DEPTH)
 LONG_RANGE_DEPTH = DepthLimits(max_depth=400.0)
 
 
-class NyuFormatError(ValueError):
+class NyuFormatError(UserError, ValueError):
     """A file that does not hold what the official NYU layout (or a depth source) promises."""
 
 
@@ -148,6 +150,8 @@ class NyuLabeledFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"{self.path}: no such file (NYU's nyu_depth_v2_labeled.mat, MATLAB v7.3)")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as error:
@@ -222,6 +226,8 @@ def read_nyu_splits(path: str | Path, frame_count: int | None = None) -> dict[st
     Indices must be 1-based, unique, disjoint between train and test, and within ``frame_count`` when given.
     """
     path = str(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file (NYU's official splits.mat)")
     try:
         variables = scipy.io.loadmat(path)
     except NotImplementedError:  # scipy's answer to a v7.3 file

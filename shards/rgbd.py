@@ -293,4 +293,4 @@ def _reject(writer: ShardSetWriter, summary: ImportSummary, name: str, reason: s
 
 def check_depth_scale(depth_scale: float) -> None:
     if not depth_scale > 0:
-        raise ValueError(f"--depth-scale must be positive (depth units per metre), got {depth_scale}")
+        raise ValueError(f"--depth_scale must be positive (depth units per metre), got {depth_scale}")

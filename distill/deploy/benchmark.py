@@ -1,6 +1,6 @@
 """Deployment latency on this machine: PyTorch eager, ONNX Runtime fp32 and int8, against the compute lower bound.
 
-``python -m distill.benchmark --student <folder> [--student <folder2> ...] [--json out.json]``
+``python -m distill.benchmark --model <folder> [--model <folder2> ...] --out result.json``
 
 For each student: parameters and MACs (``distill.deploy.complexity``) at 1 x 3 x H x W; latency at batch 1 (median of
 ``--repeats`` calls) and throughput at batch 8 for each backend; the compute lower bound, 2 x MACs divided by this
@@ -14,7 +14,6 @@ prepares (export, quantisation, counting) and prints. Backends: ``torch_eager`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.deploy.configs import BENCHMARK_SPELLING, BenchmarkConfig
 from distill.deploy.latency import (
     BACKEND_LABELS,
     BACKENDS,
@@ -35,9 +35,12 @@ from distill.deploy.latency import (
     cpu_info,
     int8_note,
     lower_bound_ms,
-    measure_backend,
-    measure_matmul_flops,
 )
+from distill.deploy.runtime import check_input_size
+from distill.students import is_student_folder
+from shards.argv import parse_size
+from shards.config import Command, save_config_beside
+from shards.errors import UserError, run_command
 from shards.format import STUDENT_SIZE
 
 logger = logging.getLogger(__name__)
@@ -48,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 
 def run_worker(arguments: list[str], timeout: float = 1800.0) -> dict:
-    """``python -m distill.benchmark --worker ...`` in a fresh process; its last stdout line is the JSON result."""
-    command = [sys.executable, "-m", "distill.benchmark", *arguments]
+    """``python -m distill.deploy.latency_worker ...`` in a fresh process; its last stdout line is the JSON result."""
+    command = [sys.executable, "-m", "distill.deploy.latency_worker", *arguments]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if completed.returncode != 0:
         raise RuntimeError(f"benchmark worker failed ({' '.join(arguments)}):\n{completed.stderr[-4000:]}")
@@ -130,13 +133,13 @@ def run_benchmark(
         names = list(names) if names else student_names(students)
         prepared = [prepare_student(student, name, folder, height, width) for student, name in zip(students, names)]
         thread_args = ["--threads", str(threads)] if threads else []
-        size_args = ["--height", str(height), "--width", str(width), "--warmup", str(warmup)]
-        size_args += ["--repeats", str(repeats), "--throughput-repeats", str(throughput_repeats), *thread_args]
+        size_args = ["--size", f"{width}x{height}", "--warmup", str(warmup)]
+        size_args += ["--repeats", str(repeats), "--throughput_repeats", str(throughput_repeats), *thread_args]
         matmul_rounds: list[dict] = []
         backend_rounds: dict[tuple[int, str], list[dict]] = {}
         for round_number in range(rounds):
             logger.info("round %d of %d: fp32 matmul (%d^3)", round_number + 1, rounds, matmul_size)
-            matmul_args = ["--matmul-size", str(matmul_size), "--matmul-repeats", str(matmul_repeats), *thread_args]
+            matmul_args = ["--matmul_size", str(matmul_size), "--matmul_repeats", str(matmul_repeats), *thread_args]
             matmul_rounds.append(run_worker(["--worker", "matmul", *matmul_args]))
             for index, student in enumerate(prepared):
                 for backend in backends:
@@ -258,71 +261,50 @@ def format_report(result: dict) -> str:
 # Command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill.benchmark",
-        description="Latency and throughput of students: PyTorch eager, ONNX Runtime fp32 and int8.",
-    )
-    parser.add_argument("--student", action="append", default=[], help="a student folder (repeat for several)")
-    parser.add_argument("--json", help="write the figures to this json file")
-    parser.add_argument("--height", type=int, default=STUDENT_SIZE[1])
-    parser.add_argument("--width", type=int, default=STUDENT_SIZE[0])
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls before each timing")
-    parser.add_argument("--repeats", type=int, default=50, help="timed calls at batch 1")
-    parser.add_argument("--throughput-repeats", type=int, default=10, help="timed calls at batch 8")
-    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square fp32 matmul")
-    parser.add_argument("--matmul-repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, help="threads for every backend (default: each runtime's choice)")
-    parser.add_argument("--backend", action="append", choices=BACKENDS, help="only these backends (default: all)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sequence; median of the rounds")
-    parser.add_argument("--workdir", help="keep the exported models here (default: a temporary folder)")
-    # Internal: one measurement in this process (the parent starts these).
-    parser.add_argument("--worker", choices=("matmul", *BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    return parser
+#: ``python -m distill.benchmark``: its config and old spellings.
+COMMAND = Command("python -m distill.benchmark", BenchmarkConfig, BENCHMARK_SPELLING)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.worker:
-        if args.worker == "matmul":
-            result = measure_matmul_flops(args.matmul_size, repeats=args.matmul_repeats, threads=args.threads)
-        else:
-            result = measure_backend(
-                args.worker,
-                args.model,
-                args.height,
-                args.width,
-                args.warmup,
-                args.repeats,
-                args.throughput_repeats,
-                args.threads,
+    return run_command(_main, argv, COMMAND.prog)
+
+
+def _main(argv: list[str] | None) -> int:
+    config, resolved_yaml = COMMAND.parse(argv)
+    if not config.model:
+        raise UserError("give at least one student folder: --model runs/x/student")
+    width, height = parse_size(config.size)
+    try:
+        check_input_size(width, height)
+    except ValueError as error:
+        raise UserError(f"--size: {error}") from error
+    for model in config.model:
+        if not Path(model).is_dir() or not is_student_folder(Path(model)):
+            what = "no such folder" if not Path(model).exists() else "not a student folder"
+            raise UserError(
+                f"--model {model}: {what}; benchmark times student folders (config.json + model.safetensors, as "
+                "written by training)"
             )
-        print(json.dumps(result))
-        return 0
-    if not args.student:
-        build_parser().error("give at least one --student folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = Path(config.out)
+    save_config_beside(resolved_yaml, path)
     result = run_benchmark(
-        args.student,
-        height=args.height,
-        width=args.width,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        throughput_repeats=args.throughput_repeats,
-        matmul_size=args.matmul_size,
-        matmul_repeats=args.matmul_repeats,
-        threads=args.threads,
-        backends=args.backend or BACKENDS,
-        workdir=args.workdir,
-        rounds=args.rounds,
+        config.model,
+        height=height,
+        width=width,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        throughput_repeats=config.throughput_repeats,
+        matmul_size=config.matmul_size,
+        matmul_repeats=config.matmul_repeats,
+        threads=config.threads,
+        backends=config.backend or BACKENDS,
+        workdir=config.workdir,
+        rounds=config.rounds,
     )
     print(format_report(result))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        logger.info("wrote %s", path)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    logger.info("wrote %s", path)
     return 0
 
 

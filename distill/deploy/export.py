@@ -1,6 +1,6 @@
 """Export a student to ONNX, check it against PyTorch, and optionally quantise it to int8 with ONNX Runtime.
 
-``python -m distill.export --student runs/x/student --format onnx --out student.onnx [--int8]``
+``python -m distill.export --model runs/x/student --out student.onnx [--int8 true]``
 
 The graph has one input ``image`` (B, 3, H, W) float RGB in [0, 1] and one output ``inverse_depth`` (B, 1, H, W),
 with a dynamic batch axis; H and W are fixed at export (default 192 x 256). Every export is followed by a parity
@@ -11,7 +11,6 @@ renamed ``*.failed-parity.onnx`` so that nothing downstream picks up an unchecke
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -22,10 +21,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.deploy.parity import PARITY_TOLERANCE, check_parity, failure_message, parity_inputs
-from distill.deploy.quantize import INT8_MODES, calibration_pictures, compare_outputs, quantize_int8
+from distill.deploy.configs import EXPORT_SPELLING, ExportConfig
+from distill.deploy.parity import check_parity, failure_message, parity_inputs
+from distill.deploy.quantize import calibration_pictures, compare_outputs, quantize_int8
 from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, PREDICTION_METADATA, check_input_size
-from shards.format import STUDENT_SIZE
+from shards.argv import parse_size
+from shards.config import Command, save_config_beside
+from shards.errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -87,45 +89,57 @@ def export_onnx(
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill.export",
-        description="Export a student to ONNX, check parity with PyTorch, optionally quantise to int8.",
-    )
-    parser.add_argument("--student", required=True, help="a student folder (config.json + model.safetensors)")
-    parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format (ONNX only)")
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--height", type=int, default=STUDENT_SIZE[1], help="input height, a multiple of 32")
-    parser.add_argument("--width", type=int, default=STUDENT_SIZE[0], help="input width, a multiple of 32")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE, help="max |diff| / output range")
-    parser.add_argument("--parity-image", action="append", default=[], help="also check parity on this picture")
-    parser.add_argument("--int8", action="store_true", help="also write an int8 model quantised by ONNX Runtime")
-    parser.add_argument("--int8-mode", default="static", choices=INT8_MODES)
-    parser.add_argument("--int8-out", help="the int8 .onnx file (default: <out stem>.int8.onnx)")
-    parser.add_argument("--calibration", help="folder of pictures for static int8 (default: generated scenes)")
-    parser.add_argument("--calibration-count", type=int, default=16)
-    return parser
+#: ``python -m distill.export``: its config and old spellings.
+COMMAND = Command("python -m distill.export", ExportConfig, EXPORT_SPELLING)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export, check parity, quantise; write ``<out>.json`` with what was done. 0 on success, 1 on a failed check."""
-    from distill.students import load_student
+    """Export, check parity, quantise; write ``<out>.json`` with what was done. 0 on success, 1 on a failed check,
+    2 on a user error."""
+    return run_command(_main, argv, COMMAND.prog)
 
-    args = build_parser().parse_args(argv)
+
+def _load(model: str):
+    """The student of ``--model``: export takes a student folder; anything else is refused by name."""
+    from distill.students import is_student_folder, load_student
+
+    path = Path(model)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        raise UserError(
+            f"--model {model} is an exported .onnx file already: export reads a student folder (config.json + "
+            "model.safetensors); run the .onnx directly with python -m distill.predict or distill.evaluate"
+        )
+    if not path.is_dir() or not is_student_folder(path):
+        what = "no such file or folder" if not path.exists() else "not a student folder"
+        raise UserError(
+            f"--model {model}: {what}; export reads a student folder (config.json with our 'architecture' "
+            "marker + model.safetensors, as written by training)"
+        )
+    model_network, _ = load_student(path)
+    return model_network
+
+
+def _main(argv: list[str] | None) -> int:
+    config, resolved_yaml = COMMAND.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out)
-    model, _ = load_student(args.student)
-    export_onnx(model, out, height=args.height, width=args.width, opset=args.opset)
-    inputs = parity_inputs(args.height, args.width, pictures=args.parity_image)
-    report = check_parity(model, out, inputs, tolerance=args.tolerance, raise_on_failure=False)
+    width, height = parse_size(config.size)
+    try:
+        check_input_size(width, height)
+    except ValueError as error:
+        raise UserError(f"--size: {error}") from error
+    out = Path(config.out)
+    model = _load(config.model)
+    export_onnx(model, out, height=height, width=width, opset=config.opset)
+    save_config_beside(resolved_yaml, out)
+    inputs = parity_inputs(height, width, pictures=config.parity_image)
+    report = check_parity(model, out, inputs, tolerance=config.tolerance, raise_on_failure=False)
     print(report.table())
     record: dict = {
-        "student": str(args.student),
+        "student": str(config.model),
         "onnx": str(out),
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, args.height, args.width], "range": [0.0, 1.0]},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", 1, args.height, args.width]},
-        "opset": args.opset,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, height, width], "range": [0.0, 1.0]},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", 1, height, width]},
+        "opset": config.opset,
         "parity": report.to_dict(),
     }
     if not report.passed:
@@ -137,23 +151,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"parity OK: worst max |onnx - torch| / range = {report.worst.relative_difference:.2e} "
-        f"(tolerance {args.tolerance:.0e}) -> {out}"
+        f"(tolerance {config.tolerance:.0e}) -> {out}"
     )
-    if args.int8:
-        int8_path = Path(args.int8_out) if args.int8_out else out.with_name(out.stem + ".int8.onnx")
-        calibration = calibration_pictures(args.calibration, args.calibration_count, args.width, args.height)
-        quantize_int8(out, int8_path, mode=args.int8_mode, calibration=calibration)
+    if config.int8:
+        int8_path = Path(config.int8_out) if config.int8_out else out.with_name(out.stem + ".int8.onnx")
+        calibration = calibration_pictures(config.calibration, config.count, width, height)
+        quantize_int8(out, int8_path, mode=config.int8_mode, calibration=calibration)
         real_looking = [picture for name, pictures in inputs.items() if name != "random" for picture in pictures]
         change = compare_outputs(out, int8_path, real_looking or inputs["random"])
         record["int8"] = {
             "onnx": str(int8_path),
-            "mode": args.int8_mode,
-            "calibration": args.calibration or "generated scenes",
-            "calibration_pictures": len(calibration) if args.int8_mode == "static" else 0,
+            "mode": config.int8_mode,
+            "calibration": config.calibration or "generated scenes",
+            "calibration_pictures": len(calibration) if config.int8_mode == "static" else 0,
             "difference_to_fp32": change,
         }
         print(
-            f"int8 ({args.int8_mode}) -> {int8_path}: max |int8 - fp32| / range = "
+            f"int8 ({config.int8_mode}) -> {int8_path}: max |int8 - fp32| / range = "
             f"{change['max_relative_to_range']:.3f}, mean {change['mean_relative_to_range']:.4f} (informative; "
             "measure its accuracy with python -m distill.evaluate --model " + str(int8_path) + ")"
         )

@@ -1,4 +1,4 @@
-"""Timing on this machine, run inside ``python -m distill.benchmark --worker`` processes: calls of one backend
+"""Timing on this machine, run inside ``python -m distill.deploy.latency_worker`` processes: calls of one backend
 (PyTorch eager, ONNX Runtime fp32 or int8), the fp32 matmul rate that gives the compute lower bound, and what the
 CPU offers for int8.
 """

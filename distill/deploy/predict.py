@@ -1,19 +1,19 @@
 """Run a student on pictures, folders and videos: colour-mapped depth pictures, and raw inverse depth on request.
 
-``python -m distill.predict --student <folder | model.onnx> INPUT... --out DIR``
+``python -m distill.predict --model <folder | model.onnx> INPUT... --out DIR``
 
 Each picture is resized (bicubic) to the model's input size (a multiple of 32, 256x192 by default; the aspect
 ratio is not kept), and the prediction is resized back to the picture's own size, so every output has the input's
 resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
 
 - ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.viz.colorize_depth``);
-- ``--save-raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
-  range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save-raw npy``: ``DIR/a/b_inverse_depth.npy``
+- ``--save_raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
+  range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save_raw npy``: ``DIR/a/b_inverse_depth.npy``
   (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer), resized back
   bicubically and not clamped (a relative output may dip below 0; only the colour pictures clip, for display); a
   student that predicts depth (``prediction: depth``) is written as 1 / metres, clamped at 0.
-- a video ``clip.mp4`` gives ``DIR/clip_depth.mp4`` (``--video-out mp4``) or ``DIR/clip_depth/000000.png ...``
-  (``--video-out frames``), and raw frames in ``DIR/clip_inverse_depth/``. ``--smooth ema|mean`` averages the
+- a video ``clip.mp4`` gives ``DIR/clip_depth.mp4`` (``--video_out mp4``) or ``DIR/clip_depth/000000.png ...``
+  (``--video_out frames``), and raw frames in ``DIR/clip_inverse_depth/``. ``--smooth ema|mean`` averages the
   predictions over frames (less flicker, a little lag).
 
 Unreadable inputs are skipped, listed at the end and in ``DIR/skipped.txt``; the exit status is non-zero only if
@@ -22,7 +22,6 @@ nothing could be processed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from distill.align import as_inverse_depth
+from distill.deploy.configs import PREDICT_SPELLING, PredictConfig
 from distill.deploy.runtime import (
     IMAGE_EXTENSIONS,
     DepthRunner,
@@ -46,6 +46,9 @@ from distill.deploy.runtime import (
     resize_prediction,
 )
 from distill.deploy.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
+from shards.argv import parse_size
+from shards.config import Command, save_resolved_config
+from shards.errors import UserError, run_command
 from shards.format import RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
 from shards.viz import colorize_depth
 
@@ -118,7 +121,7 @@ class TemporalSmoother:
         if mode not in SMOOTHING:
             raise ValueError(f"smoothing must be one of {SMOOTHING}, got {mode!r}")
         if window < 1 or not 0.0 < alpha <= 1.0:
-            raise ValueError(f"need --smooth-window >= 1 and 0 < --smooth-alpha <= 1 (got {window}, {alpha})")
+            raise ValueError(f"need --smooth_window >= 1 and 0 < --smooth_alpha <= 1 (got {window}, {alpha})")
         self.mode, self.alpha = mode, alpha
         self._recent: deque[np.ndarray] = deque(maxlen=window)
         self._state: np.ndarray | None = None
@@ -264,47 +267,39 @@ def predict_video(runner: DepthRunner, job: Job, out: Path, options: VideoOption
     return count
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill.predict",
-        description="Predict relative inverse depth for pictures, folders (recursive) and videos.",
-    )
-    parser.add_argument("--student", required=True, help="a student folder or an exported .onnx file")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures, folders (recursive) or video files")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--save-raw", choices=RAW_FORMATS, help="also write raw inverse depth: 16-bit PNG or .npy")
-    parser.add_argument("--smooth", choices=SMOOTHING, help="video: average predictions over frames")
-    parser.add_argument("--smooth-window", type=int, default=5, help="frames in the moving average (mean)")
-    parser.add_argument("--smooth-alpha", type=float, default=0.5, help="weight of the newest frame (ema)")
-    parser.add_argument("--video-out", choices=VIDEO_OUTPUTS, default="mp4", help="video: an mp4 or a PNG per frame")
-    parser.add_argument("--height", type=int, help="model input height (student folders; default 192)")
-    parser.add_argument("--width", type=int, help="model input width (student folders; default 256)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="auto", help="PyTorch device for student folders: auto, cpu, cuda")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
-    return parser
+#: ``python -m distill.predict``: its config and old spellings.
+COMMAND = Command("python -m distill.predict", PredictConfig, PREDICT_SPELLING)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """0 when at least one input was processed, 1 when none could be, 2 for bad arguments or a missing extra."""
-    args = build_parser().parse_args(argv)
+    """0 when at least one input was processed, 1 when none could be, 2 for a user error or a missing extra."""
+    return run_command(_main, argv, COMMAND.prog)
+
+
+def _main(argv: list[str] | None) -> int:
+    config, resolved_yaml = COMMAND.parse(argv)
+    if not config.inputs:
+        raise UserError("give at least one picture, folder or video to predict (bare words after the keys)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out)
-    jobs, skipped = collect_jobs(args.inputs)
+    width, height = parse_size(config.size) if config.size else (None, None)
+    out = Path(config.out)
+    jobs, skipped = collect_jobs(config.inputs)
     videos = [job for job in jobs if job.is_video]
     if videos:
         try:
             require_av()
         except VideoSupportMissing as error:
-            print(f"error: {len(videos)} video input(s) given, but {error}", file=sys.stderr)
-            return 2
-    out.mkdir(parents=True, exist_ok=True)
-    runner = load_runner(args.student, width=args.width, height=args.height, device=args.device, threads=args.threads)
+            raise UserError(f"{len(videos)} video input(s) given, but {error}") from error
+    try:
+        runner = load_runner(config.model, width=width, height=height, device=config.device, threads=config.threads)
+    except ValueError as error:  # a size the model cannot take
+        raise UserError(str(error)) from error
+    save_resolved_config(resolved_yaml, out)
     logger.info("model %s at %dx%d (W x H); %d input(s)", runner.name, runner.width, runner.height, len(jobs))
     pictures = [job for job in jobs if not job.is_video]
-    processed = predict_pictures(runner, pictures, out, args.save_raw, args.batch_size, skipped)
+    processed = predict_pictures(runner, pictures, out, config.save_raw, config.batch_size, skipped)
     options = VideoOptions(
-        args.video_out, args.save_raw, args.smooth, args.smooth_window, args.smooth_alpha, args.batch_size
+        config.video_out, config.save_raw, config.smooth, config.smooth_window, config.smooth_alpha, config.batch_size
     )
     for job in videos:
         try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from shards.errors import UserError, one_line
 from shards.format import RELATIVE_INVERSE_DEPTH, STUDENT_SIZE, check_input_size
 from shards.images import to_rgb
 
@@ -239,10 +240,17 @@ def load_runner(
     precision: str = "auto",
 ) -> DepthRunner:
     """A student folder (``config.json`` + ``model.safetensors``) or an ``.onnx`` file -> a runner; ``precision``
-    applies to a student folder (an ONNX graph runs as exported)."""
+    applies to a student folder (an ONNX graph runs as exported); anything else is a user error naming ``--model``."""
     path = Path(model)
     if path.is_file() and path.suffix.lower() == ".onnx":
-        return OnnxRunner.open(path, width=width, height=height, threads=threads)
+        try:
+            return OnnxRunner.open(path, width=width, height=height, threads=threads)
+        except ImportError:
+            raise
+        except ValueError as error:  # our checks: the graph's names, or a size the export does not have
+            raise UserError(f"--model {model}: {error}") from error
+        except Exception as error:  # onnxruntime's own errors for a file that is not a model: InvalidProtobuf, ...
+            raise UserError(f"--model {model}: not a readable ONNX model ({one_line(error)[:300]})") from error
     if path.is_dir():
         from distill.students import is_student_folder
 
@@ -252,7 +260,8 @@ def load_runner(
             if threads:
                 torch.set_num_threads(threads)
             return TorchRunner(path, width=width, height=height, device=device, precision=precision)
-    raise ValueError(
-        f"{model} is neither an exported .onnx file nor a student folder (config.json with our 'architecture' "
-        "marker + model.safetensors, as written by training or distill.students.save_student)"
+    what = "no such file or folder" if not path.exists() else "neither an exported .onnx file nor a student folder"
+    raise UserError(
+        f"--model {model}: {what}; give an exported .onnx file or a student folder (config.json with our "
+        "'architecture' marker + model.safetensors, as written by training or distill.students.save_student)"
     )

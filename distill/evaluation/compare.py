@@ -14,13 +14,12 @@ Nothing here measures anything in a new way; it puts the project's own measureme
   ``reports/``.
 
 Outputs in ``--out``: ``compare.md`` (one table, the best value of each column in bold), ``compare.json`` (every
-figure, the protocols in full, the machine) and ``compare.png`` (the same frames of the first data set: input,
-ground truth and each model's aligned prediction, one colour scale per row).
+figure, the protocols in full, the machine), ``config.yaml`` (the resolved config) and ``compare.png`` (the same
+frames of the first data set: input, ground truth and each model's aligned prediction, one colour scale per row).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shlex
@@ -35,8 +34,6 @@ import numpy as np
 import torch
 
 from distill.evaluation.compare_inputs import (
-    DATA_HELP,
-    MODEL_HELP,
     Dataset,
     display_names,
     folder_name,
@@ -46,10 +43,13 @@ from distill.evaluation.compare_inputs import (
 )
 from distill.evaluation.compare_models import LatencySettings, ModelEntry, prepare_model, time_models
 from distill.evaluation.compare_report import format_table, markdown_table, write_markdown
+from distill.evaluation.configs import COMPARE_SPELLING, CompareConfig
 from distill.evaluation.evaluate import evaluate, evaluate_frames
 from distill.evaluation.models import CONSTANT_MODEL, DepthModel, detect_model_type, load_model
 from distill.evaluation.protocols import Protocol
-from shards.format import STUDENT_SIZE
+from shards.argv import parse_size
+from shards.config import Command, save_resolved_config
+from shards.errors import UserError, run_command
 from shards.viz import colorize_depth, image_grid, save_picture
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,6 @@ log = logging.getLogger(__name__)
 #: Frames of the first data set in ``compare.png``, and the height its tiles are drawn at.
 DEFAULT_PICTURE_FRAMES = 4
 PICTURE_CELL_HEIGHT = 192
-
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
-
-
 
 @dataclass
 class PictureFrames:
@@ -103,88 +97,62 @@ def draw_picture(frames: PictureFrames, names: Sequence[str], depth_cap: float) 
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill.compare",
-        description="Compare depth models in one table: parameters, MACs, ONNX Runtime fp32 latency on this "
-        "machine, and metrics on every --data (docs/deploy.md, 'Comparing students').",
-        epilog="example: python -m distill.compare --model runs/a/student --model fast=runs/b/student "
-        "--model constant --data nyu=data/nyu_depth_v2_labeled.mat:reference --splits data/splits.mat "
-        "--data scenes=data/scenes --out reports/compare",
-    )
-    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL", help=MODEL_HELP)
-    parser.add_argument("--data", action="append", default=[], metavar="[NAME=]PATH[:PRESET]", help=DATA_HELP)
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--input-size", type=_size, default=STUDENT_SIZE, metavar="WxH", help="student input WxH (default 256x192)"
-    )
-    parser.add_argument("--limit", type=int, help="use only the first N frames of each data set")
-    parser.add_argument("--splits", help="the official NYU splits.mat (for .mat data)")
-    parser.add_argument("--split", help="NYU split (test, train, all) or a datasets split (evaluate's default: test)")
-    parser.add_argument("--depth-scale", type=float, help="integer depth units per metre (folder default 1000)")
-    parser.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
-    parser.add_argument("--device", default="auto", help="evaluation device: auto (GPU when there is one), cpu, cuda")
-    parser.add_argument("--no-latency", action="store_true", help="skip the export and the timing")
-    parser.add_argument("--latency-repeats", type=int, default=50, help="timed calls at batch 1 (median reported)")
-    parser.add_argument("--latency-warmup", type=int, default=5, help="untimed calls before timing")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime and matmul threads (default: the runtime's choice)")
-    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the fp32 matmul for the compute bound")
-    parser.add_argument("--matmul-repeats", type=int, default=10)
-    parser.add_argument(
-        "--picture-frames",
-        type=int,
-        default=DEFAULT_PICTURE_FRAMES,
-        help="frames of the first data set in compare.png (0: no picture)",
-    )
-    return parser
+#: ``python -m distill.compare``: its config and old spellings.
+COMMAND = Command("python -m distill.compare", CompareConfig, COMPARE_SPELLING)
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_main, argv, COMMAND.prog)
+
+
+def _main(argv: list[str] | None) -> int:
     from distill.deploy.runtime import check_input_size, pick_device
 
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    config, resolved_yaml = COMMAND.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = pick_device(args.device)
+    size = parse_size(config.size)
+    out = Path(config.out)
+    device = pick_device(config.device)
     datasets: list[Dataset] = []
     scratch = tempfile.TemporaryDirectory(prefix="compare-onnx-")  # students' ONNX exports, timed then dropped
     try:
         try:
-            check_input_size(*args.input_size)
-            entries = _model_entries(args.model)
-            data_specs = [parse_data_spec(text) for text in args.data]
+            check_input_size(*size)
+            entries = _model_entries(config.model)
+            data_specs = [parse_data_spec(text) for text in config.data]
             data_names = display_names([spec.name for spec in data_specs], [spec.path for spec in data_specs])
             for spec, name in zip(data_specs, data_names):
-                datasets.append(open_dataset(spec, name, args))
+                datasets.append(open_dataset(spec, name, config))
             for entry in entries:  # sizes (and exports) first: nothing is timed or evaluated before all are known
-                prepare_model(entry, args.input_size, None if args.no_latency else Path(scratch.name))
-        except (ValueError, FileNotFoundError) as error:
-            parser.error(str(error))
+                prepare_model(entry, size, None if not config.latency else Path(scratch.name))
+        except ValueError as error:
+            raise UserError(str(error)) from error
         matmul = None
-        if args.no_latency:
+        if not config.latency:
             for entry in entries:
-                entry.notes.setdefault("latency", "--no-latency")
+                entry.notes.setdefault("latency", "--latency false")
         else:
             settings = LatencySettings(
-                args.latency_warmup, args.latency_repeats, args.threads, args.matmul_size, args.matmul_repeats
+                config.latency_warmup, config.latency_repeats, config.threads, config.matmul_size,
+                config.matmul_repeats,
             )
             matmul = time_models(entries, settings)
-        args.out.mkdir(parents=True, exist_ok=True)
-        picture = PictureFrames.choose(datasets[0], args.picture_frames) if datasets else None
+        save_resolved_config(resolved_yaml, out)
+        picture = PictureFrames.choose(datasets[0], config.picture_frames) if datasets else None
         for number, entry in enumerate(entries, 1):
             log.info("model %d of %d: %s", number, len(entries), entry.name)
-            _evaluate_model(entry, datasets, picture, args, device)
+            _evaluate_model(entry, datasets, picture, config, size, device)
     finally:
         for dataset in datasets:
             dataset.close()
         scratch.cleanup()
-    record = _record(entries, datasets, matmul, args, argv, device)
+    record = _record(entries, datasets, matmul, config, size, argv, device)
     header, cells = format_table(entries, data_names)
     record["table"] = {"header": header, "rows": cells}
     if picture is not None and picture.frames:
         drawn, titles = draw_picture(picture, [entry.name for entry in entries], datasets[0].protocol.depth_cap)
-        save_picture(drawn, str(args.out / "compare.png"))
+        save_picture(drawn, str(out / "compare.png"))
         record["picture"] = {
             "file": "compare.png",
             "data": datasets[0].name,
@@ -194,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             "cell_height": PICTURE_CELL_HEIGHT,
             "size": [int(drawn.shape[1]), int(drawn.shape[0])],
         }
-    (args.out / "compare.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "compare.md").write_text(write_markdown(record, header, cells))
+    (out / "compare.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    (out / "compare.md").write_text(write_markdown(record, header, cells))
     sys.stdout.write(markdown_table(header, cells))
     return 0
 
@@ -211,22 +179,23 @@ def _evaluate_model(
     entry: ModelEntry,
     datasets: list[Dataset],
     picture: PictureFrames | None,
-    args: argparse.Namespace,
+    config: CompareConfig,
+    size: tuple[int, int],
     device: torch.device,
 ) -> None:
     """One model on every data set through :func:`distill.evaluation.evaluate.evaluate`; its picture frames too."""
-    input_size = args.input_size if entry.source in ("student", CONSTANT_MODEL) else None
-    model = load_model(entry.model, device=args.device, input_size=input_size)
+    input_size = size if entry.source in ("student", CONSTANT_MODEL) else None
+    model = load_model(entry.model, device=config.device, input_size=input_size)
     entry.input_size = (model.width, model.height)
     for number, dataset in enumerate(datasets):
         protocol, note = dataset.protocol_for(model.kind)
-        out = args.out / "reports" / folder_name(entry.name) / folder_name(dataset.name)
+        out = Path(config.out) / "reports" / folder_name(entry.name) / folder_name(dataset.name)
         record = evaluate(
             model,
             dataset.source,
             protocol,
             out,
-            batch_size=args.batch_size,
+            batch_size=config.batch_size,
             device=device,
             extra={"protocol_note": note},
         )
@@ -238,7 +207,7 @@ def _evaluate_model(
             "protocol_note": note,
             "model": record["model"],
             "precision": record["precision"],
-            "report": str(out.relative_to(args.out)),
+            "report": str(out.relative_to(config.out)),
         }
         if number == 0 and picture is not None and picture.frames:
             picture.add(entry.name, model, protocol, device)
@@ -248,7 +217,8 @@ def _record(
     entries: list[ModelEntry],
     datasets: list[Dataset],
     matmul: dict | None,
-    args: argparse.Namespace,
+    config: CompareConfig,
+    size: tuple[int, int],
     argv: list[str],
     device: torch.device,
 ) -> dict[str, Any]:
@@ -260,13 +230,13 @@ def _record(
 
     latency = (
         None
-        if args.no_latency
+        if not config.latency
         else {
             "backend": "ort_fp32",
             "batch": 1,
-            "warmup": args.latency_warmup,
-            "repeats": args.latency_repeats,
-            "threads": args.threads,
+            "warmup": config.latency_warmup,
+            "repeats": config.latency_repeats,
+            "threads": config.threads,
             "each_model_in_own_subprocess": True,
         }
     )
@@ -279,8 +249,8 @@ def _record(
             "onnxruntime": onnxruntime.__version__,
         },
         "settings": {
-            "input_size": list(args.input_size),
-            "limit": args.limit,
+            "input_size": list(size),
+            "limit": config.limit,
             "device": str(device),
             "latency": latency,
         },
@@ -293,7 +263,7 @@ def _record(
                 "count": d.count,
                 "protocol": d.protocol.to_dict(),
                 "note": d.note,
-                "evaluate_argv": d.evaluate_argv,
+                "evaluate_keys": d.evaluate_keys(),
                 "data": d.description,
             }
             for d in datasets

@@ -3,7 +3,7 @@ names, and each data set opened exactly as ``python -m distill.evaluate`` opens 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -12,33 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from distill.deploy.benchmark import unique_names
-from distill.evaluation.evaluate import build_parser, resolve_protocol
+from distill.evaluation.configs import CompareConfig, EvaluateConfig
+from distill.evaluation.evaluate import open_checked, resolve_protocol
 from distill.evaluation.models import CONSTANT_MODEL
-from distill.evaluation.protocols import EIGEN_CROP, EIGEN_FRAME, PRESETS, Protocol, crop_box, crop_mask, get_protocol
-from distill.evaluation.sources import open_data
+from distill.evaluation.protocols import EIGEN_CROP, EIGEN_FRAME, Protocol, crop_box, crop_mask, get_protocol
 from shards.depth_sources import DepthFolder
+from shards.errors import UserError
 
 log = logging.getLogger(__name__)
 
 #: A display name in ``NAME=...``: no path separator, so ``runs/lr=0.1/student`` stays a path.
 _NAME = re.compile(r"^([\w.+-]+)=(.+)$")
 _PRESET = re.compile(r"^[\w+-]+$")
-
-DATA_HELP = (
-    "a data source, repeatable: [NAME=]PATH[:PRESET]. PATH is what python -m distill.evaluate --data takes "
-    "(nyu_depth_v2_labeled.mat, an rgb/ + depth/ folder, a datasets copy, ...); PRESET a protocol preset "
-    f"(distill.evaluation.protocols: {', '.join(sorted(PRESETS))}); NAME the column name (default: the file or "
-    "folder name). Without PRESET the protocol is evaluate's default: 'reference' (a folder whose frames are not "
-    "640x480 gets 'reference' without the Eigen crop, reported as reference+custom). A PATH that exists as given is "
-    "never split, so a path with ':' or '=' in it still works"
-)
-MODEL_HELP = (
-    "a model, repeatable: [NAME=]MODEL, where MODEL is what python -m distill.evaluate --model takes (a student "
-    "folder, an .onnx file, a teacher folder or hub id, or 'constant'); NAME the row name (default: the folder or "
-    "file name)"
-)
-
-
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -69,7 +54,7 @@ def parse_data_spec(text: str) -> DataSpec:
         try:
             get_protocol(preset)  # the presets of distill.evaluation.protocols, whatever they are by now
         except ValueError as error:
-            raise ValueError(f"--data {text}: {error}") from error
+            raise UserError(f"--data {text}: {error}") from error
     return DataSpec(name, rest, preset)
 
 
@@ -104,56 +89,58 @@ def folder_name(name: str) -> str:
 
 @dataclass
 class Dataset:
-    """One opened ``--data``: evaluate's arguments for it (protocol flags included), the frame source and its
-    protocol for relative models (``distill.evaluation.evaluate.resolve_protocol`` decides per model kind)."""
+    """One opened ``--data``: the evaluate config that scores it (protocol overrides included), the frame source and
+    its protocol for relative models (``distill.evaluation.evaluate.resolve_protocol`` decides per model kind)."""
 
     name: str
     spec: DataSpec
-    args: argparse.Namespace
+    config: EvaluateConfig
     source: Any
     protocol: Protocol
     note: str
-    evaluate_argv: list[str]
     count: int = 0
     description: dict[str, Any] = field(default_factory=dict)
 
     def protocol_for(self, model_kind: str) -> tuple[Protocol, str]:
-        return resolve_protocol(self.args, model_kind)
+        return resolve_protocol(self.config, model_kind)
+
+    def evaluate_keys(self) -> dict[str, Any]:
+        """The keys that ``python -m distill.evaluate`` needs, beside --model and --out, to score this data alone."""
+        defaults = EvaluateConfig(model=CONSTANT_MODEL, data=self.config.data, out=".")
+        return {"data": self.config.data} | {
+            item.name: getattr(self.config, item.name)
+            for item in dataclasses.fields(EvaluateConfig)
+            if item.name not in ("model", "out", "data")
+            and getattr(self.config, item.name) != getattr(defaults, item.name)
+        }
 
     def close(self) -> None:
         if hasattr(self.source, "close"):
             self.source.close()
 
 
-def open_dataset(spec: DataSpec, name: str, options: argparse.Namespace) -> Dataset:
-    """Open one data source exactly as ``python -m distill.evaluate`` would with the same flags; a folder whose
+def open_dataset(spec: DataSpec, name: str, options: CompareConfig) -> Dataset:
+    """Open one data source exactly as ``python -m distill.evaluate`` would with the same keys; a folder whose
     frames do not fit the Eigen crop (generated scenes) gets no crop unless a preset was named."""
-    argv = ["--data", spec.path]
-    if spec.preset:
-        argv += ["--protocol", spec.preset]
-    for flag, value in (
-        ("--splits", options.splits),
-        ("--split", options.split),
-        ("--limit", options.limit),
-        ("--depth-scale", options.depth_scale),
-    ):
-        if value is not None:
-            argv += [flag, str(value)]
-
-    def parse() -> argparse.Namespace:  # evaluate's own parser: its defaults and protocol flags, as it reads them
-        return build_parser().parse_args(["--model", "-", "--out", "-", *argv])
-
-    args = parse()
-    protocol, note = resolve_protocol(args, "relative_inverse_depth")
-    source = open_data(args, protocol)
-    if len(source) == 0:
-        raise ValueError(f"--data {spec.path} holds no frames")
+    config = EvaluateConfig(
+        model=CONSTANT_MODEL,
+        out=options.out,
+        data=spec.path,
+        protocol=spec.preset,
+        splits=options.splits,
+        split=options.split,
+        limit=options.limit,
+        depth_scale=options.depth_scale,
+        batch_size=options.batch_size,
+        device=options.device,
+    )
+    protocol, note = resolve_protocol(config, "relative_inverse_depth")
+    source = open_checked(config, protocol, check_crop=False)
     frame_shape = tuple(source[0].depth.shape)
     if spec.preset is None and isinstance(source, DepthFolder) and protocol.crop == EIGEN_CROP:
         if frame_shape != EIGEN_FRAME:
-            argv += ["--crop", "none"]
-            args = parse()
-            protocol, _ = resolve_protocol(args, "relative_inverse_depth")
+            config = dataclasses.replace(config, crop="none")
+            protocol, _ = resolve_protocol(config, "relative_inverse_depth")
             note = (
                 f"folder of {frame_shape[1]}x{frame_shape[0]} frames: the Eigen crop (640x480 frames) does not "
                 "apply, so no crop"
@@ -162,5 +149,7 @@ def open_dataset(spec: DataSpec, name: str, options: argparse.Namespace) -> Data
     try:
         crop_mask(*frame_shape, crop_box(protocol, *frame_shape))
     except ValueError as error:
-        raise ValueError(f"--data {spec.path}: {error}; or name a preset that fits: NAME=PATH:PRESET") from error
-    return Dataset(name, spec, args, source, protocol, note, argv, len(source), source.describe())
+        if hasattr(source, "close"):
+            source.close()
+        raise UserError(f"--data {spec.path}: {error}; or name a preset that fits: NAME=PATH:PRESET") from error
+    return Dataset(name, spec, config, source, protocol, note, len(source), source.describe())

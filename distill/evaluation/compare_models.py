@@ -1,5 +1,5 @@
 """``compare``'s rows: each model's size and compute (:mod:`distill.deploy.complexity`), its ONNX graph, and its
-ONNX Runtime fp32 latency at batch 1, timed by ``distill.benchmark``'s worker in a process of its own."""
+ONNX Runtime fp32 latency at batch 1, timed by ``distill.deploy.latency_worker`` in a process of its own."""
 
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ class LatencySettings:
 
 def time_models(entries: Sequence[ModelEntry], settings: LatencySettings) -> dict[str, Any]:
     """This machine's fp32 matmul rate, then every exported model at batch 1 in ONNX Runtime fp32, each in its own
-    ``distill.benchmark`` worker process, one after the other. Returns the matmul record; fills ``entry.latency``."""
+    ``distill.deploy.latency_worker`` process, one after the other. Returns the matmul record; fills
+    ``entry.latency``."""
     from distill.deploy.benchmark import LATENCY_BATCH, lower_bound_ms, run_worker
 
     thread_args = ["--threads", str(settings.threads)] if settings.threads else []
@@ -134,9 +135,9 @@ def time_models(entries: Sequence[ModelEntry], settings: LatencySettings) -> dic
         [
             "--worker",
             "matmul",
-            "--matmul-size",
+            "--matmul_size",
             str(settings.matmul_size),
-            "--matmul-repeats",
+            "--matmul_repeats",
             str(settings.matmul_repeats),
             *thread_args,
         ]
@@ -146,8 +147,8 @@ def time_models(entries: Sequence[ModelEntry], settings: LatencySettings) -> dic
             continue
         width, height = entry.input_size
         log.info("ORT fp32 latency: %s (%dx%d)", entry.name, width, height)
-        arguments = ["--worker", "ort_fp32", "--model", entry.onnx_path, "--height", str(height), "--width", str(width)]
-        arguments += ["--warmup", str(settings.warmup), "--repeats", str(settings.repeats), "--throughput-repeats", "0"]
+        arguments = ["--worker", "ort_fp32", "--model", str(entry.onnx_path), "--size", f"{width}x{height}"]
+        arguments += ["--warmup", str(settings.warmup), "--repeats", str(settings.repeats), "--throughput_repeats", "0"]
         try:
             measured = run_worker([*arguments, *thread_args])[f"batch{LATENCY_BATCH}"]
         except RuntimeError as error:  # one model that cannot run does not take the table down

@@ -93,7 +93,7 @@ def write_markdown(record: dict[str, Any], header: list[str], cells: list[list[s
     )
     latency = record["settings"]["latency"]
     if latency is None:
-        lines.append("Latency: not measured (--no-latency).")
+        lines.append("Latency: not measured (--latency false).")
     else:
         matmul = record["matmul"]
         lines.append(
@@ -107,11 +107,12 @@ def write_markdown(record: dict[str, Any], header: list[str], cells: list[list[s
         )
     lines.append("")
     width, height = record["settings"]["input_size"]
-    size = "" if (width, height) == STUDENT_SIZE else f" (students: add `--input-size {width}x{height}`)"
+    size = "" if (width, height) == STUDENT_SIZE else f" (students: add `--size {width}x{height}`)"
     for data in record["datasets"]:
         frames = f"{data['count']} frame" + ("s" if data["count"] != 1 else "")
         note = f" ({data['note']})" if data["note"] != "as given" else ""
-        command = f"python -m distill.evaluate --model MODEL {shlex.join(data['evaluate_argv'])} --out DIR"
+        keys = [word for key, value in data["evaluate_keys"].items() for word in (f"--{key}", str(value))]
+        command = f"python -m distill.evaluate --model MODEL {shlex.join(keys)} --out DIR"
         lines.append(
             f"- **{data['name']}**: `{data['path']}`, {frames}, protocol `{data['protocol']['name']}`{note}; "
             f"each cell as `{command}`{size}"

@@ -9,16 +9,15 @@ the frame's size, then the protocol (:mod:`distill.evaluation.protocols`) aligns
 with ``distill.metrics``; figures are averaged over images.
 
 Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means), ``per_image.csv``,
-``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png`` and, with
-``--save-predictions``, ``predictions.npz`` (every raw prediction at the frame's size, before alignment: the model's
-output resized with the kernel named in its ``resize`` member, never clamped).
+``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png``, ``config.yaml`` (the
+resolved config) and, with ``--save_predictions true``, ``predictions.npz`` (every raw prediction at the frame's size,
+before alignment: the model's output resized with the kernel named in its ``resize`` member, never clamped).
 
 Models run in fp32 unless ``--precision bf16`` or ``fp16`` asks for autocast; the report states which.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -37,21 +36,23 @@ import torch
 from tqdm import tqdm
 
 from distill.deploy.runtime import pick_device
-from distill.evaluation.models import EVALUATION_PRECISIONS, DepthModel, load_model
+from distill.evaluation.configs import EVALUATE_SPELLING, DataOptions, EvaluateConfig, ProtocolOptions
+from distill.evaluation.models import DepthModel, load_model
 from distill.evaluation.protocols import (
     PRESETS,
     Protocol,
-    add_protocol_arguments,
     crop_box,
     crop_mask,
     get_protocol,
     predicted_depth,
-    protocol_overrides,
     resize_images,
     valid_mask,
 )
 from distill.evaluation.sources import open_data
 from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
+from shards.argv import parse_size
+from shards.config import Command, save_resolved_config
+from shards.errors import UserError, run_command
 from shards.format import METRIC_DEPTH, LabelError
 from shards.nyu import DepthFrame, NyuFormatError
 from shards.viz import colorize_depth, error_map, image_grid, save_picture
@@ -128,7 +129,7 @@ class PredictionWriter:
             header = {"descr": "<f4", "fortran_order": False, "shape": (self.count, *self.shape)}
             np.lib.format.write_array_header_2_0(self.member, header)
         if raw.shape[1:] != self.shape:
-            raise ValueError(f"--save-predictions needs frames of one size: {raw.shape[1:]} after {self.shape}")
+            raise ValueError(f"--save_predictions needs frames of one size: {raw.shape[1:]} after {self.shape}")
         self.member.write(np.ascontiguousarray(raw, dtype="<f4").tobytes())
         self.written += len(raw)
 
@@ -270,85 +271,71 @@ def evaluate(
 # -------------------------------------------------------------------------------------------------- command
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
+#: ``python -m distill.evaluate``: its config and old spellings.
+COMMAND = Command("python -m distill.evaluate", EvaluateConfig, EVALUATE_SPELLING)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill.evaluate",
-        description="Evaluate a depth model on NYU Depth v2, DIODE or KITTI under a protocol (docs/evaluation.md).",
-    )
-    parser.add_argument("--model", required=True, help="student folder | .onnx file | teacher hub id or folder")
-    parser.add_argument(
-        "--data", required=True,
-        help="nyu_depth_v2_labeled.mat | DIODE root | .txt of 'image depth' lines | rgb/+depth/ folder | HF dataset",
-    )
-    parser.add_argument("--splits", help="the official splits.mat (with a .mat --data)")
-    parser.add_argument(
-        "--split", default=None, help="NYU: test (default), train or all; DIODE: val (default) or train; HF: its name"
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--limit", type=int, help="evaluate only the first N frames (smoke tests)")
-    parser.add_argument(
-        "--save-predictions", action="store_true", help="write predictions.npz (raw, at the frames' size; one size)"
-    )
-    parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
-    parser.add_argument(
-        "--precision", default="fp32", choices=EVALUATION_PRECISIONS,
-        help="fp32 (default: no autocast on any device), or bf16 / fp16 autocast; stated in the report",
-    )
-    parser.add_argument("--input-size", type=_size, help="student input WxH (default 256x192; multiples of 32)")
-    parser.add_argument("--image-column", default="image", help="HF dataset image column")
-    parser.add_argument("--depth-column", default="depth_map", help="HF dataset in-painted depth column (metres)")
-    parser.add_argument("--raw-depth-column", help="HF dataset raw depth column, if it has one")
-    add_protocol_arguments(parser)
-    return parser
-
-
-def resolve_protocol(args: argparse.Namespace, model_kind: str) -> tuple[Protocol, str]:
+def resolve_protocol(config: ProtocolOptions, model_kind: str) -> tuple[Protocol, str]:
     """The preset with its overrides; a metric model under the default preset is scored without alignment
-    (the model's kind decides, docs/evaluation.md), which the report states."""
-    overrides = protocol_overrides(args)
+    (docs/evaluation.md: the model's kind decides), which the report states."""
+    overrides = config.overrides()
     note = "as given"
-    if args.protocol is None and model_kind == METRIC_DEPTH and "alignment" not in overrides:
+    if config.protocol is None and model_kind == METRIC_DEPTH and "alignment" not in overrides:
         overrides["alignment"] = "none"
         overrides.setdefault("min_prediction", PRESETS["metric"].min_prediction)
         note = "metric model under the default preset: alignment 'none' (the model's kind decides)"
         log.warning("%s", note)
-    return get_protocol(args.protocol or "reference", **overrides), note
+    try:
+        return get_protocol(config.protocol or "reference", **overrides), note
+    except ValueError as error:
+        raise UserError(str(error)) from error
+
+
+def open_checked(config: DataOptions, protocol: Protocol, check_crop: bool = True) -> Any:
+    """The data source of ``config.data``, refused with a user error when it is empty or (``check_crop``) its
+    frames do not fit the protocol's crop."""
+    try:
+        source = open_data(config, protocol)
+        if len(source) == 0:
+            raise UserError(f"--data {config.data} holds no frames")
+        height, width = source[0].depth.shape
+        if check_crop:  # a crop that does not fit the frames stops here
+            crop_mask(height, width, crop_box(protocol, height, width))
+    except (ValueError, NyuFormatError, LabelError) as error:
+        raise UserError(str(error)) from error
+    return source
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(_main, argv, COMMAND.prog)
+
+
+def _main(argv: list[str] | None) -> int:
+    config, resolved_yaml = COMMAND.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = pick_device(args.device)
+    device = pick_device(config.device)
+    input_size = parse_size(config.size) if config.size else None
     try:
-        model = load_model(args.model, device=args.device, input_size=args.input_size, precision=args.precision)
-        protocol, note = resolve_protocol(args, model.kind)
-        source = open_data(args, protocol)
-        if len(source) == 0:
-            raise ValueError(f"{args.data} holds no frames")
-        height, width = source[0].depth.shape
-        crop_mask(height, width, crop_box(protocol, height, width))  # a crop that does not fit the frames stops here
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+        model = load_model(config.model, device=config.device, input_size=input_size, precision=config.precision)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    protocol, note = resolve_protocol(config, model.kind)
+    source = open_checked(config, protocol)
+    out = Path(config.out)
+    save_resolved_config(resolved_yaml, out)
     try:
         record = evaluate(
             model,
             source,
             protocol,
-            args.out,
-            batch_size=args.batch_size,
-            save_predictions=args.save_predictions,
+            out,
+            batch_size=config.batch_size,
+            save_predictions=config.save_predictions,
             device=device,
             extra={"protocol_note": note},
         )
     except (NyuFormatError, LabelError, OSError) as error:  # a frame that is unreadable or not what its source says
-        parser.error(str(error))
+        raise UserError(str(error)) from error
     finally:
         if hasattr(source, "close"):
             source.close()

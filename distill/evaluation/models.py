@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shards.argv import looks_like_path
+from shards.errors import UserError
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, STUDENT_SIZE
 
 ACCEPTED_MODELS = (
@@ -52,37 +54,31 @@ class DepthModel:
 
 def detect_model_type(model: str) -> str:
     """"onnx", "student", "teacher" or "constant", from the file's content (docs/evaluation.md, "The
-    model"); anything else is an error."""
+    model"); anything else is a user error."""
     if model == CONSTANT_MODEL:
         return CONSTANT_MODEL
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
-            raise FileNotFoundError(f"{model}: no such ONNX file")
+            raise UserError(f"--model {model}: no such ONNX file")
         return "onnx"
     if path.is_dir():
         config_path = path / "config.json"
-        record = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        try:
+            record = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as error:
+            raise UserError(f"--model {model}: {config_path} is not JSON ({error})") from error
         if "architecture" in record:
             return "student"
         architectures = record.get("architectures") or []
         if record.get("model_type") in TRANSFORMERS_DEPTH_TYPES or any("DepthEstimation" in a for a in architectures):
             return "teacher"
-        raise ValueError(f"{model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
-    if not path.exists() and looks_local(model):
-        raise FileNotFoundError(f"{model}: no such student folder or model file; accepted: {ACCEPTED_MODELS}")
+        raise UserError(f"--model {model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
+    if not path.exists() and looks_like_path(model):
+        raise UserError(f"--model {model}: no such student folder or model file; accepted: {ACCEPTED_MODELS}")
     if not path.exists() and _HUB_ID.match(model):
         return "teacher"
-    raise ValueError(f"{model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
-
-
-def looks_local(model: str) -> bool:
-    """A name that can only mean a path (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or ``runs/x`` where ``runs``
-    exists here), never a hub id (``owner/name``): a mistyped student path is not sent to the hub."""
-    parts = model.replace("\\", "/").split("/")
-    if model.startswith(("./", "../", "/", "~")) or len(parts) > 2:
-        return True
-    return len(parts) == 2 and Path(parts[0]).exists()
+    raise UserError(f"--model {model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
 
 
 def _runner_model(
@@ -91,7 +87,7 @@ def _runner_model(
     from distill.deploy.runtime import load_runner
 
     if source == "onnx" and precision != "fp32":
-        raise ValueError(f"--precision {precision} applies to PyTorch models; an ONNX graph runs as exported")
+        raise UserError(f"--precision {precision} applies to PyTorch models; an ONNX graph runs as exported")
     runner = load_runner(model, width=width, height=height, device=device, precision=precision)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
@@ -105,9 +101,13 @@ def _runner_model(
 def _teacher_model(model: str, device: str, precision: str) -> DepthModel:
     # The one crossing between the stages (docs/decisions.md, "Layout"): the teacher row is measured by the code that
     # labels.
-    from pseudolabel.teachers import load_teacher
+    from pseudolabel.teachers import TeacherNotFoundError, load_teacher
 
-    teacher = load_teacher(model, device=device, precision=precision)  # the backbone's; its head is always fp32
+    try:
+        teacher = load_teacher(model, device=device, precision=precision)  # the backbone's; its head is always fp32
+    except TeacherNotFoundError as error:
+        error.key = "--model"  # this command's name for the teacher
+        raise
     kind = METRIC_DEPTH if teacher.kind == METRIC_DEPTH else RELATIVE_INVERSE_DEPTH
 
     def predict(images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ def load_model(
         return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, RELATIVE_INVERSE_DEPTH, width, height, _constant_prediction)
     if source == "teacher":
         if input_size is not None:
-            raise ValueError("--input-size applies to students; teachers run at 512x384 (docs/decisions.md)")
+            raise UserError("--size applies to students and constant; teachers run at 512x384")
         from distill.deploy.runtime import pick_device
 
         return _teacher_model(model, str(pick_device(device)), precision)

@@ -25,7 +25,6 @@ made. Presets (``PRESETS``):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from distill.align import aligned_depth, as_inverse_depth, fit_median_scale
-from shards.depth_sources import DEPTH_SCALES, parse_depth_scale
+from shards.depth_sources import DEPTH_SCALES
 from shards.diode import DIODE_SCENES
 from shards.format import LABEL_KINDS, METRIC_DEPTH, inverse_depth
 
@@ -106,7 +105,7 @@ class Protocol:
             if self.crop is not None:
                 raise ValueError(
                     f"give either crop (pixels, {self.crop}) or crop_fraction ({self.crop_fraction}), not both: "
-                    "--crop none or --crop-fraction none"
+                    "--crop none or --crop_fraction none"
                 )
         if self.scenes is not None and (not self.scenes or not set(self.scenes) <= set(DIODE_SCENES)):
             raise ValueError(f"scenes must be DIODE scene types {DIODE_SCENES}, got {self.scenes}")
@@ -244,84 +243,3 @@ def predicted_depth(
     if protocol.min_prediction is not None:
         depth = depth.clamp(min=protocol.min_prediction)
     return depth, scale, shift
-
-
-# ------------------------------------------------------------------------------------------- command line
-
-
-def _crop_argument(text: str) -> tuple[int, int, int, int] | None:
-    if text == "eigen":
-        return EIGEN_CROP
-    if text == "none":
-        return None
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError("crop is 'eigen', 'none' or top,bottom,left,right (end-exclusive)")
-    return tuple(int(part) for part in parts)  # type: ignore[return-value]
-
-
-def _crop_fraction_argument(text: str) -> tuple[float, float, float, float] | None:
-    if text == "garg":
-        return GARG_CROP
-    if text == "none":
-        return None
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError("crop fraction is 'garg', 'none' or top,bottom,left,right (fractions)")
-    return tuple(float(part) for part in parts)  # type: ignore[return-value]
-
-
-def _scenes_argument(text: str) -> tuple[str, ...]:
-    return tuple(part for part in text.split(",") if part)
-
-
-def _depth_scale_argument(text: str) -> float:
-    try:
-        return parse_depth_scale(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
-
-
-def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--protocol PRESET`` and one override flag per :class:`Protocol` field (default: the preset's value)."""
-    group = parser.add_argument_group("protocol", "a preset, then any field overridden (all written into the report)")
-    group.add_argument("--protocol", default=None, choices=sorted(PRESETS), help="preset (default: reference)")
-    group.add_argument("--depth-source", choices=DEPTH_SOURCES, help="raw (rawDepths, holes invalid) or inpainted")
-    group.add_argument("--scenes", type=_scenes_argument, help="DIODE scene types: indoors | outdoor | indoors,outdoor")
-    group.add_argument(
-        "--depth-scale", type=_depth_scale_argument,
-        help="integer ground truth's units per metre: a number, or kitti (256), tum (5000), arkitscenes / mm (1000); "
-        "default: the preset's, else the source's (folder 1000)",
-    )
-    group.add_argument("--depth-min", type=float, help="valid ground truth is above this (metres)")
-    group.add_argument("--depth-max", type=float, help="valid ground truth is below this (metres)")
-    group.add_argument("--min-inclusive", action=argparse.BooleanOptionalAction, help="depth_min <= d instead of <")
-    group.add_argument("--max-inclusive", action=argparse.BooleanOptionalAction, help="d <= depth_max instead of <")
-    group.add_argument("--crop", type=_crop_argument, default=argparse.SUPPRESS, help="eigen | none | t,b,l,r")
-    group.add_argument(
-        "--crop-fraction", type=_crop_fraction_argument, default=argparse.SUPPRESS,
-        help="garg | none | t,b,l,r as fractions of each frame's height and width",
-    )
-    group.add_argument("--input-resize", choices=RESIZE_MODES, help="frame -> model size")
-    group.add_argument("--output-resize", choices=RESIZE_MODES, help="prediction -> the frame's size")
-    group.add_argument("--alignment", choices=ALIGNMENTS, help="per-image alignment before the metrics")
-    group.add_argument("--depth-cap", type=float, help="predicted depth capped here (metres): inverse >= 1/cap")
-    group.add_argument(
-        "--min-prediction", type=_optional_float, default=argparse.SUPPRESS, help="lower clamp of predicted depth"
-    )
-
-
-def protocol_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The protocol fields given on the command line (flags left out are not overrides)."""
-    names = [f.name for f in dataclasses.fields(Protocol) if f.name != "name"]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None or _given(args, name)}
-
-
-def _given(args: argparse.Namespace, name: str) -> bool:
-    """True for the flags whose value may legitimately be None (``--crop none``, ``--crop-fraction none``,
-    ``--min-prediction none``)."""
-    return name in ("crop", "crop_fraction", "min_prediction") and name in vars(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Literal, get_args
 
 from distill.students._registry import architecture
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
@@ -18,9 +19,12 @@ __all__ = ["OUTPUT_ACTIVATIONS", "PREDICTIONS", "STUDENT_ARCHITECTURE", "UPSAMPL
 
 #: The default architecture (the reference recipe).
 STUDENT_ARCHITECTURE = "fastdepth"
-UPSAMPLE_MODES = ("bilinear", "nearest")
-OUTPUT_ACTIVATIONS = ("relu", "softplus", "sigmoid", "none")
-PREDICTIONS = ("inverse_depth", "depth")
+UpsampleMode = Literal["bilinear", "nearest"]
+OutputActivation = Literal["relu", "softplus", "sigmoid", "none"]
+Prediction = Literal["inverse_depth", "depth"]
+UPSAMPLE_MODES = get_args(UpsampleMode)
+OUTPUT_ACTIVATIONS = get_args(OutputActivation)
+PREDICTIONS = get_args(Prediction)
 
 
 @dataclass
@@ -31,19 +35,32 @@ class StudentConfig:
     itself keeps ``None``, so a recipe that changes only the architecture gets that architecture's defaults.
     """
 
-    architecture: str = STUDENT_ARCHITECTURE  # a registered family (distill.students.ARCHITECTURES)
-    encoder: str | None = None  # timm name (fastdepth, resnet_additive), resnet50/101 (deeplabv3); rt: none
-    pretrained: bool | None = None  # ImageNet encoder weights (hub cache or pretrained_file); never silently random
-    pretrained_file: str | None = None  # local weights file of the encoder's ImageNet classifier
-    decoder_widths: list[int] | None = None  # fastdepth: strides 16..1; resnet_additive: 32..2; rt: 8..1
-    skip_strides: list[int] = field(default_factory=lambda: [2, 4, 8, 16])  # fastdepth: encoder features added
-    kernel_size: int = 5  # fastdepth: depthwise kernel of each NNConv5 stage
-    upsample: str | None = None  # "bilinear" or "nearest" (original FastDepth, RT-MonoDepth)
-    output_activation: str | None = None  # softplus (never a dead pixel), relu, sigmoid, none (plain regression)
-    head_bias_init: float = 1.0  # last bias: a positive start (a ReLU head at bias 0 may never train)
-    head_before_upsample: bool = True  # fastdepth: 1x1 head before the last upsample (same function, faster)
-    prediction: str = "inverse_depth"  # what the output means: inverse_depth, or depth (metres; metric recipes)
-    coarse_head: bool = False  # rt_monodepth: an extra coarse map from the bottleneck (aux["coarse"])
+    architecture: str = STUDENT_ARCHITECTURE
+    """a registered family: fastdepth, rt_monodepth, rt_monodepth_s, resnet_additive or deeplabv3"""
+    encoder: str | None = None
+    """timm name (fastdepth, resnet_additive), resnet50/101 (deeplabv3); rt: none"""
+    pretrained: bool | None = None
+    """ImageNet encoder weights (hub cache or pretrained_file); never silently random"""
+    pretrained_file: str | None = None
+    """local weights file of the encoder's ImageNet classifier"""
+    decoder_widths: list[int] | None = None
+    """fastdepth: strides 16..1; resnet_additive: 32..2; rt: 8..1"""
+    skip_strides: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
+    """fastdepth: encoder features added"""
+    kernel_size: int = 5
+    """fastdepth: depthwise kernel of each NNConv5 stage"""
+    upsample: UpsampleMode | None = None
+    """decoder upsampling: bilinear, or nearest (original FastDepth, RT-MonoDepth); null: the family's"""
+    output_activation: OutputActivation | None = None
+    """softplus (never a dead pixel), relu, sigmoid, none (plain regression)"""
+    head_bias_init: float = 1.0
+    """last bias: a positive start (a ReLU head at bias 0 may never train)"""
+    head_before_upsample: bool = True
+    """fastdepth: 1x1 head before the last upsample (same function, faster)"""
+    prediction: Prediction = "inverse_depth"
+    """what the output means: inverse_depth, or depth (metres; metric recipes)"""
+    coarse_head: bool = False
+    """rt_monodepth: an extra coarse map from the bottleneck (aux["coarse"])"""
 
     def __post_init__(self) -> None:
         self._check(self._resolved_values())

@@ -17,8 +17,8 @@ from distill.deploy.complexity import count_macs, count_parameters  # noqa: E402
 from distill.students import create_student, save_student  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
-TINY_RUN = ["--height", "64", "--width", "96", "--warmup", "0", "--repeats", "2", "--throughput-repeats", "1"]
-TINY_RUN += ["--matmul-size", "128", "--matmul-repeats", "2", "--threads", "1"]
+TINY_RUN = ["--size", "96x64", "--warmup", "0", "--repeats", "2", "--throughput_repeats", "1"]
+TINY_RUN += ["--matmul_size", "128", "--matmul_repeats", "2", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     config = tiny_student_config()
     student = save_student(create_student(config), config, folder / "tiny")
     path = folder / "results" / "deploy.json"
-    assert benchmark.main(["--student", str(student), "--json", str(path), *TINY_RUN]) == 0
+    assert benchmark.main(["--model", str(student), "--out", str(path), *TINY_RUN]) == 0
     return json.loads(path.read_text())
 
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.evaluation.evaluate import build_parser, main, resolve_protocol
+from distill.evaluation.evaluate import COMMAND, main, resolve_protocol
 from distill.evaluation.models import detect_model_type
 from distill.evaluation.protocols import PRESETS
 from distill.students import create_student, save_student
+from shards.errors import UserError
 from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
 from shards.scenes import render_scene
 from tests.distill.conftest import tiny_student_config
@@ -45,7 +46,7 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(model: str | Path, nyu: dict, out: Path, *extra: str) -> dict:
     argv = ["--model", str(model), "--data", nyu["labeled"], "--splits", nyu["splits"], "--out", str(out)]
-    assert main([*argv, "--batch-size", "2", *extra]) == 0
+    assert main([*argv, "--batch_size", "2", *extra]) == 0
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -75,7 +76,7 @@ def _reference_protocol_numpy(prediction: np.ndarray, depth: np.ndarray) -> dict
 def student_run(student: Path, nyu: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The student evaluated once under the default protocol, with its predictions saved."""
     out = tmp_path_factory.mktemp("student_run")
-    return out, _run(student, nyu, out, "--save-predictions")
+    return out, _run(student, nyu, out, "--save_predictions", "true")
 
 
 def test_student_report_states_protocol_model_data_and_means(student_run: tuple[Path, dict]) -> None:
@@ -145,8 +146,8 @@ def test_tiny_teacher_is_measured_by_the_same_command(nyu: dict, tmp_path: Path)
     ],
 )
 def test_model_kind_decides_alignment_only_when_nothing_was_chosen(argv: list[str], kind: str, alignment: str) -> None:
-    args = build_parser().parse_args(["--model", "m", "--data", "d", "--out", "o", *argv])
-    protocol, note = resolve_protocol(args, kind)
+    config, _ = COMMAND.parse(["--model", "m", "--data", "d", "--out", "o", *argv])
+    protocol, note = resolve_protocol(config, kind)
     assert protocol.alignment == alignment
     assert ("kind decides" in note) == (alignment == "none")
 
@@ -180,8 +181,7 @@ def test_folder_source_with_depth_scale(student: Path, tmp_path: Path) -> None:
 
     write_scene_folder(tmp_path / "scenes", count=2, seed=7, width=320, height=240, depth_scale=1000.0, holes=True)
     argv = ["--model", str(student), "--data", str(tmp_path / "scenes"), "--out", str(tmp_path / "out")]
-    with pytest.raises(SystemExit):  # the Eigen crop is defined on 480x640 only
-        main(argv)
+    assert main(argv) == 2  # the Eigen crop is defined on 480x640 only
     assert main([*argv, "--crop", "none"]) == 0
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["data"]["source"] == "folder" and record["count"] == 2 and record["protocol"]["crop"] is None
@@ -195,9 +195,8 @@ def test_dataset_without_raw_depth_stops_the_default_preset(student: Path, tmp_p
     path = tmp_path / "hf"
     datasets.DatasetDict({"test": datasets.Dataset.from_dict(rows, features=features)}).save_to_disk(str(path))
     argv = ["--model", str(student), "--data", str(path), "--out", str(tmp_path / "out"), "--crop", "none"]
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    assert stopped.value.code == 2 and "choose the in-painted depth explicitly" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "choose the in-painted depth explicitly" in capsys.readouterr().err
     assert main([*argv, "--protocol", "common"]) == 0
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["data"]["source"] == "huggingface_datasets" and record["count"] == 2
@@ -207,7 +206,7 @@ def test_dataset_without_raw_depth_stops_the_default_preset(student: Path, tmp_p
 def test_unknown_model_lists_the_accepted_forms(tmp_path: Path, content: dict | None) -> None:
     if content is not None:
         (tmp_path / "config.json").write_text(json.dumps(content))
-    with pytest.raises(ValueError, match="accepted: a student folder .* .onnx file .* transformers depth model"):
+    with pytest.raises(UserError, match="accepted: a student folder .* .onnx file .* transformers depth model"):
         detect_model_type(str(tmp_path))
 
 
@@ -216,7 +215,7 @@ def test_model_detection_by_content(student: Path, tmp_path: Path) -> None:
     assert detect_model_type("Intel/dpt-hybrid-midas") == "teacher"
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "dpt"}))
     assert detect_model_type(str(tmp_path)) == "teacher"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="no such ONNX file"):
         detect_model_type(str(tmp_path / "missing.onnx"))
 
 

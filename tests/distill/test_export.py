@@ -120,7 +120,7 @@ def test_a_broken_export_trips_the_parity_check(tmp_path: Path) -> None:
 
 def test_command_writes_the_model_and_its_report(tiny_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "student.onnx"
-    argv = ["--student", str(tiny_folder), "--format", "onnx", "--out", str(out), "--height", "64", "--width", "96"]
+    argv = ["--model", str(tiny_folder), "--format", "onnx", "--out", str(out), "--size", "96x64"]
     assert export.main(argv) == 0
     record = json.loads(Path(f"{out}.json").read_text())
     assert record["parity"]["passed"] and record["input"]["shape"] == ["batch", 3, HEIGHT, WIDTH]
@@ -139,7 +139,7 @@ def test_command_fails_loudly_and_hides_a_broken_export(
 
     monkeypatch.setattr(distill.students, "load_student", load_broken)
     out = tmp_path / "student.onnx"
-    argv = ["--student", str(tiny_folder), "--out", str(out), "--height", "64", "--width", "96"]
+    argv = ["--model", str(tiny_folder), "--out", str(out), "--size", "96x64"]
     assert export.main(argv) == 1
     assert "parity check FAILED" in capsys.readouterr().err
     assert not out.exists() and (tmp_path / "student.failed-parity.onnx").is_file()
@@ -171,13 +171,13 @@ def test_exported_models_evaluate_like_the_student(tiny_folder: Path, tmp_path: 
     labeled = write_nyu_labeled(tmp_path / "nyu_depth_v2_labeled.mat", images, depths, depths)
     splits = write_nyu_splits(tmp_path / "splits.mat", [1], [2, 3])
     out = tmp_path / "student.onnx"
-    argv = ["--student", str(tiny_folder), "--out", str(out), "--height", "64", "--width", "96", "--int8"]
-    assert export.main([*argv, "--calibration-count", "4"]) == 0
+    argv = ["--model", str(tiny_folder), "--out", str(out), "--size", "96x64", "--int8", "true"]
+    assert export.main([*argv, "--count", "4"]) == 0
 
     metrics = {}
     for name, model in (("torch", tiny_folder), ("fp32", out), ("int8", tmp_path / "student.int8.onnx")):
         report = tmp_path / f"eval_{name}"
-        data = ["--data", str(labeled), "--splits", str(splits), "--input-size", "96x64"]
+        data = ["--data", str(labeled), "--splits", str(splits), "--size", "96x64"]
         assert evaluate.main(["--model", str(model), *data, "--out", str(report)]) == 0
         record = json.loads((report / "metrics.json").read_text())
         assert record["count"] == 2

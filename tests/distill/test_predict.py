@@ -24,7 +24,7 @@ from shards.format import decode_label_codes  # noqa: E402
 from shards.scenes import render_scene  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
-MODEL_SIZE = ["--height", "64", "--width", "96"]
+MODEL_SIZE = ["--size", "96x64"]
 #: Pictures of odd sizes and aspect ratios (W, H), one in a sub-folder: outputs must come back at these sizes.
 PICTURES = {"room.png": (120, 90), "sub/tall.jpg": (45, 70), "sub/deeper/wide.png": (151, 33)}
 VIDEO_FRAMES, VIDEO_SIZE = 7, (80, 60)
@@ -75,8 +75,8 @@ def test_picture_folder_gives_colour_and_raw_maps_at_input_size(
 ) -> None:
     out = tmp_path / "out"
     size_args = MODEL_SIZE if model_kind == "folder" else []
-    assert predict.main(["--student", str(models[model_kind]), str(picture_folder), "--out", str(out),
-                         "--save-raw", raw, "--batch-size", "2", *size_args]) == 0  # fmt: skip
+    assert predict.main(["--model", str(models[model_kind]), str(picture_folder), "--out", str(out),
+                         "--save_raw", raw, "--batch_size", "2", *size_args]) == 0  # fmt: skip
     for name, size in PICTURES.items():
         stem = out / Path(name).with_suffix("")
         colour = stem.with_name(stem.name + "_depth.png")
@@ -98,8 +98,8 @@ def test_picture_folder_gives_colour_and_raw_maps_at_input_size(
 def test_raw_outputs_hold_the_model_prediction(models: dict, picture_folder: Path, tmp_path: Path) -> None:
     """The .npy is the model's map resized back; the 16-bit PNG decodes to it within one code step."""
     for raw in ("npy", "png16"):
-        argv = ["--student", str(models["onnx"]), str(picture_folder / "room.png"), "--out", str(tmp_path / raw)]
-        assert predict.main([*argv, "--save-raw", raw]) == 0
+        argv = ["--model", str(models["onnx"]), str(picture_folder / "room.png"), "--out", str(tmp_path / raw)]
+        assert predict.main([*argv, "--save_raw", raw]) == 0
     from_npy = np.load(tmp_path / "npy" / "room_inverse_depth.npy")
     record = json.loads((tmp_path / "png16" / "room_inverse_depth.json").read_text())
     codes = np.asarray(Image.open(tmp_path / "png16" / "room_inverse_depth.png"))
@@ -121,10 +121,10 @@ def test_video_gives_a_depth_video_or_frames(
     video_out: str, smooth: str | None, models: dict, video: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    argv = ["--student", str(models["onnx"]), str(video), "--out", str(out), "--video-out", video_out]
-    argv += ["--save-raw", "npy"]
+    argv = ["--model", str(models["onnx"]), str(video), "--out", str(out), "--video_out", video_out]
+    argv += ["--save_raw", "npy"]
     if smooth:
-        argv += ["--smooth", smooth, "--smooth-window", "3", "--smooth-alpha", "0.3"]
+        argv += ["--smooth", smooth, "--smooth_window", "3", "--smooth_alpha", "0.3"]
     assert predict.main(argv) == 0
     if video_out == "mp4":
         info = video_info(out / "clip_depth.mp4")
@@ -141,10 +141,10 @@ def test_video_gives_a_depth_video_or_frames(
 def test_smoothing_changes_only_what_it_should(models: dict, video: Path, tmp_path: Path) -> None:
     """The first frame is untouched; later ones are the EMA of the unsmoothed maps (up to the resize back)."""
     runs = {}
-    for name, extra in (("plain", []), ("ema", ["--smooth", "ema", "--smooth-alpha", "0.5"])):
+    for name, extra in (("plain", []), ("ema", ["--smooth", "ema", "--smooth_alpha", "0.5"])):
         out = tmp_path / name
-        argv = ["--student", str(models["onnx"]), str(video), "--out", str(out), "--video-out", "frames"]
-        assert predict.main([*argv, "--save-raw", "npy", *extra]) == 0
+        argv = ["--model", str(models["onnx"]), str(video), "--out", str(out), "--video_out", "frames"]
+        assert predict.main([*argv, "--save_raw", "npy", *extra]) == 0
         runs[name] = [np.load(path) for path in sorted((out / "clip_inverse_depth").glob("*.npy"))]
     np.testing.assert_allclose(runs["ema"][0], runs["plain"][0], atol=1e-6)
     second = 0.5 * runs["plain"][1] + 0.5 * runs["plain"][0]
@@ -168,7 +168,7 @@ def test_unreadable_inputs_are_skipped_and_listed(models: dict, picture_folder: 
     (broken / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video either")
     out = tmp_path / "out"
     missing = tmp_path / "missing.jpg"
-    argv = ["--student", str(models["onnx"]), str(picture_folder / "room.png"), str(broken), str(missing)]
+    argv = ["--model", str(models["onnx"]), str(picture_folder / "room.png"), str(broken), str(missing)]
     assert predict.main([*argv, "--out", str(out)]) == 0
     assert (out / "room_depth.png").is_file()
     listed = (out / predict.SKIPPED_LIST).read_text().splitlines()
@@ -181,7 +181,7 @@ def test_exit_status_is_non_zero_only_when_nothing_was_processed(models: dict, t
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"garbage")
     out = tmp_path / "out"
-    assert predict.main(["--student", str(models["onnx"]), str(corrupt), "--out", str(out)]) == 1
+    assert predict.main(["--model", str(models["onnx"]), str(corrupt), "--out", str(out)]) == 1
     assert str(corrupt) in (out / predict.SKIPPED_LIST).read_text()
 
 
@@ -192,7 +192,7 @@ def test_video_without_pyav_is_a_clear_error(
         raise predict.VideoSupportMissing("video input and output need PyAV: pip install 'depth-distill[video]'")
 
     monkeypatch.setattr(predict, "require_av", missing)
-    assert predict.main(["--student", str(models["onnx"]), str(video), "--out", str(tmp_path / "out")]) == 2
+    assert predict.main(["--model", str(models["onnx"]), str(video), "--out", str(tmp_path / "out")]) == 2
     assert "depth-distill[video]" in capsys.readouterr().err
 
 
@@ -201,6 +201,6 @@ def test_name_clashes_never_overwrite(models: dict, picture_folder: Path, tmp_pa
     other.mkdir()
     Image.fromarray(render_scene(9, width=40, height=30).image).save(other / "room.png")
     out = tmp_path / "out"
-    argv = ["--student", str(models["onnx"]), str(picture_folder / "room.png"), str(other / "room.png")]
+    argv = ["--model", str(models["onnx"]), str(picture_folder / "room.png"), str(other / "room.png")]
     assert predict.main([*argv, "--out", str(out)]) == 0
     assert _size(out / "room_depth.png") == PICTURES["room.png"] and _size(out / "room_2_depth.png") == (40, 30)

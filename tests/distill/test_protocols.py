@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import numpy as np
@@ -14,10 +13,8 @@ from distill.evaluation.protocols import (
     GARG_CROP,
     PRESETS,
     Protocol,
-    add_protocol_arguments,
     get_protocol,
     predicted_depth,
-    protocol_overrides,
     valid_mask,
 )
 from distill.metrics import batch_depth_metrics
@@ -156,28 +153,34 @@ def test_overrides_keep_the_preset_and_say_so() -> None:
         ([], {}),
         (["--crop", "none"], {"crop": None}),
         (["--crop", "10,20,30,40", "--alignment", "none"], {"crop": (10, 20, 30, 40), "alignment": "none"}),
-        (["--depth-source", "inpainted", "--depth-min", "0.001"], {"depth_source": "inpainted", "depth_min": 0.001}),
-        (["--max-inclusive", "--min-prediction", "none"], {"max_inclusive": True, "min_prediction": None}),
-        (["--depth-cap", "80", "--input-resize", "bilinear"], {"depth_cap": 80.0, "input_resize": "bilinear"}),
-        (["--crop", "none", "--crop-fraction", "garg"], {"crop": None, "crop_fraction": GARG_CROP}),
-        (["--crop-fraction", "0.1,0.9,0,1", "--crop", "none"], {"crop_fraction": (0.1, 0.9, 0.0, 1.0), "crop": None}),
-        (["--scenes", "indoors,outdoor", "--depth-scale", "kitti"], {"scenes": DIODE_SCENES, "depth_scale": 256.0}),
+        (["--depth_source", "inpainted", "--depth_min", "0.001"], {"depth_source": "inpainted", "depth_min": 0.001}),
+        (["--max_inclusive", "true", "--min_prediction", "none"], {"max_inclusive": True, "min_prediction": None}),
+        (["--depth_cap", "80", "--input_resize", "bilinear"], {"depth_cap": 80.0, "input_resize": "bilinear"}),
+        (["--crop", "none", "--crop_fraction", "garg"], {"crop": None, "crop_fraction": GARG_CROP}),
+        (["--crop_fraction", "0.1,0.9,0,1", "--crop", "none"], {"crop_fraction": (0.1, 0.9, 0.0, 1.0), "crop": None}),
+        (["--scenes", "indoors,outdoor", "--depth_scale", "kitti"], {"scenes": DIODE_SCENES, "depth_scale": 256.0}),
+        (["--depth-min", "0.5", "--no-max-inclusive"], {"depth_min": 0.5, "max_inclusive": False}),  # old spelling
     ],
 )
 def test_every_field_is_overridable_from_the_command_line(argv: list[str], expected: dict) -> None:
-    parser = argparse.ArgumentParser()
-    add_protocol_arguments(parser)
-    overrides = protocol_overrides(parser.parse_args(argv))
+    overrides = _overrides(argv)
     assert overrides == expected
     protocol = get_protocol("reference", **overrides)
     for field, value in expected.items():
         assert getattr(protocol, field) == value
 
 
-def test_each_protocol_field_has_a_flag() -> None:
-    parser = argparse.ArgumentParser()
-    add_protocol_arguments(parser)
-    flags = {option for action in parser._actions for option in action.option_strings}
+def _overrides(argv: list[str]) -> dict:
+    from distill.evaluation.evaluate import COMMAND
+
+    config, _ = COMMAND.parse(["--model", "m", "--data", "d", "--out", "o", *argv])
+    return config.overrides()
+
+
+def test_each_protocol_field_has_a_key() -> None:
+    from distill.evaluation.configs import ProtocolOptions
+
+    keys = {field.name for field in dataclasses.fields(ProtocolOptions)}
     for field in dataclasses.fields(Protocol):
         if field.name != "name":
-            assert "--" + field.name.replace("_", "-") in flags, field.name
+            assert field.name in keys, field.name

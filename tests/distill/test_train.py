@@ -171,7 +171,7 @@ def test_sigterm_checkpoints_then_resume_continues(tmp_path, relative_shards, mo
 def test_resume_from_an_incomplete_folder_is_refused(tmp_path, relative_shards, capsys) -> None:
     partial = tmp_path / "partial"
     partial.mkdir()
-    assert main(_argv(tmp_path / "run", relative_shards, "--resume", str(partial))) == 1
+    assert main(_argv(tmp_path / "run", relative_shards, "--resume", str(partial))) == 2
     assert "not a complete checkpoint" in capsys.readouterr().err
 
 
@@ -189,9 +189,7 @@ def test_validation_picks_best_and_logs(tmp_path, relative_shards, val_shards) -
 
 
 def test_unknown_option_is_rejected_by_name(capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--data.trian", "x"])
-    assert exit_info.value.code == 2
+    assert main(["--data.trian", "x"]) == 2
     assert "trian" in capsys.readouterr().err
 
 

@@ -32,7 +32,7 @@ def diode_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 
 def _import(root: Path, out: Path, *extra: str) -> int:
-    return main(["import-rgbd", "--diode", str(root), "--diode-split", "val", "--out", str(out), *extra])
+    return main(["import-rgbd", "--diode", str(root), "--split", "val", "--out", str(out), *extra])
 
 
 def _read_all(folder: Path) -> dict:
@@ -69,7 +69,7 @@ def test_import_round_trip_keeps_the_mask(diode_root, tmp_path: Path, capsys) ->
 
 def test_one_scene_type_and_its_prefix(diode_root, tmp_path: Path) -> None:
     root, truth = diode_root
-    assert _import(root, tmp_path, "--diode-scene", "outdoor") == 0
+    assert _import(root, tmp_path, "--diode_scene", "outdoor") == 0
     assert list(_read_all(tmp_path)) == [key for key in truth if "/outdoor/" in key]
     assert (tmp_path / "diodevaloutdoor-000-000000.tar").exists()
 
@@ -143,14 +143,14 @@ def test_a_broken_tree_stops_before_writing(tmp_path: Path, capsys, breaks) -> N
     root = tmp_path / "diode"
     message = breaks(root, _small_tree(root))
     assert _import(root, tmp_path / "out") == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("*"))
 
 
 def test_a_missing_split_and_a_non_diode_folder_are_named(tmp_path: Path, capsys) -> None:
     _small_tree(tmp_path)
-    assert main(["import-rgbd", "--diode", str(tmp_path), "--diode-split", "train", "--out", str(tmp_path / "o")]) == 2
-    assert f"{tmp_path} is not a DIODE root: it has no train/ folder" in capsys.readouterr().out
+    assert main(["import-rgbd", "--diode", str(tmp_path), "--split", "train", "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path} is not a DIODE root: it has no train/ folder" in capsys.readouterr().err
     with pytest.raises(NyuFormatError, match="not a DIODE root"):
         DiodeSplit(tmp_path / "val" / "indoors", "val")
 
@@ -168,7 +168,7 @@ def test_bad_frames_are_counted_rejects_named_in_the_log(tmp_path: Path, caplog)
     np.save(scans[4].depth, np.load(scans[4].depth) * 1000)  # millimetres stored as float "metres"
     np.save(scans[5].mask, np.load(scans[5].mask) * 255)  # not a 0/1 mask
     with caplog.at_level(logging.WARNING, logger="shards.rgbd"):
-        assert _import(root, tmp_path / "out", "--diode-scene", "indoors") == 0
+        assert _import(root, tmp_path / "out", "--diode_scene", "indoors") == 0
     stats = json.loads((tmp_path / "out" / "diodevalindoors-000-000000.stats.json").read_text())
     assert stats["count"] == 1 and stats["split"] == "val" and stats["scenes"] == ["indoors"]
     assert stats["rejects"] == {

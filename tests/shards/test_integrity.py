@@ -86,7 +86,7 @@ def test_a_flipped_jpeg_byte_that_still_decodes_is_caught_and_skipped(tmp_path, 
     counter = SkipCounter()
     keys = [sample.key for sample in build_pipeline(str(path), training=False, split=False, skip_counter=counter)]
     assert keys == ["k/a", "k/c"] and counter.skipped_by_reason == {"checksum": 1} and counter.lost == 0
-    assert main(["verify", str(tmp_path), "--quiet"]) == 1
+    assert main(["verify", str(tmp_path), "--quiet", "true"]) == 1
     out = capsys.readouterr().out
     assert "k/b: member 'k/b.jpg': sha256 differs" in out
     assert "expected 3, intact 2, damaged 1, missing 0" in out
@@ -104,7 +104,7 @@ def test_a_damaged_header_loses_the_rest_and_both_count_it(tmp_path, capsys):
     counter = SkipCounter()
     keys = [sample.key for sample in build_pipeline(str(path), training=False, split=False, skip_counter=counter)]
     assert keys == ["k/0", "k/1"] and counter.lost == 3 and counter.count == 3
-    assert main(["verify", str(path), "--quiet"]) == 1
+    assert main(["verify", str(path), "--quiet", "true"]) == 1
     out = capsys.readouterr().out
     for key in ("k/2", "k/3", "k/4"):
         assert f"{key}: missing" in out
@@ -116,7 +116,7 @@ def test_a_truncated_tar_names_where_it_breaks(tmp_path, capsys):
     with tarfile.open(path) as tar:
         cut = tar.getmember("k/2.jpg").offset_data + 10
     path.write_bytes(path.read_bytes()[:cut])
-    assert main(["verify", str(path), "--quiet"]) == 1
+    assert main(["verify", str(path), "--quiet", "true"]) == 1
     out = capsys.readouterr().out
     assert "it breaks after 3 sample(s) read; the last, k/2, may be incomplete" in out
     assert "k/2: member 'k/2.jpg' is missing" in out and "intact 2, damaged 1, missing 0" in out
@@ -126,12 +126,12 @@ def test_old_shards_read_and_verify_as_no_checksums_and_repair_adds_them(tmp_pat
     old = tmp_path / "old"
     write_legacy_shard(old, 0, [scene_members("k/a", 0), scene_members("k/b", 1)], teacher="tiny")
     assert [s.key for s in build_pipeline(str(old), training=False, split=False)] == ["k/a", "k/b"]
-    assert main(["verify", str(old), "--quiet"]) == 0
+    assert main(["verify", str(old), "--quiet", "true"]) == 0
     out = capsys.readouterr().out
     assert "no checksums: 1 of 1 shard(s)" in out and "OK: 0 problem(s)" in out
     assert main(["repair", str(old), "--out", str(tmp_path / "new")]) == 0
     capsys.readouterr()
-    assert main(["verify", str(tmp_path / "new"), "--quiet"]) == 0
+    assert main(["verify", str(tmp_path / "new"), "--quiet", "true"]) == 0
     assert "no checksums" not in capsys.readouterr().out
     stats = read_stats(tmp_path / "new" / "test-000-000000.tar")
     assert stats["format_version"] == FORMAT_VERSION and stats["teacher"] == "tiny" and stats["count"] == 2
@@ -156,19 +156,19 @@ def test_repair_drops_and_lists_damaged_samples(tmp_path, capsys):
     assert json.loads((tmp_path / "fixed" / "repair.json").read_text())["dropped"][str(path)] == {
         "k/1": f"member 'k/1.{DEFAULT_LABEL_CODEC}': sha256 differs from the stats json's, the bytes are damaged"
     }
-    assert main(["verify", str(tmp_path / "fixed"), "--quiet"]) == 0
+    assert main(["verify", str(tmp_path / "fixed"), "--quiet", "true"]) == 0
 
 
 def test_a_stats_json_changed_after_the_run_is_caught(tmp_path, capsys):
     path = write_shard(tmp_path, 0, [scene_members("k/a", 0)])
     recorded = {path.name: digest(stats_path(path).read_bytes())}
     (tmp_path / "summary.json").write_text(json.dumps({"stats_sha256": recorded}))
-    assert main(["verify", str(tmp_path), "--quiet"]) == 0
+    assert main(["verify", str(tmp_path), "--quiet", "true"]) == 0
     capsys.readouterr()
     stats = read_stats(path)
     stats["seconds"] = 99.0
     stats_path(path).write_text(json.dumps(stats))
-    assert main(["verify", str(tmp_path), "--quiet"]) == 1
+    assert main(["verify", str(tmp_path), "--quiet", "true"]) == 1
     assert "stats json's sha256 differs from the one its run's summary recorded" in capsys.readouterr().out
 
 
@@ -177,9 +177,9 @@ def test_an_import_records_the_sha256_of_each_stats_json(tmp_path, capsys):
 
     pairs, _ = write_kitti_pairs(tmp_path / "kitti")
     out = tmp_path / "out"
-    assert main(["import-rgbd", "--pairs", str(pairs), "--depth-scale", "kitti", "--out", str(out),
-                 "--samples-per-shard", "2"]) == 0
+    assert main(["import-rgbd", "--pairs", str(pairs), "--depth_scale", "kitti", "--out", str(out),
+                 "--samples_per_shard", "2"]) == 0
     summary = json.loads((out / "rgbd.summary.json").read_text())
     shards = sorted(out.glob("*.tar"))
     assert summary["stats_sha256"] == {path.name: digest(stats_path(path).read_bytes()) for path in shards}
-    assert main(["verify", str(out), "--quiet"]) == 0
+    assert main(["verify", str(out), "--quiet", "true"]) == 0

@@ -59,7 +59,7 @@ def test_nearest_is_exact_never_averaged():
 def test_import_generated_scenes_round_trip(scene_folder, tmp_path, capsys):
     out = tmp_path / "shards"
     code = main(["import-rgbd", "--images", str(scene_folder / "rgb"), "--depths", str(scene_folder / "depth"),
-                 "--depth-scale", "1000", "--out", str(out), "--samples-per-shard", "4"])
+                 "--depth_scale", "1000", "--out", str(out), "--samples_per_shard", "4"])
     assert code == 0
     assert "wrote 6 samples in 2 shards; rejected 0" in capsys.readouterr().out
     report = verify_shards(str(out))
@@ -98,7 +98,7 @@ def test_rejects_are_named_in_stats_and_listed(scene_folder, tmp_path, capsys):
     (images / "scene_000013.png").write_bytes(b"not a png")  # unreadable
     Image.fromarray(np.full((240, 320), 1000, np.uint16)).save(depths / "scene_000014.png")  # constant
     shutil.copy(images / "scene_000015.png", images / "scene_000015.jpg")  # x.png beside x.jpg: one key
-    code = main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth-scale", "1000",
+    code = main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth_scale", "1000",
                  "--out", str(tmp_path / "out"), "--prefix", "gt"])
     out = capsys.readouterr().out
     assert code == 0
@@ -126,7 +126,7 @@ def test_npy_depth_in_metres_and_subfolder_keys(tmp_path):
     Image.fromarray(scene.image).save(images / "frame.001.jpg", quality=98)
     np.save(depths / "frame.001.npy", np.where(scene.valid, scene.depth, np.nan).astype(np.float32))
     code = main(["import-rgbd", "--images", str(tmp_path / "images"), "--depths", str(tmp_path / "depths"),
-                 "--depth-scale", "1", "--out", str(tmp_path / "out"), "--crop", "random", "--seed", "5"])
+                 "--depth_scale", "1", "--out", str(tmp_path / "out"), "--crop_position", "random", "--seed", "5"])
     assert code == 0
     (sample,) = _read_all(tmp_path / "out").values()
     assert sample.key == "room.a/frame_001"  # dots in folders kept, in the file name replaced
@@ -138,17 +138,17 @@ def test_npy_depth_in_metres_and_subfolder_keys(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--images", "a", "--depths", "b"], "--depth-scale"),
-        (["--nyu-mat", "x.mat"], "--nyu-splits"),
-        (["--images", "a", "--nyu-mat", "x.mat"], "either"),
-        (["--images", "a", "--depths", "b", "--depth-scale", "0"], "positive"),
+        (["--images", "a", "--depths", "b"], "--depth_scale"),
+        (["--data", "x.mat"], "--splits"),
+        (["--images", "a", "--data", "x.mat"], "either"),
+        (["--images", "a", "--depths", "b", "--depth_scale", "0"], "positive"),
         (["--pairs", "list.txt", "--diode", "root"], "either"),
-        (["--diode", "root", "--depth-scale", "kitti"], "does not apply to DIODE or NYU"),
+        (["--diode", "root", "--depth_scale", "kitti"], "does not apply to DIODE or NYU"),
     ],
 )
 def test_bad_usage_exits_2_with_a_message(tmp_path, capsys, argv, message):
     assert main(["import-rgbd", *argv, "--out", str(tmp_path)]) == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
 
 
 def test_a_wrong_depth_scale_stops_the_import(tmp_path, capsys):
@@ -160,8 +160,8 @@ def test_a_wrong_depth_scale_stops_the_import(tmp_path, capsys):
     Image.fromarray(scene.image).save(tmp_path / "i" / "x.png")
     Image.fromarray((scene.depth * 1000).astype(np.uint16)).save(tmp_path / "d" / "x.png")
     assert main(["import-rgbd", "--images", str(tmp_path / "i"), "--depths", str(tmp_path / "d"),
-                 "--depth-scale", "1", "--out", str(tmp_path / "o")]) == 2
-    out = capsys.readouterr().out
+                 "--depth_scale", "1", "--out", str(tmp_path / "o")]) == 2
+    out = capsys.readouterr().err
     assert "all have implausible depth" in out and "x.png: depth median" in out and "KITTI 256" in out
     assert not list((tmp_path / "o").glob("*.tar"))
 
@@ -172,7 +172,7 @@ def test_one_implausible_frame_among_good_ones_is_a_counted_reject(scene_folder,
     shutil.copytree(scene_folder / "depth", depths)
     np.save(depths / "scene_000013.npy", read_png(depths / "scene_000013.png").astype(np.float32))  # mm as "metres"
     (depths / "scene_000013.png").unlink()
-    assert main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth-scale", "mm",
+    assert main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth_scale", "mm",
                  "--out", str(tmp_path / "o")]) == 0
     stats = json.loads((tmp_path / "o" / "rgbd-000-000000.stats.json").read_text())
     assert stats["count"] == 5 and stats["rejects"] == {"implausible_depth": ["scene_000013.png"]}
@@ -188,7 +188,7 @@ def test_nyu_training_split_import(tmp_path, capsys):
     inpainted = np.where(raw > 0, raw, np.float32(2.5))
     labeled = write_nyu_labeled(tmp_path / "nyu_depth_v2_labeled.mat", images, inpainted, raw)
     splits = write_nyu_splits(tmp_path / "splits.mat", train_1based=[1, 3, 4], test_1based=[2])
-    code = main(["import-rgbd", "--nyu-mat", str(labeled), "--nyu-splits", str(splits), "--out", str(tmp_path / "o")])
+    code = main(["import-rgbd", "--data", str(labeled), "--splits", str(splits), "--out", str(tmp_path / "o")])
     assert code == 0
     assert "wrote 3 samples in 1 shards" in capsys.readouterr().out
     assert (tmp_path / "o" / "nyutrain-000-000000.tar").exists()
@@ -207,8 +207,8 @@ def test_nyu_training_split_import(tmp_path, capsys):
     assert sample.meta.extra["nyu_depth"] == "raw" and sample.meta.source == "nyu_depth_v2_labeled.mat#2"
     assert sample.meta.eval_split is None  # the training split is not marked
 
-    code = main(["import-rgbd", "--nyu-mat", str(labeled), "--nyu-splits", str(splits), "--nyu-split", "test",
-                 "--nyu-depth", "inpainted", "--out", str(tmp_path / "t")])
+    code = main(["import-rgbd", "--data", str(labeled), "--splits", str(splits), "--split", "test",
+                 "--depth_source", "inpainted", "--out", str(tmp_path / "t")])
     assert code == 0
     (test_sample,) = _read_all(tmp_path / "t").values()
     assert test_sample.key == "nyu/test/00001" and test_sample.valid.all()
@@ -231,8 +231,8 @@ def test_a_pair_list_import_marks_its_evaluation_split(scene_folder, tmp_path):
 
 def test_refuses_an_output_that_already_holds_shards_of_the_prefix(scene_folder, tmp_path, capsys):
     argv = ["import-rgbd", "--images", str(scene_folder / "rgb"), "--depths", str(scene_folder / "depth"),
-            "--depth-scale", "1000", "--out", str(tmp_path)]
+            "--depth_scale", "1000", "--out", str(tmp_path)]
     assert main(argv) == 0
     assert main(argv) == 2
-    assert "already holds 1 shard(s) named rgbd-*.tar" in capsys.readouterr().out
+    assert "already holds 1 shard(s) named rgbd-*.tar" in capsys.readouterr().err
     assert main([*argv, "--prefix", "second"]) == 0

@@ -146,8 +146,8 @@ def test_scene_folder_refuses_a_scale_that_overflows_16_bits(tmp_path):
 
 
 def test_scenes_command(tmp_path, capsys):
-    code = main(["scenes", "--n", "3", "--out", str(tmp_path), "--seed", "2", "--width", "64", "--height", "48",
-                 "--depth-scale", "5000", "--holes"])
+    code = main(["scenes", "--count", "3", "--out", str(tmp_path), "--seed", "2", "--size", "64x48",
+                 "--depth_scale", "5000", "--holes", "true"])
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "rgb").iterdir()) == [f"scene_00000{i}.png" for i in (2, 3, 4)]
     depth = read_png(tmp_path / "depth" / "scene_000002.png")

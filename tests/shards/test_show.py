@@ -20,7 +20,7 @@ def _small_image(key: str, seed: int, size: tuple[int, int]) -> np.ndarray:
 def test_show_writes_a_grid_with_a_row_per_sample(shard_set, tmp_path, capsys):
     paths = shard_set((3, 3))
     out = tmp_path / "pics" / "grid.png"
-    assert main(["show", str(paths[0].parent), "--n", "4", "--out", str(out), "--cell-height", "48"]) == 0
+    assert main(["show", str(paths[0].parent), "--count", "4", "--out", str(out), "--cell_height", "48"]) == 0
     assert str(out) in capsys.readouterr().out
     with Image.open(out) as picture:
         picture.load()
@@ -43,7 +43,7 @@ def test_show_writes_a_grid_with_a_row_per_sample(shard_set, tmp_path, capsys):
 def test_show_with_fewer_samples_than_asked(shard_set, tmp_path):
     paths = shard_set((2,))
     out = tmp_path / "grid.png"
-    assert main(["show", str(paths[0]), "--n", "16", "--out", str(out), "--cell-height", "32"]) == 0
+    assert main(["show", str(paths[0]), "--count", "16", "--out", str(out), "--cell_height", "32"]) == 0
     with Image.open(out) as picture:
         grid = np.asarray(picture.convert("RGB"))
     top, left, difference = locate(grid, _small_image("s0/000", 0, (43, 32)))

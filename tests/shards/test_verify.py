@@ -42,7 +42,7 @@ def _raw_tar(path: Path, samples: list[dict], count: int | None = None) -> None:
 
 
 def _verify_cli(capsys, target: Path) -> tuple[int, str]:
-    code = main(["verify", str(target), "--quiet"])
+    code = main(["verify", str(target), "--quiet", "true"])
     return code, capsys.readouterr().out
 
 

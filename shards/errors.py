@@ -1,0 +1,46 @@
+"""User errors: one line on stderr naming the thing and the fix, exit status 2, no traceback.
+
+A :class:`UserError` is raised where the cause is known to be the input (a missing file, a file of the wrong kind, an
+unknown model or key, an offline hub id, an empty shard folder, a malformed data set). Every command's entry point
+runs through :func:`run_command`, which prints it as ``PROG: error: MESSAGE`` and returns 2; anything else is a bug
+and keeps its traceback. ``DEPTH_DISTILL_DEBUG=1`` shows the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+#: Set to 1 to see the traceback of a user error as well.
+DEBUG_VARIABLE = "DEPTH_DISTILL_DEBUG"
+#: The exit status of a user error (argparse's, and jsonargparse's, for a bad command line).
+USER_ERROR_STATUS = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user gave, with the fix in the message; never a bug in the code."""
+
+
+def one_line(message: object) -> str:
+    """A message as one line: inner newlines and indentation become single spaces."""
+    return " ".join(str(message).split())
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def run_command(main: Callable[[list[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
+    """``main(argv)``, with a :class:`UserError` (and a missing or taken file) reported as one line, status 2."""
+    try:
+        return main(None if argv is None else list(argv))
+    except (UserError, FileNotFoundError, FileExistsError) as error:
+        if debugging():
+            raise
+        report_user_error(prog, error)
+        return USER_ERROR_STATUS
+
+
+def report_user_error(prog: str, error: BaseException | str) -> None:
+    print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
