@@ -242,9 +242,8 @@ def test_a_mistyped_student_path_is_not_taken_for_a_hub_id(given: str, tmp_path:
     """Issue 15 item 5: a missing path that can only be local is named as such, with the accepted forms."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
-    with pytest.raises(FileNotFoundError, match="no such student folder or model file; accepted: a student folder"):
+    with pytest.raises(UserError, match="no such student folder or model file; accepted: a student folder"):
         detect_model_type(given)
-    with pytest.raises(SystemExit):
-        main(["--model", given, "--data", "unused.mat", "--out", str(tmp_path / "out")])
+    assert main(["--model", given, "--data", "unused.mat", "--out", str(tmp_path / "out")]) == 2
     assert "no such student folder or model file" in capsys.readouterr().err
     assert detect_model_type("Intel/dpt-hybrid-midas") == "teacher"  # owner/name with no such folder here: a hub id

@@ -18,6 +18,7 @@ from distill.evaluation.protocols import get_protocol, predicted_depth, valid_ma
 from distill.losses import LossConfig, build_loss
 from distill.metrics import batch_depth_metrics, inverse_depth_metrics
 from distill.students import create_student, save_student
+from shards.errors import UserError
 from shards.nyu import DepthFrame
 from shards.scenes import render_scene
 from tests.distill.conftest import tiny_student_config
@@ -168,5 +169,5 @@ def test_the_report_states_the_precision(student: Path, tmp_path: Path) -> None:
 def test_an_onnx_graph_cannot_be_asked_for_another_precision(tmp_path: Path) -> None:
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not read")
-    with pytest.raises(ValueError, match="runs as exported"):
+    with pytest.raises(UserError, match="runs as exported"):
         load_model(str(onnx), precision="bf16")

@@ -176,7 +176,7 @@ def test_a_folder_labelled_with_the_old_precision_record_is_refused_with_what_to
     assert manifest["teacher"]["precision"] == {"backbone": "float32", "head": "float32", "output": "float32"}
     manifest["teacher"]["precision"] = "float32"  # as written before the change
     (out / "manifest.json").write_text(json.dumps(manifest))
-    assert label(images, "identity", out, *small("--output.samples_per_shard", "4")) == 1
+    assert label(images, "identity", out, *small("--output.samples_per_shard", "4")) == 2
     message = capsys.readouterr().err
     assert "teacher.precision" in message and "new output.dir" in message
 

@@ -120,7 +120,7 @@ def test_a_shard_run_of_the_earlier_layout_stops_and_says_what_to_do(tmp_path, c
     write_shards(source, {"a-000.tar": ["x/0"]})
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps({"format": 1, "source": {"kind": "shards", "list_hash": "ab"}}))
-    assert label(source, "identity", out, *RUN) == 1
+    assert label(source, "identity", out, *RUN) == 2
     message = capsys.readouterr().err
     assert "earlier version" in message and "new output.dir" in message
     assert sorted(path.name for path in out.iterdir()) == ["manifest.json"]
