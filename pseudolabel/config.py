@@ -118,7 +118,7 @@ class RuntimeConfig:
     queue_batches: int = 8
     """labelled batches waiting for the writer before inference waits"""
     compile_teacher: bool = False
-    """torch.compile the teacher (GPU: ~2x images/s after ~40 s of compiling)"""
+    """torch.compile the teacher: DPT-Hybrid alone 800 instead of 435 images/s on an H200, after a ~40 s compile"""
     progress: bool = True
     """tqdm bar on the main process"""
     log_level: LogLevel = "INFO"
