@@ -35,6 +35,8 @@ PREDICTION_METADATA = "prediction"
 INPUT_MULTIPLE = 32
 #: ONNX Runtime graph optimisation levels by name; ``all`` is about 3x faster than ``basic`` for the student.
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+#: Endings of the exported model files ``load_runner`` (and so every command's ``--model``) runs.
+EXPORTED_SUFFIXES = (".onnx",)
 #: Picture file endings read by export (calibration) and predict.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -52,6 +54,12 @@ def load_picture(path: str | os.PathLike) -> np.ndarray:
     with Image.open(path) as opened:
         opened.load()
         picture = ImageOps.exif_transpose(opened)
+    return picture_to_rgb(picture)
+
+
+def picture_to_rgb(picture: Image.Image) -> np.ndarray:
+    """A PIL image -> uint8 RGB (H, W, 3), converted as :func:`load_picture` converts files (no EXIF step: an
+    image already in memory is taken as it is)."""
     if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
         values = np.asarray(picture, dtype=np.float64)
         if picture.mode == "I" and values.max(initial=0) <= 255:
@@ -202,7 +210,12 @@ class OnnxRunner:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, width: int | None = None, height: int | None = None, threads: int | None = None
+        cls,
+        path: str | os.PathLike,
+        width: int | None = None,
+        height: int | None = None,
+        threads: int | None = None,
+        kind: str | None = None,
     ) -> OnnxRunner:
         session = onnx_session(path, threads=threads, spinning=False)
         inputs = session.get_inputs()
@@ -220,12 +233,25 @@ class OnnxRunner:
         final_width = graph_width or width or STUDENT_SIZE[0]
         final_height = graph_height or height or STUDENT_SIZE[1]
         check_input_size(final_width, final_height)
-        kind = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA, "relative_inverse_depth")
-        return cls(Path(path), final_width, final_height, f"onnx:{Path(path).name}", session, kind)
+        stated = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA)
+        name = f"onnx:{Path(path).name}"
+        return cls(Path(path), final_width, final_height, name, session, output_kind(path, stated, kind))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
         return output[:, 0]  # (B, H, W)
+
+
+def output_kind(path: str | os.PathLike, stated: str | None, given: str | None) -> str:
+    """What an exported file outputs: what the file states (our exports do), else what the caller says (``kind``),
+    else relative inverse depth (published depth models mostly are). A file and a caller that disagree: an error."""
+    kinds = ("relative_inverse_depth", "metric_depth")
+    for value in (stated, given):
+        if value is not None and value not in kinds:
+            raise ValueError(f"{path}: output kind must be one of {kinds}, got {value!r}")
+    if stated and given and stated != given:
+        raise ValueError(f"{path} states that it outputs {stated}, but {given} was given; drop the kind option")
+    return stated or given or "relative_inverse_depth"
 
 
 def load_runner(
@@ -234,11 +260,13 @@ def load_runner(
     height: int | None = None,
     device: str = "auto",
     threads: int | None = None,
+    kind: str | None = None,
 ) -> DepthRunner:
-    """A student folder (``config.json`` + ``model.safetensors``) or an ``.onnx`` file -> a runner."""
+    """A student folder (``config.json`` + ``model.safetensors``) or an exported file (``EXPORTED_SUFFIXES``) -> a
+    runner. ``kind`` states the output of a file that does not say what it outputs."""
     path = Path(model)
     if path.is_file() and path.suffix.lower() == ".onnx":
-        return OnnxRunner.open(path, width=width, height=height, threads=threads)
+        return OnnxRunner.open(path, width=width, height=height, threads=threads, kind=kind)
     if path.is_dir():
         from distill.students import is_student_folder
 
@@ -247,7 +275,9 @@ def load_runner(
 
             if threads:
                 torch.set_num_threads(threads)
-            return TorchRunner(path, width=width, height=height, device=device)
+            runner = TorchRunner(path, width=width, height=height, device=device)
+            output_kind(path, runner.kind, kind)  # a student says what it outputs; a contradicting kind is an error
+            return runner
     raise ValueError(
         f"{model} is neither an exported .onnx file nor a student folder (config.json with our 'architecture' "
         "marker + model.safetensors, as written by training or distill.students.save_student)"

@@ -98,7 +98,7 @@ def prepare_model(entry: ModelEntry, input_size: tuple[int, int], workdir: Path 
 def _export_for_timing(
     entry: ModelEntry, network: torch.nn.Module, workdir: Path, width: int, height: int
 ) -> str | None:
-    from distill.deploy.export import export_onnx
+    from distill.deploy.onnx import export_onnx
     from distill.deploy.parity import ParityError, check_parity
 
     path = workdir / f"{folder_name(entry.name)}.onnx"

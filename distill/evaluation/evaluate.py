@@ -96,7 +96,7 @@ def evaluate_frames(model: DepthModel, protocol: Protocol, frames: Sequence[Dept
     inputs = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
     inputs = resize_images(inputs, model.height, model.width, protocol.input_resize).clamp(0.0, 1.0)
     with torch.inference_mode():
-        prediction = model.predict(inputs).to(device=device, dtype=torch.float32)  # (B, h, w)
+        prediction = model.infer(inputs).to(device=device, dtype=torch.float32)  # (B, h, w)
     raw = resize_images(prediction[:, None], height, width, protocol.output_resize)[:, 0].clamp(min=0.0)
     valid = valid_mask(protocol, target)
     depth, scale, shift = predicted_depth(protocol, raw, model.kind, target, valid)
