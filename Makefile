@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 DEMO_ARGS ?=
 
-.PHONY: setup test lint demo demo-small clean-demo
+.PHONY: setup test test-runtimes lint demo demo-small clean-demo
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,18 @@ lint: setup
 test: setup
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The phone runtimes' exports (LiteRT, ExecuTorch, Core ML) in their own environment: the toolchains add about
+# 1.5 GB and litert-torch pins typing-extensions, so they stay out of the dev environment.
+RT_VENV ?= .venv-runtimes
+$(RT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RT_VENV)
+	$(RT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RT_VENV)/bin/python -m pip install --quiet -e ".[dev,litert,executorch,coreml]"
+	touch $@
+
+test-runtimes: $(RT_VENV)/.installed
+	HF_HUB_OFFLINE=1 $(RT_VENV)/bin/python -m pytest -q tests/deploy_runtimes
 
 demo: setup
 	HF_HUB_OFFLINE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m demo --out $(DEMO_OUT) $(DEMO_ARGS)

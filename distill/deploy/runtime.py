@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from distill.deploy.contract import INPUT_MULTIPLE, check_input_size, output_kind
 from shards.format import STUDENT_SIZE
+
+__all__ = ["INPUT_MULTIPLE", "check_input_size", "load_runner", "output_kind"]
 
 if TYPE_CHECKING:
     import torch
@@ -31,21 +34,12 @@ OUTPUT_NAME = "inverse_depth"
 #: ONNX metadata key saying what the output holds: relative_inverse_depth (the name above), or metric_depth (metres,
 #: for students trained with ``prediction: depth``; the output keeps its name so every runtime binds it the same way).
 PREDICTION_METADATA = "prediction"
-#: Sides of a model input must be multiples of the encoder's output stride.
-INPUT_MULTIPLE = 32
 #: ONNX Runtime graph optimisation levels by name; ``all`` is about 3x faster than ``basic`` for the student.
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: Endings of the exported model files ``load_runner`` (and so every command's ``--model``) runs.
-EXPORTED_SUFFIXES = (".onnx",)
+EXPORTED_SUFFIXES = (".onnx", ".tflite", ".pte")
 #: Picture file endings read by export (calibration) and predict.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
-
-
-def check_input_size(width: int, height: int) -> None:
-    if width <= 0 or height <= 0 or width % INPUT_MULTIPLE or height % INPUT_MULTIPLE:
-        raise ValueError(
-            f"model input {width}x{height} (W x H): both sides must be positive multiples of {INPUT_MULTIPLE}"
-        )
 
 
 def load_picture(path: str | os.PathLike) -> np.ndarray:
@@ -242,18 +236,6 @@ class OnnxRunner:
         return output[:, 0]  # (B, H, W)
 
 
-def output_kind(path: str | os.PathLike, stated: str | None, given: str | None) -> str:
-    """What an exported file outputs: what the file states (our exports do), else what the caller says (``kind``),
-    else relative inverse depth (published depth models mostly are). A file and a caller that disagree: an error."""
-    kinds = ("relative_inverse_depth", "metric_depth")
-    for value in (stated, given):
-        if value is not None and value not in kinds:
-            raise ValueError(f"{path}: output kind must be one of {kinds}, got {value!r}")
-    if stated and given and stated != given:
-        raise ValueError(f"{path} states that it outputs {stated}, but {given} was given; drop the kind option")
-    return stated or given or "relative_inverse_depth"
-
-
 def load_runner(
     model: str | os.PathLike,
     width: int | None = None,
@@ -267,6 +249,14 @@ def load_runner(
     path = Path(model)
     if path.is_file() and path.suffix.lower() == ".onnx":
         return OnnxRunner.open(path, width=width, height=height, threads=threads, kind=kind)
+    if path.is_file() and path.suffix.lower() == ".tflite":
+        from distill.deploy.litert import TfliteRunner
+
+        return TfliteRunner(path, width=width, height=height, threads=threads, kind=kind)
+    if path.is_file() and path.suffix.lower() == ".pte":
+        from distill.deploy.executorch_pte import PteRunner
+
+        return PteRunner(path, width=width, height=height, threads=threads, kind=kind)
     if path.is_dir():
         from distill.students import is_student_folder
 
@@ -279,6 +269,6 @@ def load_runner(
             output_kind(path, runner.kind, kind)  # a student says what it outputs; a contradicting kind is an error
             return runner
     raise ValueError(
-        f"{model} is neither an exported .onnx file nor a student folder (config.json with our 'architecture' "
-        "marker + model.safetensors, as written by training or distill.students.save_student)"
+        f"{model} is neither an exported .onnx / .tflite / .pte file nor a student folder (config.json with our "
+        "'architecture' marker + model.safetensors, as written by training or distill.students.save_student)"
     )
