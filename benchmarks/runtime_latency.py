@@ -1,9 +1,12 @@
-"""Latency of every runtime on the reference student, side by side in one run: PyTorch eager, ONNX Runtime fp32 and
-int8, LiteRT fp32 and int8, ExecuTorch (XNNPACK) fp32 and int8, at batch 1 with one thread and with all threads.
+"""Latency of every runtime on the reference student and the original FastDepth, side by side in one run:
+PyTorch eager, ONNX Runtime fp32 and int8, LiteRT fp32 and int8, ExecuTorch (XNNPACK) fp32 and int8, at batch 1
+with one thread and with all threads.
 
-    python benchmarks/runtime_latency.py [--repeats 40] [--rounds 2] [--out benchmarks/results/runtime_latency.json]
+    python benchmarks/runtime_latency.py [--repeats 40] [--rounds 2] [--recipe configs/distill/X.yaml ...]
+        [--out benchmarks/results/runtime_latency.json]
 
-The student is built from ``configs/distill/places365_fastdepth.yaml`` with random weights (latency does not depend
+Each student is built from its recipe (default: ``places365_fastdepth.yaml``, the reference, and
+``fastdepth_original.yaml``) with random weights (latency does not depend
 on their values) at 256x192 and exported to each format through ``distill.deploy.release`` (fp32 parity checked;
 int8 calibrated on generated scenes). Each (runtime, threads) and each matmul is timed in its OWN subprocess, one
 after the other, in ``--rounds`` interleaved rounds (median of the rounds' medians), so thread pools never share a
@@ -35,7 +38,7 @@ from distill.deploy.latency import BACKEND_LABELS, lower_bound_ms, measure_backe
 from shards.config import load_config  # noqa: E402
 from shards.format import STUDENT_SIZE  # noqa: E402
 
-RECIPE = ROOT / "configs" / "distill" / "places365_fastdepth.yaml"
+RECIPES = [ROOT / "configs" / "distill" / name for name in ("places365_fastdepth.yaml", "fastdepth_original.yaml")]
 #: backend -> (export format, int8, modules it needs)
 BACKENDS = {
     "torch_eager": (None, False, ()),
@@ -49,7 +52,7 @@ BACKENDS = {
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte"}
 
 
-def prepare(workdir: Path, width: int, height: int) -> tuple[dict[str, str], int, list[str]]:
+def prepare(recipe: Path, workdir: Path, width: int, height: int) -> tuple[dict[str, str], int, list[str]]:
     """The student folder and every exported file; returns backend -> model path, MACs, runtimes left out."""
     import torch
 
@@ -57,7 +60,7 @@ def prepare(workdir: Path, width: int, height: int) -> tuple[dict[str, str], int
     from distill.students import create_student, save_student
 
     torch.manual_seed(0)
-    config = load_config(DistillConfig, RECIPE).student
+    config = load_config(DistillConfig, recipe).student
     config = dataclasses.replace(config, pretrained=False, pretrained_file=None)
     model = create_student(config).eval()
     folder = save_student(model, config, workdir / "student")
@@ -88,36 +91,42 @@ def worker(arguments: list[str]) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def run(repeats: int, rounds: int, width: int, height: int) -> dict:
+def run(repeats: int, rounds: int, width: int, height: int, recipes: list[Path]) -> dict:
     thread_counts = sorted({1, os.cpu_count() or 1})
     with tempfile.TemporaryDirectory() as tmp:
-        models, macs, missing = prepare(Path(tmp), width, height)
-        timings: dict[tuple[str, int], list[float]] = {}
+        students = {}
+        for recipe in recipes:
+            students[recipe.stem] = prepare(recipe, Path(tmp) / recipe.stem, width, height)
+        timings: dict[tuple[str, str, int], list[float]] = {}
         flops: dict[int, list[float]] = {}
         for _ in range(rounds):
             for threads in thread_counts:
                 flops.setdefault(threads, []).append(
                     worker(["--worker", "matmul", "--threads", str(threads)])["flops_per_s_median"]
                 )
-                for backend, model in models.items():
-                    result = worker(["--worker", backend, "--model", model, "--threads", str(threads),
-                                     "--repeats", str(repeats), "--width", str(width), "--height", str(height)])
-                    timings.setdefault((backend, threads), []).append(result["batch1"]["median_ms"])
+                for student, (models, _, _) in students.items():
+                    for backend, model in models.items():
+                        result = worker(["--worker", backend, "--model", model, "--threads", str(threads),
+                                         "--repeats", str(repeats), "--width", str(width), "--height", str(height)])
+                        timings.setdefault((student, backend, threads), []).append(result["batch1"]["median_ms"])
     rows = []
-    for (backend, threads), values in timings.items():
-        bound = lower_bound_ms(macs, statistics.median(flops[threads]))
+    for (student, backend, threads), values in timings.items():
+        bound = lower_bound_ms(students[student][1], statistics.median(flops[threads]))
         median = statistics.median(values)
-        rows.append({"backend": backend, "threads": threads, "median_ms": median, "rounds_ms": values,
-                     "bound_ms": bound, "ratio_to_bound": median / bound})
-    return {"size": [width, height], "macs": macs, "repeats": repeats, "rounds": rounds, "rows": rows,
+        rows.append({"student": student, "backend": backend, "threads": threads, "median_ms": median,
+                     "rounds_ms": values, "bound_ms": bound, "ratio_to_bound": median / bound})
+    missing = sorted({item for _, _, left_out in students.values() for item in left_out})
+    return {"size": [width, height], "macs": {name: macs for name, (_, macs, _) in students.items()},
+            "repeats": repeats, "rounds": rounds, "rows": rows,
             "matmul_flops_per_s": {str(t): statistics.median(v) for t, v in flops.items()}, "left_out": missing}
 
 
 def table(result: dict) -> str:
-    lines = ["| runtime | threads | batch-1 ms | compute bound ms | ratio to bound |", "|---|---|---|---|---|"]
-    for row in sorted(result["rows"], key=lambda r: (r["threads"], r["median_ms"])):
-        lines.append(f"| {BACKEND_LABELS[row['backend']]} | {row['threads']} | {row['median_ms']:.1f} | "
-                     f"{row['bound_ms']:.1f} | {row['ratio_to_bound']:.2f} |")
+    lines = ["| student | runtime | threads | batch-1 ms | compute bound ms | ratio to bound |",
+             "|---|---|---|---|---|---|"]
+    for row in sorted(result["rows"], key=lambda r: (r["student"], r["threads"], r["median_ms"])):
+        lines.append(f"| {row['student']} | {BACKEND_LABELS[row['backend']]} | {row['threads']} | "
+                     f"{row['median_ms']:.1f} | {row['bound_ms']:.1f} | {row['ratio_to_bound']:.2f} |")
     return "\n".join(lines)
 
 
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=STUDENT_SIZE[0])
     parser.add_argument("--height", type=int, default=STUDENT_SIZE[1])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runtime_latency.json")
+    parser.add_argument("--recipe", type=Path, action="append", help="a student recipe (repeatable; default: both)")
     parser.add_argument("--worker", choices=("matmul", *BACKENDS), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                          threads=args.threads)))
         return 0
     logging.basicConfig(level=logging.WARNING)
-    result = run(args.repeats, args.rounds, args.width, args.height)
+    result = run(args.repeats, args.rounds, args.width, args.height, args.recipe or RECIPES)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
