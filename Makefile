@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 DEMO_ARGS ?=
 
-.PHONY: setup test lint demo demo-small clean-demo
+.PHONY: setup test test-runtimes lint demo demo-small clean-demo
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,20 @@ lint: setup
 test: setup
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The phone runtimes' exports (LiteRT, ExecuTorch, Core ML) in their own environment layered on the dev one: it sees
+# the dev environment's packages (torch is not installed twice) and holds only the toolchains (about 1.5 GB), so that
+# litert-torch's older typing-extensions stays out of the dev environment.
+RT_VENV ?= .venv-runtimes
+$(RT_VENV)/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(RT_VENV)
+	$(BIN)/python -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+		> "$$($(RT_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/dev_environment.pth"
+	$(RT_VENV)/bin/python -m pip install --quiet -e ".[litert,executorch,coreml]"
+	touch $@
+
+test-runtimes: $(RT_VENV)/.installed
+	HF_HUB_OFFLINE=1 $(RT_VENV)/bin/python -m pytest -q tests/deploy_runtimes
 
 demo: setup
 	HF_HUB_OFFLINE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m demo --out $(DEMO_OUT) $(DEMO_ARGS)

@@ -53,7 +53,7 @@ def model_only_seconds(model, source, batch_size: int) -> float:
         images = torch.from_numpy(np.stack([f.image for f in frames[start : start + batch_size]]))
         inputs = resize_images(images.permute(0, 3, 1, 2).float() / 255.0, model.height, model.width, "bicubic")
         with torch.inference_mode():
-            model.predict(inputs.clamp(0.0, 1.0))
+            model.infer(inputs.clamp(0.0, 1.0))
     return time.perf_counter() - started
 
 

@@ -144,7 +144,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 BAD_INPUTS = {
     "predict_missing_model": (
         ["-m", "distill.predict", "--model", "runs/nosuch/student", "picture.png", "--out", "o"],
-        "--model runs/nosuch/student: no such file or folder",
+        "--model runs/nosuch/student: no such student folder or model file",
     ),
     "export_missing_model": (
         ["-m", "distill.export", "--model", "runs/nosuch", "--out", "o.onnx"], "--model runs/nosuch: no such"),

@@ -5,9 +5,11 @@ The stages share nothing but shards on disk and the ``shards`` library: ``shards
 
 - the shared numerics (``align``, ``metrics``, ``losses``) and the students use nothing above them;
 - training (the rest of ``distill``'s top level) uses the students and the numerics, never evaluation or deploy;
-- deploy uses the students and the numerics;
-- evaluation uses all of those (training excepted) and, lazily and in one module only, ``pseudolabel.teachers``
-  (to score teachers with the code that labels);
+- deploy uses the students and the numerics, and, lazily and in one module only (the Python API's
+  ``DepthModel``), ``pseudolabel.teachers`` (so that a teacher is run by the code that labels);
+- evaluation uses all of those (training excepted);
+- release (the export command and its checks) sits above evaluation: an int8 export is scored on evaluation data;
+- the ``distill`` package itself is the Python API's front door: it may hand ``DepthModel`` over from deploy;
 - the ``python -m distill.<command>`` modules only hand over to the job that runs them;
 - ``demo/`` may import anything.
 
@@ -38,6 +40,8 @@ LAYER_PREFIXES = {
     "distill.students": "students",
     "distill.deploy": "deploy",
     "distill.evaluation": "evaluation",
+    "distill.deploy.export": "release",
+    "distill.deploy.release": "release",
     **{module: "numerics" for module in NUMERICS},
     **{module: "commands" for module in COMMANDS},
 }
@@ -49,11 +53,18 @@ ALLOWED = {
     "training": {"training", "students", "numerics", "shards"},
     "deploy": {"deploy", "students", "numerics", "shards"},
     "evaluation": {"evaluation", "deploy", "students", "numerics", "shards"},
-    "commands": {"evaluation", "deploy"},
-    "demo": {"demo", "shards", "pseudolabel", "training", "numerics", "students", "deploy", "evaluation", "commands"},
+    "release": {"release", "evaluation", "deploy", "students", "numerics", "shards"},
+    "commands": {"evaluation", "deploy", "release"},
+    "api": {"deploy"},
+    "demo": {
+        "demo", "shards", "pseudolabel", "training", "numerics", "students", "deploy", "evaluation", "release",
+        "commands", "api",
+    },
 }
+#: Modules whose layer is their own, not their prefix's: the ``distill`` package is the Python API's front door.
+EXACT_LAYERS = {"distill": "api"}
 #: The one crossing between the stages: (importing module, imported module), allowed only inside a function.
-LAZY_CROSSINGS = {("distill.evaluation.models", "pseudolabel.teachers")}
+LAZY_CROSSINGS = {("distill.deploy.model", "pseudolabel.teachers")}
 
 MAX_LINES = 400
 #: Files over MAX_LINES that another change in flight splits; each must still be over (else remove it here).
@@ -105,6 +116,8 @@ def imports_of(path: Path, name: str, known: set[str]) -> list[tuple[str, bool]]
 
 def layer_of(module: str) -> str | None:
     """The layer of a project module (None for third-party ones)."""
+    if module in EXACT_LAYERS:
+        return EXACT_LAYERS[module]
     matches = [prefix for prefix in LAYER_PREFIXES if module == prefix or module.startswith(prefix + ".")]
     return LAYER_PREFIXES[max(matches, key=len)] if matches else None
 
@@ -238,6 +251,11 @@ def test_imports_are_read_at_every_level(tmp_path: Path) -> None:
         ("distill.train", "distill.deploy.export", False),
         ("distill.train", "distill.students", True),
         ("distill.deploy.export", "distill.data", False),
+        ("distill.deploy.export", "distill.evaluation.evaluate", True),
+        ("distill.evaluation.compare", "distill.deploy.export", False),
+        ("distill.deploy.benchmark", "distill.deploy.release", False),
+        ("distill", "distill.deploy.model", True),
+        ("distill", "distill.evaluation.evaluate", False),
         ("distill.evaluation.compare", "distill.deploy.benchmark", True),
         ("distill.students.fastdepth", "distill.deploy.runtime", False),
         ("shards.reader", "distill.data", False),
@@ -252,7 +270,7 @@ def test_layers_allow_what_the_rules_say(module: str, imported: str, expected: b
 def test_the_teacher_crossing_is_allowed_lazily_and_in_one_module_only(tmp_path: Path) -> None:
     lazy = "def load():\n    from pseudolabel.teachers import load_teacher\n"
     _write(tmp_path, {
-        "distill/evaluation/models.py": lazy,
+        "distill/deploy/model.py": lazy,
         "distill/evaluation/evaluate.py": lazy,
         "distill/deploy/runtime.py": "from pseudolabel.teachers import load_teacher\n",
         "shards/x.py": "",

@@ -62,7 +62,7 @@ def run_worker(arguments: list[str], timeout: float = 1800.0) -> dict:
 def prepare_student(folder: str, name: str, workdir: Path, height: int, width: int, calibration_count: int = 8) -> dict:
     """Count parameters and MACs, export fp32 ONNX (parity-checked on random inputs) and a static int8 model."""
     from distill.deploy.complexity import count_macs, count_parameters
-    from distill.deploy.export import export_onnx
+    from distill.deploy.onnx import export_onnx
     from distill.deploy.parity import check_parity
     from distill.deploy.quantize import calibration_pictures, quantize_int8
     from distill.students import load_student

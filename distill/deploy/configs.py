@@ -11,19 +11,23 @@ from shards.argv import Spelling
 from shards.format import STUDENT_SIZE
 
 Backend = Literal["torch_eager", "ort_fp32", "ort_int8"]
+ExportFormat = Literal["onnx", "tflite", "executorch", "coreml"]
+#: What a model outputs (shards.format's label kinds), for exported files that do not say.
+OutputKind = Literal["relative_inverse_depth", "metric_depth"]
 _DEFAULT_SIZE = f"{STUDENT_SIZE[0]}x{STUDENT_SIZE[1]}"
 
 
 @dataclass(kw_only=True)
 class ExportConfig:
-    """Export a student to ONNX, check parity with PyTorch, optionally quantise it to int8 (docs/deploy.md)."""
+    """Export a student to ONNX, LiteRT, ExecuTorch or Core ML, check parity with PyTorch, optionally quantise it to
+    int8 behind an accuracy gate (docs/deploy.md)."""
 
     model: str
-    """the student folder to export (config.json + model.safetensors); an .onnx file is exported already"""
+    """the student folder to export (config.json + model.safetensors); an exported file is exported already"""
     out: str
-    """the .onnx file to write (its record <out>.json and config <out>.config.yaml beside it)"""
-    format: Literal["onnx"] = "onnx"
-    """the export format"""
+    """the file to write: .onnx, .tflite, .pte or .mlpackage (its record <out>.json and config beside it)"""
+    format: ExportFormat = "onnx"
+    """the runtime: onnx (ONNX Runtime), tflite (LiteRT), executorch (.pte, XNNPACK) or coreml (.mlpackage)"""
     size: str = _DEFAULT_SIZE
     """the model's input WxH, fixed in the graph (multiples of 32)"""
     opset: int = 17
@@ -33,15 +37,25 @@ class ExportConfig:
     parity_image: list[str] = field(default_factory=list)
     """pictures to check parity on as well (repeatable)"""
     int8: bool = False
-    """also write an int8 model quantised by ONNX Runtime"""
+    """also write an int8 model (onnx, tflite, executorch), calibrated on --calibration"""
     int8_mode: Literal["static", "dynamic"] = "static"
-    """static (calibrated activations, faster) or dynamic (weights only)"""
+    """onnx: static (calibrated activations, faster) or dynamic (weights only); the phone formats are static"""
     int8_out: str | None = None
-    """the int8 .onnx file (default: <out stem>.int8.onnx)"""
+    """the int8 file (default: <out stem>.int8<suffix>)"""
     calibration: str | None = None
     """a folder of pictures for static int8 (default: generated scenes)"""
     count: int = 16
     """calibration pictures drawn for static int8"""
+    validation: str | None = None
+    """int8 accuracy gate: data scored for fp32 and int8 under --protocol (anything evaluate --data reads)"""
+    validation_splits: str | None = None
+    """NYU's splits.mat when --validation is NYU's .mat"""
+    validation_limit: int | None = None
+    """score at most this many validation frames"""
+    max_abs_rel_drop: float = 0.005
+    """int8 accuracy gate: the largest AbsRel rise of int8 over fp32 accepted (the int8 file is renamed above it)"""
+    protocol: str = "reference"
+    """int8 accuracy gate: the evaluation preset the validation data is scored under"""
 
 
 @dataclass(kw_only=True)
@@ -104,6 +118,8 @@ class PredictConfig:
     """PyTorch device for student folders: auto, cpu, cuda"""
     threads: int | None = None
     """CPU threads (default: the runtime's choice)"""
+    kind: OutputKind | None = None
+    """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
 
 
 _SIZE_PAIR = (STUDENT_SIZE[0], STUDENT_SIZE[1])

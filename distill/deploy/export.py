@@ -1,12 +1,18 @@
-"""Export a student to ONNX, check it against PyTorch, and optionally quantise it to int8 with ONNX Runtime.
+"""Export a student for a runtime, check it against PyTorch, and optionally quantise it to int8 behind an accuracy gate.
 
-``python -m distill.export --model runs/x/student --out student.onnx [--int8 true]``
+``python -m distill.export --model runs/x/student --format onnx|tflite|executorch|coreml --out FILE [--int8 true]``
 
-The graph has one input ``image`` (B, 3, H, W) float RGB in [0, 1] and one output ``inverse_depth`` (B, 1, H, W),
-with a dynamic batch axis; H and W are fixed at export (default 192 x 256). Every export is followed by a parity
-check against the PyTorch model on random and real-looking inputs at batch 1 and 3: the largest absolute
+ONNX (the default): one input ``image`` (B, 3, H, W) float RGB in [0, 1] and one output ``inverse_depth``
+(B, 1, H, W), with a dynamic batch axis; H and W are fixed at export (default 192 x 256). The export is followed by
+a parity check against the PyTorch model on random and real-looking inputs at batch 1 and 3: the largest absolute
 difference, divided by the PyTorch output's range, must stay within 1e-4, or the command fails and the file is
 renamed ``*.failed-parity.onnx`` so that nothing downstream picks up an unchecked model.
+
+The phone formats (``tflite`` for LiteRT, ``executorch`` for a ``.pte`` on XNNPACK, ``coreml`` for an
+``.mlpackage``) have batch 1 and go through :func:`distill.deploy.release.export`: parity within 1e-3 of the range
+where the runtime runs here (Core ML's only on macOS). With ``--int8 true`` and ``--validation DATA`` both files are
+scored on DATA under ``--protocol`` and the int8 file fails the export when its AbsRel rises by more than
+``--max_abs_rel_drop``.
 """
 
 from __future__ import annotations
@@ -15,78 +21,19 @@ import json
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from distill.deploy.configs import EXPORT_SPELLING, ExportConfig
-from distill.deploy.parity import check_parity, failure_message, parity_inputs
+from distill.deploy.onnx import export_onnx
+from distill.deploy.parity import ParityError, check_parity, failure_message, parity_inputs
 from distill.deploy.quantize import calibration_pictures, compare_outputs, quantize_int8
-from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, PREDICTION_METADATA, check_input_size
+from distill.deploy.release import SUFFIXES, GateError, export, gate_int8, gate_message
+from distill.deploy.runtime import EXPORTED_SUFFIXES, INPUT_NAME, OUTPUT_NAME, check_input_size
 from shards.argv import parse_size
 from shards.config import Command, save_config_beside
 from shards.errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
-
-
-def export_onnx(
-    model: nn.Module, path: str | os.PathLike, height: int = 192, width: int = 256, opset: int = 17
-) -> Path:
-    """Write ``model`` as ONNX (TorchScript exporter, ``dynamo=False``: no onnxscript needed, same graph speed).
-
-    Input ``image`` (B, 3, height, width) float [0, 1], output ``inverse_depth`` (B, 1, height, width), batch axis
-    dynamic. The model is exported in eval mode on CPU in float32; its own mode and device are restored.
-    """
-    check_input_size(width, height)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval().cpu()
-    dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript exporter on purpose (docs/library-notes.md, "PyTorch and ONNX Runtime"): its
-            # deprecation notice is not for our users.
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                model,
-                (dummy,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            f"ONNX export needs the onnx package: pip install 'depth-distill[export]' ({error})"
-        ) from error
-    finally:
-        model.train(was_training).to(device)
-    import onnx
-
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "prediction"):  # a student: say what its output holds
-        from distill.students import student_output_kind
-
-        graph = onnx.load(str(path))
-        onnx.helper.set_model_props(
-            graph, {PREDICTION_METADATA: student_output_kind(config), "architecture": config.architecture}
-        )
-        onnx.save(graph, str(path))
-    onnx.checker.check_model(str(path))
-    logger.info("exported %s (%dx%d, opset %d)", path, width, height, opset)
-    return path
-
-
 
 
 #: ``python -m distill.export``: its config and old spellings.
@@ -104,10 +51,10 @@ def _load(model: str):
     from distill.students import is_student_folder, load_student
 
     path = Path(model)
-    if path.suffix.lower() == ".onnx" and path.is_file():
+    if path.suffix.lower() in EXPORTED_SUFFIXES and path.is_file():
         raise UserError(
-            f"--model {model} is an exported .onnx file already: export reads a student folder (config.json + "
-            "model.safetensors); run the .onnx directly with python -m distill.predict or distill.evaluate"
+            f"--model {model} is an exported {path.suffix} file already: export reads a student folder (config.json "
+            f"+ model.safetensors); run the {path.suffix} directly with python -m distill.predict or distill.evaluate"
         )
     if not path.is_dir() or not is_student_folder(path):
         what = "no such file or folder" if not path.exists() else "not a student folder"
@@ -128,7 +75,14 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as error:
         raise UserError(f"--size: {error}") from error
     out = Path(config.out)
+    suffix = SUFFIXES[config.format]
+    if out.suffix.lower() != suffix:
+        raise UserError(f"--out {out}: a {config.format} export is a {suffix} file")
+    if config.int8 and config.format == "coreml":
+        raise UserError("--int8: offered for onnx, tflite and executorch; Core ML files are converted in fp32 only")
     model = _load(config.model)
+    if config.format != "onnx":
+        return _export_for_phones(config, model, out, width, height, resolved_yaml)
     export_onnx(model, out, height=height, width=width, opset=config.opset)
     save_config_beside(resolved_yaml, out)
     inputs = parity_inputs(height, width, pictures=config.parity_image)
@@ -168,10 +122,57 @@ def _main(argv: list[str] | None) -> int:
         }
         print(
             f"int8 ({config.int8_mode}) -> {int8_path}: max |int8 - fp32| / range = "
-            f"{change['max_relative_to_range']:.3f}, mean {change['mean_relative_to_range']:.4f} (informative; "
-            "measure its accuracy with python -m distill.evaluate --model " + str(int8_path) + ")"
+            f"{change['max_relative_to_range']:.3f}, mean {change['mean_relative_to_range']:.4f}"
         )
+        if config.validation is None:
+            record["int8"]["gate"] = "not run: no validation data"
+            print("int8 accuracy not checked: give --validation DATA to score fp32 and int8 on it (the gate)")
+        else:
+            gate, int8_path = gate_int8(
+                out, int8_path, config.validation, config.max_abs_rel_drop, config.protocol,
+                config.validation_splits, config.validation_limit,
+            )
+            record["int8"].update(onnx=str(int8_path), gate=gate)
+            if not gate["passed"]:
+                _write_record(out, record)
+                print(gate_message(gate, config.validation, int8_path), file=sys.stderr)
+                return 1
+            print(f"int8 gate passed: ΔAbsRel {gate['abs_rel_drop']:+.4f} <= {config.max_abs_rel_drop}")
     _write_record(out, record)
+    return 0
+
+
+def _export_for_phones(config: ExportConfig, model, out: Path, width: int, height: int, resolved_yaml: str) -> int:
+    """tflite / executorch / coreml through :func:`distill.deploy.release.export`; 1 when a check fails."""
+    try:
+        record = export(
+            model, config.format, out, int8=config.int8, calibration=config.calibration, validation=config.validation,
+            max_abs_rel_drop=config.max_abs_rel_drop, height=height, width=width, calibration_count=config.count,
+            protocol=config.protocol, validation_splits=config.validation_splits,
+            validation_limit=config.validation_limit, int8_out=config.int8_out,
+        )
+    except ImportError as error:
+        extra = {"tflite": "litert", "executorch": "executorch", "coreml": "coreml"}[config.format]
+        raise UserError(
+            f"--format {config.format} needs its toolchain: pip install 'depth-distill[{extra}]' ({error})"
+        ) from error
+    except (ParityError, GateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if out.exists():
+            save_config_beside(resolved_yaml, out)
+    parity = record["parity"]
+    if parity.get("cases"):
+        worst = max(case["relative_difference"] for case in parity["cases"])
+        print(f"parity OK ({parity['runtime']}): worst max |file - torch| / range = {worst:.2e} "
+              f"(tolerance {parity['tolerance']:.0e}) -> {out}")
+    else:
+        print(f"converted -> {out}; {parity.get('note', 'parity not checked here')}")
+    if "int8" in record:
+        gate = record["int8"]["gate"]
+        said = f"ΔAbsRel {gate['abs_rel_drop']:+.4f}" if isinstance(gate, dict) else gate
+        print(f"int8 -> {record['int8']['file']} ({said})")
     return 0
 
 

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 BACKENDS = ("torch_eager", "ort_fp32", "ort_int8")
-BACKEND_LABELS = {"torch_eager": "torch eager", "ort_fp32": "ORT fp32", "ort_int8": "ORT int8"}
+BACKEND_LABELS = {
+    "torch_eager": "torch eager", "ort_fp32": "ORT fp32", "ort_int8": "ORT int8", "litert_fp32": "LiteRT fp32",
+    "litert_int8": "LiteRT int8", "executorch_fp32": "ExecuTorch fp32", "executorch_int8": "ExecuTorch int8",
+}
+#: The phone runtimes, timed on their exported files (``.tflite``, ``.pte``) through ``load_runner``.
+RUNTIME_BACKENDS = ("litert_fp32", "litert_int8", "executorch_fp32", "executorch_int8")
 #: Batch sizes: latency at 1, throughput at 8 (issue 6).
 LATENCY_BATCH = 1
 THROUGHPUT_BATCH = 8
@@ -117,6 +122,11 @@ def _backend_runner(backend: str, model: str, threads: int | None) -> tuple[Call
             return run
 
         return bind_torch, torch.get_num_threads()
+    if backend in RUNTIME_BACKENDS:
+        from distill.deploy.runtime import load_runner
+
+        runner = load_runner(model, threads=threads)
+        return (lambda images: lambda: runner(images)), threads or "default"
     from distill.deploy.runtime import INPUT_NAME, onnx_session
 
     session = onnx_session(model, threads=threads, optimization="all", providers=["CPUExecutionProvider"])

@@ -32,24 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
 from distill.align import as_inverse_depth
 from distill.deploy.configs import PREDICT_SPELLING, PredictConfig
-from distill.deploy.runtime import (
-    IMAGE_EXTENSIONS,
-    DepthRunner,
-    images_to_batch,
-    load_picture,
-    load_runner,
-    resize_prediction,
-)
+from distill.deploy.model import DepthModel
+from distill.deploy.runtime import IMAGE_EXTENSIONS, images_to_batch, load_picture, resize_prediction
 from distill.deploy.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
 from shards.argv import parse_size
 from shards.config import Command, save_resolved_config
 from shards.errors import UserError, run_command
-from shards.format import RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
 from shards.viz import colorize_depth
 
 logger = logging.getLogger(__name__)
@@ -163,7 +158,7 @@ def write_raw(inverse_depth: np.ndarray, path: Path, raw_format: str, source: st
 
 
 def predict_pictures(
-    runner: DepthRunner, jobs: list[Job], out: Path, raw_format: str | None, batch_size: int, skipped: list[Skipped]
+    model: DepthModel, jobs: list[Job], out: Path, raw_format: str | None, batch_size: int, skipped: list[Skipped]
 ) -> int:
     """Predict every picture job in batches; returns how many were written. Unreadable ones go to ``skipped``."""
     done = 0
@@ -176,12 +171,9 @@ def predict_pictures(
                 except Exception as error:  # noqa: BLE001 - any unreadable file is skipped and reported, never fatal
                     skipped.append(Skipped(str(job.path), f"unreadable picture: {type(error).__name__}: {error}"))
             if loaded:
-                predictions = runner(images_to_batch([picture for _, picture in loaded], runner.width, runner.height))
-                predictions = as_inverse_depth(predictions, runner.kind)  # a depth student's metres -> 1 / m
-                for (job, picture), prediction in zip(loaded, predictions):
-                    inverse_depth = resize_prediction(
-                        prediction, picture.shape[1], picture.shape[0], non_negative=runner.kind == "metric_depth"
-                    )
+                predictions = model.predict([picture for _, picture in loaded], batch_size=batch_size)
+                for (job, _), prediction in zip(loaded, predictions):
+                    inverse_depth = as_inverse_depth(prediction.values, prediction.kind)  # metres -> 1 / m
                     stem = out / job.stem
                     stem.parent.mkdir(parents=True, exist_ok=True)
                     colour = colorize_depth(inverse_depth, value_range=tuple(colour_range(inverse_depth)))
@@ -216,7 +208,7 @@ def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarra
         yield batch
 
 
-def predict_video(runner: DepthRunner, job: Job, out: Path, options: VideoOptions) -> int:
+def predict_video(model: DepthModel, job: Job, out: Path, options: VideoOptions) -> int:
     """Predict every frame of one video; returns the number of frames written. Raises if the video cannot be read.
 
     Smoothing runs on the model-resolution maps (before resizing back), in frame order; the colour scale is
@@ -238,13 +230,13 @@ def predict_video(runner: DepthRunner, job: Job, out: Path, options: VideoOption
     try:
         with tqdm(total=info.frames or None, desc=job.path.name, unit="frame") as progress:
             for frames in _batches(read_frames(job.path), options.batch_size):
-                predictions = runner(images_to_batch(frames, runner.width, runner.height))
-                predictions = as_inverse_depth(predictions, runner.kind)
+                predictions = model.infer(torch.from_numpy(images_to_batch(frames, model.width, model.height)))
+                predictions = as_inverse_depth(predictions.numpy(), model.kind)  # (B, h, w); metres -> 1 / m
                 for frame, prediction in zip(frames, predictions):
                     if depth_smoother is not None:
                         prediction = depth_smoother(prediction)
                     inverse_depth = resize_prediction(
-                        prediction, frame.shape[1], frame.shape[0], non_negative=runner.kind == "metric_depth"
+                        prediction, frame.shape[1], frame.shape[0], non_negative=model.kind == METRIC_DEPTH
                     )
                     value_range = colour_range(inverse_depth)
                     if range_smoother is not None:
@@ -290,20 +282,23 @@ def _main(argv: list[str] | None) -> int:
             require_av()
         except VideoSupportMissing as error:
             raise UserError(f"{len(videos)} video input(s) given, but {error}") from error
+    input_size = (width, height) if config.size else None
     try:
-        runner = load_runner(config.model, width=width, height=height, device=config.device, threads=config.threads)
+        model = DepthModel.from_pretrained(
+            config.model, device=config.device, input_size=input_size, threads=config.threads, kind=config.kind
+        )
     except ValueError as error:  # a size the model cannot take
         raise UserError(str(error)) from error
     save_resolved_config(resolved_yaml, out)
-    logger.info("model %s at %dx%d (W x H); %d input(s)", runner.name, runner.width, runner.height, len(jobs))
+    logger.info("model %s at %dx%d (W x H); %d input(s)", model.name, model.width, model.height, len(jobs))
     pictures = [job for job in jobs if not job.is_video]
-    processed = predict_pictures(runner, pictures, out, config.save_raw, config.batch_size, skipped)
+    processed = predict_pictures(model, pictures, out, config.save_raw, config.batch_size, skipped)
     options = VideoOptions(
         config.video_out, config.save_raw, config.smooth, config.smooth_window, config.smooth_alpha, config.batch_size
     )
     for job in videos:
         try:
-            frames = predict_video(runner, job, out, options)
+            frames = predict_video(model, job, out, options)
             processed += 1
             logger.info("%s: %d frames", job.path, frames)
         except Exception as error:  # noqa: BLE001 - an unreadable video is skipped and reported, never fatal

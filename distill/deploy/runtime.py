@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from distill.deploy.contract import output_kind
 from shards.errors import UserError, one_line
-from shards.format import RELATIVE_INVERSE_DEPTH, STUDENT_SIZE, check_input_size
+from shards.format import INPUT_MULTIPLE, RELATIVE_INVERSE_DEPTH, STUDENT_SIZE, check_input_size
 from shards.images import to_rgb
+
+__all__ = ["INPUT_MULTIPLE", "check_input_size", "load_runner", "output_kind"]
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +41,8 @@ ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: PyTorch precisions of a student run: ``auto`` = bf16 autocast on CUDA, fp32 elsewhere (predict, benchmarks);
 #: evaluation runs fp32 unless asked otherwise (docs/evaluation.md).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Endings of the exported model files ``load_runner`` (and so every command's ``--model``) runs.
+EXPORTED_SUFFIXES = (".onnx", ".tflite", ".pte")
 #: Picture file endings read by export (calibration) and predict.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -48,7 +53,14 @@ def load_picture(path: str | os.PathLike) -> np.ndarray:
     greyscale converted)."""
     with Image.open(path) as opened:
         opened.load()
-        return np.asarray(to_rgb(ImageOps.exif_transpose(opened)))
+        picture = ImageOps.exif_transpose(opened)
+    return picture_to_rgb(picture)
+
+
+def picture_to_rgb(picture: Image.Image) -> np.ndarray:
+    """A PIL image -> uint8 RGB (H, W, 3), converted as :func:`load_picture` converts files (no EXIF step: an
+    image already in memory is taken as it is)."""
+    return np.asarray(to_rgb(picture))
 
 
 def images_to_batch(images: list[np.ndarray], width: int, height: int) -> np.ndarray:
@@ -205,7 +217,12 @@ class OnnxRunner:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, width: int | None = None, height: int | None = None, threads: int | None = None
+        cls,
+        path: str | os.PathLike,
+        width: int | None = None,
+        height: int | None = None,
+        threads: int | None = None,
+        kind: str | None = None,
     ) -> OnnxRunner:
         session = onnx_session(path, threads=threads, spinning=False)
         inputs = session.get_inputs()
@@ -223,8 +240,9 @@ class OnnxRunner:
         final_width = graph_width or width or STUDENT_SIZE[0]
         final_height = graph_height or height or STUDENT_SIZE[1]
         check_input_size(final_width, final_height)
-        kind = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA, RELATIVE_INVERSE_DEPTH)
-        return cls(Path(path), final_width, final_height, f"onnx:{Path(path).name}", session, kind)
+        stated = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA)
+        name = f"onnx:{Path(path).name}"
+        return cls(Path(path), final_width, final_height, name, session, output_kind(path, stated, kind))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
@@ -238,19 +256,29 @@ def load_runner(
     device: str = "auto",
     threads: int | None = None,
     precision: str = "auto",
+    kind: str | None = None,
 ) -> DepthRunner:
-    """A student folder (``config.json`` + ``model.safetensors``) or an ``.onnx`` file -> a runner; ``precision``
-    applies to a student folder (an ONNX graph runs as exported); anything else is a user error naming ``--model``."""
+    """A student folder (``config.json`` + ``model.safetensors``) or an exported file (``EXPORTED_SUFFIXES``) -> a
+    runner. ``precision`` applies to a student folder (an exported file runs as exported); ``kind`` states the
+    output of a file that does not say what it outputs; anything else is a user error naming ``--model``."""
     path = Path(model)
     if path.is_file() and path.suffix.lower() == ".onnx":
         try:
-            return OnnxRunner.open(path, width=width, height=height, threads=threads)
+            return OnnxRunner.open(path, width=width, height=height, threads=threads, kind=kind)
         except ImportError:
             raise
         except ValueError as error:  # our checks: the graph's names, or a size the export does not have
             raise UserError(f"--model {model}: {error}") from error
         except Exception as error:  # onnxruntime's own errors for a file that is not a model: InvalidProtobuf, ...
             raise UserError(f"--model {model}: not a readable ONNX model ({one_line(error)[:300]})") from error
+    if path.is_file() and path.suffix.lower() == ".tflite":
+        from distill.deploy.litert import TfliteRunner
+
+        return TfliteRunner(path, width=width, height=height, threads=threads, kind=kind)
+    if path.is_file() and path.suffix.lower() == ".pte":
+        from distill.deploy.executorch_pte import PteRunner
+
+        return PteRunner(path, width=width, height=height, threads=threads, kind=kind)
     if path.is_dir():
         from distill.students import is_student_folder
 
@@ -259,9 +287,11 @@ def load_runner(
 
             if threads:
                 torch.set_num_threads(threads)
-            return TorchRunner(path, width=width, height=height, device=device, precision=precision)
-    what = "no such file or folder" if not path.exists() else "neither an exported .onnx file nor a student folder"
+            runner = TorchRunner(path, width=width, height=height, device=device, precision=precision)
+            output_kind(path, runner.kind, kind)  # a student says what it outputs; a contradicting kind is an error
+            return runner
+    what = "no such file or folder" if not path.exists() else "neither an exported file nor a student folder"
     raise UserError(
-        f"--model {model}: {what}; give an exported .onnx file or a student folder (config.json with our "
-        "'architecture' marker + model.safetensors, as written by training or distill.students.save_student)"
+        f"--model {model}: {what}; give an exported .onnx / .tflite / .pte file or a student folder (config.json "
+        "with our 'architecture' marker + model.safetensors, as written by training or distill.students.save_student)"
     )

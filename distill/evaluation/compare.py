@@ -185,7 +185,7 @@ def _evaluate_model(
 ) -> None:
     """One model on every data set through :func:`distill.evaluation.evaluate.evaluate`; its picture frames too."""
     input_size = size if entry.source in ("student", CONSTANT_MODEL) else None
-    model = load_model(entry.model, device=config.device, input_size=input_size)
+    model = load_model(entry.model, device=config.device, input_size=input_size, kind=config.kind)
     entry.input_size = (model.width, model.height)
     for number, dataset in enumerate(datasets):
         protocol, note = dataset.protocol_for(model.kind)

@@ -90,6 +90,10 @@ def prepare_model(entry: ModelEntry, input_size: tuple[int, int], workdir: Path 
         entry.notes["params"] = entry.notes["macs"] = "an .onnx file: counted only for student folders"
         entry.onnx_path = entry.model if workdir is not None else None
         return
+    if entry.source in ("tflite", "pte"):
+        entry.notes["params"] = entry.notes["macs"] = f"a .{entry.source} file: counted only for student folders"
+        entry.notes["latency"] = f"a .{entry.source} file: time it with benchmarks/runtime_latency.py"
+        return
     reason = "a teacher: not exported" if entry.source == "teacher" else "the constant baseline: no network"
     for key in ("params", "macs", "latency"):
         entry.notes[key] = reason
@@ -98,7 +102,7 @@ def prepare_model(entry: ModelEntry, input_size: tuple[int, int], workdir: Path 
 def _export_for_timing(
     entry: ModelEntry, network: torch.nn.Module, workdir: Path, width: int, height: int
 ) -> str | None:
-    from distill.deploy.export import export_onnx
+    from distill.deploy.onnx import export_onnx
     from distill.deploy.parity import ParityError, check_parity
 
     path = workdir / f"{folder_name(entry.name)}.onnx"

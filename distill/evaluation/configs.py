@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distill.deploy.configs import OutputKind
 from distill.evaluation.protocols import EIGEN_CROP, GARG_CROP, Protocol
 from shards.argv import Spelling
 from shards.depth_sources import DepthScaleName, parse_depth_scale
@@ -27,7 +28,7 @@ class ModelOptions:
     """The model and how it runs."""
 
     model: str
-    """a student folder, an exported .onnx file, a teacher folder or hub id, or constant"""
+    """a student folder or hub id, an exported .onnx / .tflite / .pte file, a teacher folder or hub id, or constant"""
     size: str | None = None
     """the model's input WxH (students and constant; default 256x192, multiples of 32); others keep their own"""
     device: str = "auto"
@@ -36,6 +37,8 @@ class ModelOptions:
     """frames per forward pass"""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """fp32: no autocast on any device; bf16 / fp16: autocast (students and a teacher's backbone); the report says"""
+    kind: OutputKind | None = None
+    """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
 
 
 @dataclass(kw_only=True)
@@ -154,6 +157,8 @@ class CompareConfig:
     model: list[str]
     """the models, repeatable: [NAME=]MODEL, MODEL as evaluate's --model; NAME the row name (default: the folder or
     file name)"""
+    kind: OutputKind | None = None
+    """what the exported files output when they do not say: relative_inverse_depth (assumed) or metric_depth"""
     data: list[str] = field(default_factory=list)
     """the data sets, repeatable: [NAME=]PATH[:PRESET], PATH as evaluate's --data, PRESET a protocol preset (default:
     reference; a folder whose frames are not 640x480 gets no Eigen crop), NAME the column name"""

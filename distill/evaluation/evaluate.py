@@ -101,7 +101,7 @@ def evaluate_frames(model: DepthModel, protocol: Protocol, frames: Sequence[Dept
     inputs = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
     inputs = resize_images(inputs, model.height, model.width, protocol.input_resize).clamp(0.0, 1.0)
     with torch.inference_mode():
-        prediction = model.predict(inputs).to(device=device, dtype=torch.float32)  # (B, h, w)
+        prediction = model.infer(inputs).to(device=device, dtype=torch.float32)  # (B, h, w)
     # not clamped: a relative prediction's offset is free, so its negative values enter the fit as they are; the
     # protocol clamps only metric depth (non-negative by definition)
     raw = resize_images(prediction[:, None], height, width, protocol.output_resize)[:, 0]
@@ -316,7 +316,9 @@ def _main(argv: list[str] | None) -> int:
     device = pick_device(config.device)
     input_size = parse_size(config.size) if config.size else None
     try:
-        model = load_model(config.model, device=config.device, input_size=input_size, precision=config.precision)
+        model = load_model(
+            config.model, device=config.device, input_size=input_size, precision=config.precision, kind=config.kind
+        )
     except ValueError as error:
         raise UserError(str(error)) from error
     protocol, note = resolve_protocol(config, model.kind)

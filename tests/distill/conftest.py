@@ -156,3 +156,34 @@ def scene_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("scene_folder")
     write_scene_folder(folder, count=4, seed=500, width=TINY_SAMPLE_SIZE[0], height=TINY_SAMPLE_SIZE[1])
     return folder
+
+
+def train_tiny_student(output: Path, train: Path, steps: int = 6) -> Path:
+    """A tiny student trained for ``steps`` steps through ``distill.cli.main`` on ``train`` shards: a model whose
+    weights have moved off their initialisation (unlike a freshly built one). Returns ``output/student``."""
+    import json
+
+    from distill.cli import main
+
+    argv = [
+        "--student.encoder", TINY_STUDENT["encoder"], "--student.pretrained", "false",
+        "--student.decoder_widths", json.dumps(TINY_STUDENT["decoder_widths"]),
+        "--data.train", str(train), "--data.size", "[96, 64]", "--data.batch_size", "4", "--data.num_workers", "0",
+        "--data.shuffle_buffer", "8", "--data.epoch_steps", "4", "--optim.lr", "0.003", "--optim.warmup_steps", "2",
+        "--train.steps", str(steps), "--checkpoint.every", "1000", "--log.every", "1", "--log.images_every", "0",
+        "--log.tensorboard", "false", "--output.dir", str(output),
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if main(argv) != 0:
+            raise RuntimeError(f"training the tiny student failed: {argv}")
+    finally:
+        torch.set_num_threads(threads)
+    return output / "student"
+
+
+@pytest.fixture(scope="session")
+def trained_student(tmp_path_factory: pytest.TempPathFactory, relative_shards: Path) -> Path:
+    """``RUN/student`` of a tiny student trained for a few steps on the relative shards (read-only)."""
+    return train_tiny_student(tmp_path_factory.mktemp("trained") / "run", relative_shards)

@@ -185,3 +185,44 @@ def test_exported_models_evaluate_like_the_student(tiny_folder: Path, tmp_path: 
     for key in ("abs_rel", "rmse", "delta1"):
         assert metrics["fp32"][key] == pytest.approx(metrics["torch"][key], rel=1e-4, abs=1e-6)
         assert np.isfinite(metrics["int8"][key])
+
+
+def test_command_gates_an_int8_onnx_on_validation_data(tiny_folder: Path, tmp_path: Path, capsys) -> None:
+    """``--int8 true --validation DATA``: fp32 and int8 scored on DATA; above ``--max_abs_rel_drop`` exit 1 and the
+    int8 file is renamed so that nothing ships it."""
+    from shards.scenes import write_scene_folder
+
+    write_scene_folder(tmp_path / "val", count=3, seed=4000, width=128, height=96)
+    argv = ["--model", str(tiny_folder), "--size", "96x64", "--int8", "true", "--validation", str(tmp_path / "val")]
+    assert export.main([*argv, "--out", str(tmp_path / "ok" / "student.onnx")]) == 0
+    gate = json.loads((tmp_path / "ok" / "student.onnx.json").read_text())["int8"]["gate"]
+    assert gate["frames"] == 3 and gate["abs_rel_drop"] == pytest.approx(gate["abs_rel_int8"] - gate["abs_rel_fp32"])
+    assert gate["passed"] == (gate["abs_rel_drop"] <= 0.005)
+    bad = tmp_path / "bad" / "student.onnx"
+    assert export.main([*argv, "--out", str(bad), "--max_abs_rel_drop", "-1"]) == 1
+    assert "above the limit -1.0" in capsys.readouterr().err
+    assert (bad.parent / "student.int8.failed-gate.onnx").is_file() and not (bad.parent / "student.int8.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--format", "tflite", "--out", "student.onnx"], "a tflite export is a .tflite file"),
+        (["--format", "coreml", "--int8", "true", "--out", "s.mlpackage"], "Core ML files are converted in fp32"),
+    ],
+)
+def test_command_names_a_wrong_format_request(
+    tiny_folder: Path, tmp_path: Path, monkeypatch, capsys, options: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert export.main(["--model", str(tiny_folder), *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_phone_format_without_its_toolchain_says_what_to_install(tiny_folder: Path, tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") is not None:
+        pytest.skip("litert-torch is installed here: the export runs (tests/deploy_runtimes)")
+    assert export.main(["--model", str(tiny_folder), "--format", "tflite", "--out", str(tmp_path / "s.tflite")]) == 2
+    assert "pip install 'depth-distill[litert]'" in capsys.readouterr().err

@@ -1,0 +1,236 @@
+"""The Python API: one :class:`DepthModel` for every model the tools run, and the one inference path they share.
+
+    from distill import DepthModel
+    model = DepthModel.from_pretrained("runs/x/student")  # or model.onnx / .tflite / .pte, a hub id, a teacher
+    prediction = model.predict("room.jpg")  # .values float32 (H, W) at the picture's size, .kind, .image()
+
+``from_pretrained`` recognises the model by content (docs/deploy.md): an exported file by its ending (run by
+:func:`distill.deploy.runtime.load_runner`), a student folder by the ``architecture`` field of its ``config.json``,
+a hub id by the ``config.json`` it holds (a student repository is downloaded whole; any other is a transformers
+depth model), and a transformers depth model folder or hub id as a teacher, built by ``pseudolabel.teachers`` so
+that a teacher is scored by the code that labels (the one module of ``distill`` that imports ``pseudolabel``, and
+only lazily). ``predict`` (the user's call), ``evaluate``, ``compare`` and the predict command all go through
+:meth:`DepthModel.infer`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from distill.deploy.inputs import ImageLike, as_inputs, to_model_batch
+from distill.deploy.runtime import EXPORTED_SUFFIXES, PRECISIONS, load_runner, pick_device, resize_prediction
+from shards.argv import looks_like_path
+from shards.errors import UserError
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE
+from shards.viz import colorize_depth
+
+ACCEPTED_MODELS = (
+    "a student folder (config.json with our 'architecture' field + model.safetensors) or its hub id, "
+    "an exported .onnx file (or .tflite, .pte), "
+    "a transformers depth model (a folder whose config.json has model_type dpt / depth_anything, or a hub id "
+    "such as Intel/dpt-hybrid-midas)"
+)
+TRANSFORMERS_DEPTH_TYPES = ("dpt", "depth_anything", "glpn", "zoedepth", "depth_pro", "prompt_depth_anything")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class DepthPrediction:
+    """One depth map: ``values`` float32 (H, W) at the input's size; ``kind`` says what they are:
+    ``relative_inverse_depth`` (unitless, larger = nearer) or ``metric_depth`` (metres)."""
+
+    values: np.ndarray
+    kind: str
+
+    def image(self, value_range: tuple[float, float] | None = None) -> Image.Image:
+        """The map on the turbo scale (near = warm for either kind), 2nd-98th percentiles unless ``value_range``."""
+        coloured = colorize_depth(self.values, value_range=value_range, inverse=self.kind != METRIC_DEPTH)
+        return Image.fromarray(np.asarray(coloured))
+
+
+def detect_source(model: str | os.PathLike, revision: str | None = None) -> tuple[str, str]:
+    """(type, location): "onnx" / "tflite" / "pte" (a file), "student" (a folder, downloaded when given a hub id)
+    or "teacher" (a folder or hub id), from the model's content; anything else is a user error naming the forms."""
+    model = str(model)
+    path = Path(model)
+    suffix = path.suffix.lower()
+    if suffix in EXPORTED_SUFFIXES:
+        if not path.is_file():
+            raise UserError(f"--model {model}: no such {suffix.lstrip('.').upper()} file")
+        return suffix.lstrip("."), model
+    if path.is_dir():
+        config_path = path / "config.json"
+        try:
+            record = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as error:
+            raise UserError(f"--model {model}: {config_path} is not JSON ({error})") from error
+        if "architecture" in record:
+            return "student", model
+        architectures = record.get("architectures") or []
+        if record.get("model_type") in TRANSFORMERS_DEPTH_TYPES or any("DepthEstimation" in a for a in architectures):
+            return "teacher", model
+        raise UserError(f"--model {model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
+    if not path.exists() and looks_like_path(model):
+        raise UserError(f"--model {model}: no such student folder or model file; accepted: {ACCEPTED_MODELS}")
+    if not path.exists() and _HUB_ID.match(model):
+        return _hub_source(model, revision)
+    raise UserError(f"--model {model} is not a model this command knows; accepted: {ACCEPTED_MODELS}")
+
+
+def _hub_source(repo_id: str, revision: str | None) -> tuple[str, str]:
+    """A hub repository holding a student (our ``architecture`` field) is downloaded whole; anything else, or a
+    repository that cannot be reached, goes to the teacher loader, whose errors say what to download."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        config_path = hf_hub_download(repo_id, "config.json", revision=revision)
+    except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError):
+        return "teacher", repo_id
+    if "architecture" in json.loads(Path(config_path).read_text()):
+        return "student", snapshot_download(repo_id, revision=revision)
+    return "teacher", repo_id
+
+
+class DepthModel:
+    """A depth model behind one call. ``infer``: float (B, 3, height, width) RGB in [0, 1] -> float32 (B, h, w)
+    tensor (relative inverse depth, or metres per ``kind``); ``predict``: any picture form at any size ->
+    :class:`DepthPrediction` at that size."""
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        kind: str,
+        width: int,
+        height: int,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        location: str | None = None,
+        runner: Any = None,
+        precision: str = "fp32",
+    ) -> None:
+        if kind not in (RELATIVE_INVERSE_DEPTH, METRIC_DEPTH):
+            raise ValueError(f"kind must be {RELATIVE_INVERSE_DEPTH} or {METRIC_DEPTH}, got {kind!r}")
+        self.name, self.source, self.kind = name, source, kind
+        self.width, self.height = width, height
+        self.location = location  # the folder or file it was loaded from
+        self.runner = runner  # the runtime's runner (a student's TorchRunner holds the module and its config)
+        self.precision = precision  # what the network runs in: fp32, auto, bf16 / fp16 autocast, or "as exported"
+        self._forward = forward
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        *,
+        device: str = "auto",
+        input_size: tuple[int, int] | None = None,
+        threads: int | None = None,
+        kind: str | None = None,
+        revision: str | None = None,
+        precision: str = "auto",
+    ) -> DepthModel:
+        """Load ``model`` (see the module's docstring for the forms). ``input_size`` (W, H) sets a student folder's
+        input size (default 256x192; exported files carry theirs); ``kind`` states the output of an exported file
+        that does not say (``relative_inverse_depth`` is assumed otherwise); ``threads`` caps CPU threads;
+        ``precision`` (PyTorch models only): ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16`` or
+        ``fp16`` autocast (a teacher's head stays fp32); an exported file runs as exported."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        source, location = detect_source(model, revision)
+        if source == "teacher":
+            if input_size is not None:
+                raise UserError("--size applies to students and constant; teachers run at 512x384")
+            return _teacher_model(location, device, revision, precision)
+        if source != "student" and precision not in ("auto", "fp32"):
+            raise UserError(f"--precision {precision} applies to PyTorch models; an exported file runs as exported")
+        width, height = input_size or (None, None)
+        try:
+            runner = load_runner(
+                location, width=width, height=height, device=device, threads=threads, kind=kind, precision=precision
+            )
+        except ImportError as error:  # the runtime of an exported file is an extra; its message names the install
+            raise UserError(f"--model {model}: {error}") from error
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            output = runner(images.float().cpu().numpy())  # (B, H, W)
+            return torch.from_numpy(np.asarray(output, dtype=np.float32))
+
+        run_precision = precision if source == "student" else "as exported"
+        return cls(
+            runner.name, source, runner.kind, runner.width, runner.height, forward, location, runner, run_precision
+        )
+
+    def infer(self, images: torch.Tensor) -> torch.Tensor:
+        """float (B, 3, height, width) RGB in [0, 1] at the model's size -> float32 (B, height', width') tensor on
+        the CPU. Every caller (predict, evaluate, compare, the predict command) runs the model through here."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"infer takes (B, 3, H, W) RGB, got {tuple(images.shape)}")
+        with torch.inference_mode():
+            return self._forward(images).float().cpu()
+
+    def predict(self, image: ImageLike | list[ImageLike], batch_size: int = 8) -> DepthPrediction | list:
+        """Depth for one input or a list (or an (N, 3, H, W) tensor), each returned at its own size; inputs of any
+        sizes are batched ``batch_size`` at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        inputs, many = as_inputs(image)
+        predictions = []
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            maps = self.infer(to_model_batch(chunk, self.width, self.height)).numpy()  # (B, h, w)
+            for item, values in zip(chunk, maps):
+                height, width = item.size
+                resized = resize_prediction(values, width, height, non_negative=self.kind == METRIC_DEPTH)
+                predictions.append(DepthPrediction(resized, self.kind))
+        return predictions if many else predictions[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "type": self.source, "kind": self.kind, "input_size": [self.width, self.height]}
+
+    def save_pretrained(self, folder: str | os.PathLike, **card: Any) -> Path:
+        """Write a student as a hub-ready folder: ``config.json``, ``model.safetensors`` and a model card
+        ``README.md``; ``card`` takes :func:`distill.deploy.hub.write_model_card`'s facts (teacher, data, ...)."""
+        from distill.deploy.hub import save_pretrained
+
+        return save_pretrained(self, folder, **card)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Save (as :meth:`save_pretrained`) and upload to the hub repository ``repo_id``; returns the commit URL.
+        ``options``: ``private``, ``token``, ``commit_message``, ``revision`` and the model card's facts."""
+        from distill.deploy.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
+
+    def __repr__(self) -> str:
+        return f"DepthModel({self.name!r}, {self.kind}, {self.width}x{self.height})"
+
+
+def _teacher_model(model: str, device: str, revision: str | None, precision: str) -> DepthModel:
+    # The one crossing into pseudolabel (docs/decisions.md, "Layout"), lazily and here only: a teacher is measured by
+    # the code that labels.
+    from pseudolabel.teachers import TeacherNotFoundError, load_teacher
+
+    try:  # ``precision`` is the backbone's; a teacher's head always runs in fp32
+        teacher = load_teacher(model, device=pick_device(device), revision=revision, precision=precision)
+    except TeacherNotFoundError as error:
+        error.key = "--model"  # the commands' name for the model (the pseudolabel stage says teacher.model)
+        raise
+    kind = METRIC_DEPTH if teacher.kind == METRIC_DEPTH else RELATIVE_INVERSE_DEPTH
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()  # (B, H, W, 3)
+        return torch.as_tensor(teacher(pixels), dtype=torch.float32)
+
+    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (docs/decisions.md, "Teachers")
+    return DepthModel(f"teacher:{model}", "teacher", kind, width, height, forward, model, teacher, precision)
