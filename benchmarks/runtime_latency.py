@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -33,23 +32,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill.config import DistillConfig  # noqa: E402
+from distill.deploy.benchmark import BACKEND_FORMATS  # noqa: E402
 from distill.deploy.complexity import count_macs  # noqa: E402
-from distill.deploy.latency import BACKEND_LABELS, lower_bound_ms, measure_backend, measure_matmul_flops  # noqa: E402
+from distill.deploy.formats import SUFFIXES, int8_path_for, missing_toolchain  # noqa: E402
+from distill.deploy.latency import (  # noqa: E402
+    BACKEND_LABELS,
+    RUNTIME_BACKENDS,
+    lower_bound_ms,
+    measure_backend,
+    measure_matmul_flops,  # noqa: E402
+)
+from distill.deploy.latency import BACKENDS as LATENCY_BACKENDS  # noqa: E402
 from shards.config import load_config  # noqa: E402
 from shards.format import STUDENT_SIZE  # noqa: E402
 
 RECIPES = [ROOT / "configs" / "distill" / name for name in ("places365_fastdepth.yaml", "fastdepth_original.yaml")]
-#: backend -> (export format, int8, modules it needs)
-BACKENDS = {
-    "torch_eager": (None, False, ()),
-    "ort_fp32": ("onnx", False, ("onnxruntime",)),
-    "ort_int8": ("onnx", True, ("onnxruntime",)),
-    "litert_fp32": ("tflite", False, ("litert_torch", "ai_edge_litert")),
-    "litert_int8": ("tflite", True, ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")),
-    "executorch_fp32": ("executorch", False, ("executorch",)),
-    "executorch_int8": ("executorch", True, ("executorch",)),
-}
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte"}
+BACKENDS = (*LATENCY_BACKENDS, *RUNTIME_BACKENDS)
 
 
 def prepare(recipe: Path, workdir: Path, width: int, height: int) -> tuple[dict[str, str], int, list[str]]:
@@ -67,10 +65,8 @@ def prepare(recipe: Path, workdir: Path, width: int, height: int) -> tuple[dict[
     macs = count_macs(model, (1, 3, height, width))
     models, missing = {"torch_eager": str(folder)}, []
     done: set[str] = set()
-    for backend, (format, int8, modules) in BACKENDS.items():
-        if format is None:
-            continue
-        absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    for backend, (format, int8) in BACKEND_FORMATS.items():
+        absent = missing_toolchain(format, int8)
         if absent:
             missing.append(f"{backend} ({', '.join(absent)} not installed)")
             continue
@@ -79,7 +75,7 @@ def prepare(recipe: Path, workdir: Path, width: int, height: int) -> tuple[dict[
             torch.set_num_threads(1)
             export(model, format, out, int8=True, height=height, width=width, calibration_count=16)
             done.add(format)
-        models[backend] = str(out.with_name(out.stem + ".int8" + out.suffix) if int8 else out)
+        models[backend] = str(int8_path_for(out) if int8 else out)
     return models, macs, missing
 
 

@@ -1,4 +1,5 @@
-"""Deployment latency on this machine: PyTorch eager, ONNX Runtime fp32 and int8, against the compute lower bound.
+"""Deployment latency on this machine: PyTorch eager, ONNX Runtime, LiteRT and ExecuTorch (fp32 and int8), against
+the compute lower bound.
 
 ``python -m distill.benchmark --model <folder> [--model <folder2> ...] --out result.json``
 
@@ -9,7 +10,9 @@ machine's measured fp32 matrix-multiply FLOP/s (a large ``torch.matmul``, median
 Each backend (and the matmul) is timed in its OWN subprocess, one after the other: PyTorch's and ONNX Runtime's
 thread pools both spin, and in one process they steal each other's cores (docs/library-notes.md). The parent only
 prepares (export, quantisation, counting) and prints. Backends: ``torch_eager`` (channels_last, ``inference_mode``),
-``ort_fp32`` (``ORT_ENABLE_ALL``) and ``ort_int8`` (static QDQ int8, calibrated on generated scenes).
+``ort_fp32`` (``ORT_ENABLE_ALL``) and ``ort_int8`` (static QDQ int8, calibrated on generated scenes), and the phone
+runtimes whose toolchain is installed (``litert_fp32``/``litert_int8``: ``.tflite`` in the LiteRT interpreter;
+``executorch_fp32``/``executorch_int8``: ``.pte`` on XNNPACK): their files have batch 1, so they get no batch-8 figure.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from distill.deploy.configs import BENCHMARK_SPELLING, BenchmarkConfig
+from distill.deploy.formats import SUFFIXES, TOOLCHAINS, int8_path_for, missing_toolchain, write_format, write_int8
 from distill.deploy.latency import (
     BACKEND_LABELS,
     BACKENDS,
     LATENCY_BATCH,
+    RUNTIME_BACKENDS,
     THROUGHPUT_BATCH,
     cpu_info,
     int8_note,
@@ -59,22 +64,52 @@ def run_worker(arguments: list[str], timeout: float = 1800.0) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def prepare_student(folder: str, name: str, workdir: Path, height: int, width: int, calibration_count: int = 8) -> dict:
-    """Count parameters and MACs, export fp32 ONNX (parity-checked on random inputs) and a static int8 model."""
+#: backend -> (the file format it runs, int8); ``torch_eager`` runs the student folder itself.
+BACKEND_FORMATS = {
+    "ort_fp32": ("onnx", False), "ort_int8": ("onnx", True), "litert_fp32": ("tflite", False),
+    "litert_int8": ("tflite", True), "executorch_fp32": ("executorch", False), "executorch_int8": ("executorch", True),
+}
+
+
+def default_backends() -> list[str]:
+    """PyTorch eager and ONNX Runtime, and each phone runtime whose toolchain is installed."""
+    return [*BACKENDS, *(b for b in RUNTIME_BACKENDS if not missing_toolchain(*BACKEND_FORMATS[b]))]
+
+
+def prepare_student(
+    folder: str, name: str, workdir: Path, height: int, width: int, backends: Sequence[str] = BACKENDS,
+    calibration_count: int = 8,
+) -> dict:
+    """Count parameters and MACs, and write the file each backend runs: fp32 ONNX (parity-checked on random inputs),
+    static int8 ONNX, and the phone formats (``.tflite``, ``.pte``, fp32 and int8, batch 1) when asked for."""
     from distill.deploy.complexity import count_macs, count_parameters
-    from distill.deploy.onnx import export_onnx
     from distill.deploy.parity import check_parity
-    from distill.deploy.quantize import calibration_pictures, quantize_int8
+    from distill.deploy.quantize import calibration_pictures
+    from distill.deploy.runtime import images_to_batch
     from distill.students import load_student
 
     model, config = load_student(folder)
-    fp32_path = workdir / f"{name}.onnx"
-    int8_path = workdir / f"{name}.int8.onnx"
-    export_onnx(model, fp32_path, height=height, width=width)
-    rng = np.random.default_rng(0)
-    random_pictures = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(3)]
-    check_parity(model, fp32_path, {"random": random_pictures})
-    quantize_int8(fp32_path, int8_path, "static", calibration_pictures(None, calibration_count, width, height))
+    model.eval()
+    pictures = calibration_pictures(None, calibration_count, width, height)
+    batches = [images_to_batch([picture], width, height) for picture in pictures]
+    models: dict[str, str] = {"torch_eager": str(folder)}
+    for backend in backends:
+        if backend not in BACKEND_FORMATS:
+            continue
+        format, int8 = BACKEND_FORMATS[backend]
+        fp32_path = workdir / f"{name}{SUFFIXES[format]}"
+        if not fp32_path.exists():
+            write_format(model, format, fp32_path, height, width)
+            if format == "onnx":
+                rng = np.random.default_rng(0)
+                random_pictures = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(3)]
+                check_parity(model, fp32_path, {"random": random_pictures})
+        path = fp32_path
+        if int8:
+            path = int8_path_for(fp32_path)
+            if not path.exists():
+                write_int8(model, format, fp32_path, path, height, width, batches)
+        models[backend] = str(path)
     return {
         "name": name,
         "folder": str(folder),
@@ -83,7 +118,7 @@ def prepare_student(folder: str, name: str, workdir: Path, height: int, width: i
         "input": [1, 3, height, width],
         "params": count_parameters(model),
         "macs": count_macs(model, (1, 3, height, width)),
-        "models": {"torch_eager": str(folder), "ort_fp32": str(fp32_path), "ort_int8": str(int8_path)},
+        "models": models,
     }
 
 
@@ -131,10 +166,12 @@ def run_benchmark(
         folder = Path(workdir) if workdir else Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         names = list(names) if names else student_names(students)
-        prepared = [prepare_student(student, name, folder, height, width) for student, name in zip(students, names)]
+        prepared = [
+            prepare_student(student, name, folder, height, width, backends) for student, name in zip(students, names)
+        ]
         thread_args = ["--threads", str(threads)] if threads else []
         size_args = ["--size", f"{width}x{height}", "--warmup", str(warmup)]
-        size_args += ["--repeats", str(repeats), "--throughput_repeats", str(throughput_repeats), *thread_args]
+        size_args += ["--repeats", str(repeats), *thread_args]
         matmul_rounds: list[dict] = []
         backend_rounds: dict[tuple[int, str], list[dict]] = {}
         for round_number in range(rounds):
@@ -144,7 +181,10 @@ def run_benchmark(
             for index, student in enumerate(prepared):
                 for backend in backends:
                     logger.info("round %d: %s on %s", round_number + 1, BACKEND_LABELS[backend], student["name"])
-                    measured = run_worker(["--worker", backend, "--model", student["models"][backend], *size_args])
+                    # the phone files have batch 1: no throughput at batch 8 for them
+                    batch8 = 0 if backend in RUNTIME_BACKENDS else throughput_repeats
+                    measured = run_worker(["--worker", backend, "--model", student["models"][backend], *size_args,
+                                           "--throughput_repeats", str(batch8)])
                     backend_rounds.setdefault((index, backend), []).append(measured)
     matmul = _combine_matmul(matmul_rounds)
     for index, student in enumerate(prepared):
@@ -156,7 +196,9 @@ def run_benchmark(
         for backend in backends:
             measured = _combine_backend(backend_rounds[(index, backend)])
             for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
-                measured[key]["ratio_to_lower_bound"] = measured[key]["median_ms"] / student["lower_bound_ms"][key]
+                if key in measured:
+                    bound = student["lower_bound_ms"][key]
+                    measured[key]["ratio_to_lower_bound"] = measured[key]["median_ms"] / bound
             student["backends"][backend] = measured
         student["ratios"] = _ratios(student["backends"])
     cpu = cpu_info()
@@ -198,6 +240,8 @@ def _combine_matmul(rounds: list[dict]) -> dict:
 def _combine_backend(rounds: list[dict]) -> dict:
     combined = {"backend": rounds[0]["backend"], "threads": rounds[0]["threads"], "rounds": len(rounds)}
     for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
+        if key not in rounds[0]:
+            continue
         medians = [entry[key]["median_ms"] for entry in rounds]
         median = statistics.median(medians)
         combined[key] = {
@@ -218,7 +262,9 @@ def _ratios(backends: dict) -> dict:
     for name, (slow, fast) in pairs.items():
         if slow in backends and fast in backends:
             for key in (f"batch{LATENCY_BATCH}", f"batch{THROUGHPUT_BATCH}"):
-                ratios[f"{name}_speedup_{key}"] = backends[slow][key]["median_ms"] / backends[fast][key]["median_ms"]
+                if key in backends[slow] and key in backends[fast]:
+                    speedup = backends[slow][key]["median_ms"] / backends[fast][key]["median_ms"]
+                    ratios[f"{name}_speedup_{key}"] = speedup
     return ratios
 
 
@@ -233,25 +279,26 @@ def format_report(result: dict) -> str:
         f"{matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (median, "
         f"{matmul['threads']} threads)",
         "",
-        f"{'student':<{width}} {'params':>7} {'GMAC':>6}  {'backend':<11} {'b1 ms':>8} {'bound ms':>8} {'x bound':>7} "
+        f"{'student':<{width}} {'params':>7} {'GMAC':>6}  {'backend':<15} {'b1 ms':>8} {'bound ms':>8} {'x bound':>7} "
         f"{'b8 img/s':>8} {'x bound':>7}",
     ]
     for student in result["students"]:
         bound = student["lower_bound_ms"]
         for row, (backend, measured) in enumerate(student["backends"].items()):
             head = f"{student['name']:<{width}} {student['params'] / 1e6:>6.2f}M {student['macs'] / 1e9:>6.3f}"
-            b1, b8 = measured["batch1"], measured["batch8"]
+            b1, b8 = measured["batch1"], measured.get("batch8")
+            batch8 = f"{b8['images_per_s']:>8.1f} {b8['ratio_to_lower_bound']:>7.2f}" if b8 else f"{'-':>8} {'-':>7}"
             lines.append(
-                f"{head if row == 0 else ' ' * len(head)}  {BACKEND_LABELS[backend]:<11} {b1['median_ms']:>8.2f} "
-                f"{bound['batch1']:>8.2f} {b1['ratio_to_lower_bound']:>7.2f} {b8['images_per_s']:>8.1f} "
-                f"{b8['ratio_to_lower_bound']:>7.2f}"
+                f"{head if row == 0 else ' ' * len(head)}  {BACKEND_LABELS[backend]:<15} {b1['median_ms']:>8.2f} "
+                f"{bound['batch1']:>8.2f} {b1['ratio_to_lower_bound']:>7.2f} {batch8}"
             )
         ratios = student["ratios"]
         for pair, label in (("ort_fp32_vs_torch_eager", "ORT fp32 vs eager"), ("ort_int8_vs_ort_fp32", "int8 vs fp32")):
             if f"{pair}_speedup_batch1" in ratios:
+                batch8 = ratios.get(f"{pair}_speedup_batch8")
                 lines.append(
-                    f"{'':<{width}}   {label}: {ratios[f'{pair}_speedup_batch1']:.2f}x at batch 1, "
-                    f"{ratios[f'{pair}_speedup_batch8']:.2f}x at batch 8 (> 1 = faster)"
+                    f"{'':<{width}}   {label}: {ratios[f'{pair}_speedup_batch1']:.2f}x at batch 1"
+                    + (f", {batch8:.2f}x at batch 8" if batch8 else "") + " (> 1 = faster)"
                 )
     lines += ["", "int8: " + result["int8_note"]]
     return "\n".join(lines)
@@ -285,6 +332,14 @@ def _main(argv: list[str] | None) -> int:
                 f"--model {model}: {what}; benchmark times student folders (config.json + model.safetensors, as "
                 "written by training)"
             )
+    backends = config.backend or default_backends()
+    for backend in backends:
+        format, int8 = BACKEND_FORMATS.get(backend, ("", False))
+        absent = missing_toolchain(format, int8) if format else []
+        if absent:
+            raise UserError(
+                f"--backend {backend} needs {', '.join(absent)}: pip install 'depth-distill[{TOOLCHAINS[format][2]}]'"
+            )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = Path(config.out)
     save_config_beside(resolved_yaml, path)
@@ -298,7 +353,7 @@ def _main(argv: list[str] | None) -> int:
         matmul_size=config.matmul_size,
         matmul_repeats=config.matmul_repeats,
         threads=config.threads,
-        backends=config.backend or BACKENDS,
+        backends=backends,
         workdir=config.workdir,
         rounds=config.rounds,
     )

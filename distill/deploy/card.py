@@ -22,7 +22,7 @@ from distill.students import StudentConfig, student_output_kind
 
 logger = logging.getLogger(__name__)
 
-#: Licences of the teachers the project documents (DECISIONS.md, the teachers' hub pages); others are passed in.
+#: Licences of the teachers the project documents (from the teachers' hub pages); others are passed in.
 TEACHER_LICENSES = {
     "depth-anything/Depth-Anything-V2-Small-hf": "apache-2.0",
     "depth-anything/Depth-Anything-V2-Base-hf": "cc-by-nc-4.0",

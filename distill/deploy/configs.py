@@ -10,7 +10,9 @@ from distill.deploy.parity import PARITY_TOLERANCE
 from shards.argv import Spelling
 from shards.format import STUDENT_SIZE
 
-Backend = Literal["torch_eager", "ort_fp32", "ort_int8"]
+Backend = Literal[
+    "torch_eager", "ort_fp32", "ort_int8", "litert_fp32", "litert_int8", "executorch_fp32", "executorch_int8"
+]
 ExportFormat = Literal["onnx", "tflite", "executorch", "coreml"]
 #: What a model outputs (shards.format's label kinds), for exported files that do not say.
 OutputKind = Literal["relative_inverse_depth", "metric_depth"]
@@ -60,8 +62,8 @@ class ExportConfig:
 
 @dataclass(kw_only=True)
 class BenchmarkConfig:
-    """Latency and throughput of students on this machine: PyTorch eager, ONNX Runtime fp32 and int8, against the
-    compute lower bound (docs/deploy.md)."""
+    """Latency and throughput of students on this machine: PyTorch eager, ONNX Runtime, LiteRT and ExecuTorch, fp32
+    and int8, against the compute lower bound (docs/deploy.md)."""
 
     model: list[str]
     """the student folders to time (repeatable)"""
@@ -82,7 +84,7 @@ class BenchmarkConfig:
     threads: int | None = None
     """threads for every backend (default: each runtime's choice)"""
     backend: list[Backend] | None = None
-    """only these backends (repeatable; default: all)"""
+    """only these backends (repeatable; default: eager, ONNX Runtime, and each phone runtime that is installed)"""
     rounds: int = 1
     """repeat the whole sequence; the median of the rounds is reported"""
     workdir: str | None = None

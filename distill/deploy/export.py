@@ -24,10 +24,11 @@ import sys
 from pathlib import Path
 
 from distill.deploy.configs import EXPORT_SPELLING, ExportConfig
+from distill.deploy.formats import SUFFIXES, TOOLCHAINS
 from distill.deploy.onnx import export_onnx
 from distill.deploy.parity import ParityError, check_parity, failure_message, parity_inputs
 from distill.deploy.quantize import calibration_pictures, compare_outputs, quantize_int8
-from distill.deploy.release import SUFFIXES, GateError, export, gate_int8, gate_message
+from distill.deploy.release import GateError, export, gate_int8, gate_message
 from distill.deploy.runtime import EXPORTED_SUFFIXES, INPUT_NAME, OUTPUT_NAME, check_input_size
 from shards.argv import parse_size
 from shards.config import Command, save_config_beside
@@ -152,7 +153,7 @@ def _export_for_phones(config: ExportConfig, model, out: Path, width: int, heigh
             validation_limit=config.validation_limit, int8_out=config.int8_out,
         )
     except ImportError as error:
-        extra = {"tflite": "litert", "executorch": "executorch", "coreml": "coreml"}[config.format]
+        extra = TOOLCHAINS[config.format][2]
         raise UserError(
             f"--format {config.format} needs its toolchain: pip install 'depth-distill[{extra}]' ({error})"
         ) from error

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
+from distill.deploy.configs import Backend
 from distill.deploy.latency import measure_backend, measure_matmul_flops
 from shards.argv import parse_size
 from shards.config import Command
@@ -19,7 +20,7 @@ from shards.errors import run_command
 class LatencyWorkerConfig:
     """One timing (internal: started by distill.benchmark and distill.compare)."""
 
-    worker: Literal["matmul", "torch_eager", "ort_fp32", "ort_int8"]
+    worker: Literal["matmul"] | Backend
     """what to time: the fp32 matmul, or a backend running --model"""
     model: str | None = None
     """the model file or folder the backend runs"""

@@ -34,7 +34,7 @@ def export_onnx(
     dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            # We pick the TorchScript exporter on purpose (STACK.md); its deprecation notice is not for our users.
+            # The TorchScript exporter on purpose (docs/deploy.md says why); its deprecation notice is not for users.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(

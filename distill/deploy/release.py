@@ -25,9 +25,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from distill.deploy.formats import FORMATS, SUFFIXES, int8_path_for, write_format, write_int8
 from distill.deploy.parity import ParityError, _compare, parity_inputs
 from distill.deploy.quantize import calibration_pictures
 from distill.deploy.runtime import PREDICTION_METADATA, images_to_batch, load_runner
@@ -36,8 +36,6 @@ from shards.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite", "executorch", "coreml")
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "coreml": ".mlpackage"}
 #: fp32 files must match PyTorch within this fraction of the output's range (the runtimes' own kernels differ).
 EXPORT_PARITY_TOLERANCE = 1e-3
 #: Largest accepted AbsRel increase of int8 over fp32 on the validation data.
@@ -46,39 +44,6 @@ MAX_ABS_REL_DROP = 0.005
 
 class GateError(RuntimeError):
     """The int8 model lost more accuracy than the gate allows."""
-
-
-def _write(model: torch.nn.Module, format: str, path: Path, height: int, width: int, calibration=None) -> Path:
-    if format == "onnx":
-        from distill.deploy.onnx import export_onnx
-
-        return export_onnx(model, path, height=height, width=width)
-    if format == "tflite":
-        from distill.deploy.litert import export_tflite
-
-        return export_tflite(model, path, height, width)
-    if format == "executorch":
-        from distill.deploy.executorch_pte import export_pte
-
-        return export_pte(model, path, height, width, calibration=calibration)
-    from distill.deploy.coreml import export_coreml
-
-    return export_coreml(model, path, height, width)
-
-
-def _int8(model, format: str, fp32_path: Path, int8_path: Path, height: int, width: int, batches) -> Path:
-    if format == "onnx":
-        from distill.deploy.quantize import quantize_int8
-
-        pictures = [(batch[0].transpose(1, 2, 0) * 255).round().astype(np.uint8) for batch in batches]
-        return quantize_int8(fp32_path, int8_path, mode="static", calibration=pictures)
-    if format == "tflite":
-        from distill.deploy.litert import quantize_tflite
-
-        return quantize_tflite(fp32_path, int8_path, batches)
-    if format == "executorch":
-        return _write(model, format, int8_path, height, width, calibration=batches)
-    raise ValueError("int8 is offered for onnx, tflite and executorch; Core ML files are converted in fp32 only")
 
 
 def parity(model: torch.nn.Module, path: Path, height: int, width: int) -> dict[str, Any]:
@@ -182,7 +147,7 @@ def export(
     if out.suffix.lower() != SUFFIXES[format]:
         raise ValueError(f"a {format} export is a {SUFFIXES[format]} file, got {out}")
     model = model.eval().cpu()
-    path = _write(model, format, out, height, width)
+    path = write_format(model, format, out, height, width)
     kind = student_output_kind(model.config) if hasattr(model, "config") else "relative_inverse_depth"
     record: dict[str, Any] = {"format": format, "file": str(path), "precision": "fp32", PREDICTION_METADATA: kind,
                               "input": {"shape": [1, 3, height, width], "range": [0.0, 1.0]}}
@@ -201,8 +166,8 @@ def export(
     if int8:
         pictures = calibration_pictures(calibration, calibration_count, width, height)
         batches = [images_to_batch([picture], width, height) for picture in pictures]
-        int8_path = Path(int8_out) if int8_out else out.with_name(out.stem + ".int8" + out.suffix)
-        int8_path = _int8(model, format, path, int8_path, height, width, batches)
+        int8_path = Path(int8_out) if int8_out else int8_path_for(out)
+        int8_path = write_int8(model, format, path, int8_path, height, width, batches)
         _save(int8_path, {**record, "file": str(int8_path), "precision": "int8"})
         record["int8"] = {"file": str(int8_path), "calibration": str(calibration or "generated scenes"),
                           "calibration_pictures": len(pictures)}

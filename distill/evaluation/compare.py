@@ -5,8 +5,9 @@
 Nothing here measures anything in a new way; it puts the project's own measurements in one table:
 
 - parameters and MACs at the input size (``distill.deploy.complexity``);
-- ONNX Runtime fp32 latency at batch 1: students are exported (``distill.deploy.export.export_onnx``,
-  parity-checked) and every model is timed by ``distill.benchmark``'s worker, each in its own subprocess, one after
+- latency at batch 1: students are exported (``distill.deploy.export.export_onnx``, parity-checked) and timed in
+  ONNX Runtime fp32, exported files in their own runtime (``.onnx`` ORT, ``.tflite`` LiteRT, ``.pte`` ExecuTorch); each
+  is timed by ``distill.benchmark``'s worker, each in its own subprocess, one after
   the other, beside one measurement of this machine's fp32 matmul rate (the compute bound, as ``distill.benchmark``
   reports it);
 - the metrics on every ``--data``, scored by ``distill.evaluation`` (``load_model``, ``open_data``, ``evaluate``)

@@ -1,5 +1,6 @@
-"""``compare``'s rows: each model's size and compute (:mod:`distill.deploy.complexity`), its ONNX graph, and its
-ONNX Runtime fp32 latency at batch 1, timed by ``distill.deploy.latency_worker`` in a process of its own."""
+"""``compare``'s rows: each model's size and compute (:mod:`distill.deploy.complexity`), the file to time (a
+student's ONNX export, or the exported file itself), and its batch-1 latency in its runtime (ONNX Runtime, LiteRT,
+ExecuTorch), timed by ``distill.deploy.latency_worker`` in a process of its own."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 
 
 
+#: The latency worker's backend for each kind of timed file -> the runtime's name in the table.
+RUNTIME_NAMES = {"ort_fp32": "ONNX Runtime", "litert_fp32": "LiteRT", "executorch_fp32": "ExecuTorch"}
+
+
 @dataclass
 class ModelEntry:
     """One row: what the model is, its size and compute, its latency, and its results per data set."""
@@ -30,7 +35,8 @@ class ModelEntry:
     params: int | None = None
     macs: int | None = None
     input_size: tuple[int, int] | None = None  # (W, H)
-    onnx_path: str | None = None  # the graph timed (a student's temporary export, or the .onnx itself)
+    timed_file: str | None = None  # the file timed (a student's temporary ONNX export, or the exported file itself)
+    timing_backend: str = "ort_fp32"  # the latency worker that runs it (LiteRT, ExecuTorch for .tflite, .pte)
     latency: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # why a figure is n/a
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # data name -> evaluate's record, reduced
@@ -82,17 +88,22 @@ def prepare_model(entry: ModelEntry, input_size: tuple[int, int], workdir: Path 
         entry.params = count_parameters(network)
         entry.macs = count_macs(network, (1, 3, height, width))
         if workdir is not None:
-            entry.onnx_path = _export_for_timing(entry, network, workdir, width, height)
+            entry.timed_file = _export_for_timing(entry, network, workdir, width, height)
         return
     if entry.source == "onnx":
         graph_width, graph_height = _onnx_input_size(entry.model)
         entry.input_size = (graph_width or width, graph_height or height)
         entry.notes["params"] = entry.notes["macs"] = "an .onnx file: counted only for student folders"
-        entry.onnx_path = entry.model if workdir is not None else None
+        entry.timed_file = entry.model if workdir is not None else None
         return
     if entry.source in ("tflite", "pte"):
         entry.notes["params"] = entry.notes["macs"] = f"a .{entry.source} file: counted only for student folders"
-        entry.notes["latency"] = f"a .{entry.source} file: time it with benchmarks/runtime_latency.py"
+        from distill.deploy.runtime import load_runner
+
+        runner = load_runner(entry.model, threads=1)
+        entry.input_size = (runner.width, runner.height)
+        entry.timed_file = entry.model if workdir is not None else None
+        entry.timing_backend = "litert_fp32" if entry.source == "tflite" else "executorch_fp32"
         return
     reason = "a teacher: not exported" if entry.source == "teacher" else "the constant baseline: no network"
     for key in ("params", "macs", "latency"):
@@ -128,7 +139,8 @@ class LatencySettings:
 
 
 def time_models(entries: Sequence[ModelEntry], settings: LatencySettings) -> dict[str, Any]:
-    """This machine's fp32 matmul rate, then every exported model at batch 1 in ONNX Runtime fp32, each in its own
+    """This machine's fp32 matmul rate, then every model at batch 1 in its runtime (students and ``.onnx`` in ONNX
+    Runtime, ``.tflite`` in LiteRT, ``.pte`` in ExecuTorch; the file's own precision), each in its own
     ``distill.deploy.latency_worker`` process, one after the other. Returns the matmul record; fills
     ``entry.latency``."""
     from distill.deploy.benchmark import LATENCY_BATCH, lower_bound_ms, run_worker
@@ -147,19 +159,19 @@ def time_models(entries: Sequence[ModelEntry], settings: LatencySettings) -> dic
         ]
     )
     for entry in entries:
-        if entry.onnx_path is None:
+        if entry.timed_file is None:
             continue
         width, height = entry.input_size
-        log.info("ORT fp32 latency: %s (%dx%d)", entry.name, width, height)
-        arguments = ["--worker", "ort_fp32", "--model", str(entry.onnx_path), "--size", f"{width}x{height}"]
+        log.info("%s latency: %s (%dx%d)", entry.timing_backend, entry.name, width, height)
+        arguments = ["--worker", entry.timing_backend, "--model", str(entry.timed_file), "--size", f"{width}x{height}"]
         arguments += ["--warmup", str(settings.warmup), "--repeats", str(settings.repeats), "--throughput_repeats", "0"]
         try:
             measured = run_worker([*arguments, *thread_args])[f"batch{LATENCY_BATCH}"]
         except RuntimeError as error:  # one model that cannot run does not take the table down
             log.warning("%s: not timed: %s", entry.name, error)
-            entry.notes["latency"] = f"the ONNX Runtime worker failed: {str(error).splitlines()[0]}"
+            entry.notes["latency"] = f"the {entry.timing_backend} worker failed: {str(error).splitlines()[0]}"
             continue
-        latency = {"backend": "ort_fp32", **measured}
+        latency = {"backend": entry.timing_backend, "runtime": RUNTIME_NAMES[entry.timing_backend], **measured}
         if entry.macs is not None:
             latency["lower_bound_ms"] = lower_bound_ms(entry.macs, matmul["flops_per_s_median"])
             latency["ratio_to_lower_bound"] = measured["median_ms"] / latency["lower_bound_ms"]

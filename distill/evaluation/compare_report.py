@@ -30,7 +30,8 @@ def table_columns(datasets: Sequence[str]) -> list[tuple[str, str, int]]:
         ("Input", "", 0),
         ("Params (M)", "min", 3),
         ("MACs (G)", "min", 3),
-        ("ORT fp32 ms", "min", 2),
+        ("Runtime", "", 0),
+        ("Batch-1 ms", "min", 2),
         ("x compute bound", "min", 2),
     ]
     for dataset in datasets:
@@ -48,6 +49,7 @@ def table_values(entry: ModelEntry, datasets: Sequence[str]) -> list[Any]:
         size,
         entry.params / 1e6 if entry.params is not None else None,
         entry.macs / 1e9 if entry.macs is not None else None,
+        latency.get("runtime", NOT_AVAILABLE),
         latency.get("median_ms"),
         latency.get("ratio_to_lower_bound"),
     ]
@@ -97,7 +99,9 @@ def write_markdown(record: dict[str, Any], header: list[str], cells: list[list[s
     else:
         matmul = record["matmul"]
         lines.append(
-            f"Latency: ONNX Runtime fp32 (ORT_ENABLE_ALL, CPU), batch 1, median of {latency['repeats']} calls after "
+            "Latency: each model in its runtime (student folders exported to ONNX, and .onnx files, in ONNX Runtime "
+            "with ORT_ENABLE_ALL; .tflite in the LiteRT interpreter; .pte in ExecuTorch; an exported file runs at its "
+            f"own precision), CPU, batch 1, median of {latency['repeats']} calls after "
             f"{latency['warmup']} warm-up, threads {latency['threads'] or 'default'}; each model in its own "
             f"subprocess, one after the other (distill.benchmark's worker). Compute bound = 2 x MACs / "
             f"{matmul['flops_per_s_median'] / 1e9:.1f} GFLOP/s (fp32 matmul {matmul['size']}^3, median, this "

@@ -151,8 +151,8 @@ class EvaluateConfig(ProtocolOptions, DataOptions, ModelOptions):
 
 @dataclass(kw_only=True)
 class CompareConfig:
-    """Compare depth models in one table: parameters, MACs, ONNX Runtime fp32 latency on this machine, and the
-    metrics on every data set (docs/deploy.md, 'Comparing students')."""
+    """Compare depth models in one table: parameters, MACs, batch-1 latency in each model's runtime on this machine,
+    and the metrics on every data set (docs/deploy.md, 'Comparing students')."""
 
     model: list[str]
     """the models, repeatable: [NAME=]MODEL, MODEL as evaluate's --model; NAME the row name (default: the folder or

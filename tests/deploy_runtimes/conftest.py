@@ -6,7 +6,6 @@ each toolchain that is missing skips its tests with the package's name as the re
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,26 +15,19 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from distill.deploy import formats  # noqa: E402
 from shards.format import RELATIVE_INVERSE_DEPTH  # noqa: E402
 from shards.scenes import write_scene_folder  # noqa: E402
 from tests.distill.conftest import train_tiny_student, write_scene_shards  # noqa: E402
 
 #: The export size of the tests: small, 3:2, multiples of 32 (the student trains at 96x64).
 SIZE = (96, 64)
-#: Module -> the extra that installs it: a test whose toolchain is missing skips, naming both.
-TOOLCHAINS = {
-    "tflite": (("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), "litert"),
-    "executorch": (("executorch",), "executorch"),
-    "coreml": (("coremltools",), "coreml"),
-    "onnx": (("onnx", "onnxruntime"), "export"),
-}
-
-
 def missing_toolchain(format: str) -> str | None:
-    """Why ``format`` cannot be tested here, or None."""
-    modules, extra = TOOLCHAINS[format]
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    return f"{', '.join(missing)} not installed (pip install 'depth-distill[{extra}]')" if missing else None
+    """Why ``format`` (fp32 and int8) cannot be tested here, or None."""
+    missing = formats.missing_toolchain(format, int8=True)
+    if not missing:
+        return None
+    return f"{', '.join(missing)} not installed (pip install 'depth-distill[{formats.TOOLCHAINS[format][2]}]')"
 
 
 def needs(format: str):

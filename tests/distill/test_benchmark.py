@@ -103,3 +103,16 @@ def test_compute_bound_uses_the_faster_gemm_engine() -> None:
     assert set(rates) == {"torch", "onnxruntime"}
     assert record["engine"] == max(rates, key=rates.get)
     assert record["flops_per_s_median"] == max(rates.values())
+
+
+def test_a_phone_runtime_without_its_toolchain_names_the_extra(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from distill.deploy.formats import missing_toolchain
+
+    if not missing_toolchain("tflite"):
+        pytest.skip("LiteRT is installed here: the missing-toolchain message cannot be shown")
+    torch.manual_seed(0)
+    config = tiny_student_config()
+    student = save_student(create_student(config), config, tmp_path / "tiny")
+    argv = ["--model", str(student), "--out", str(tmp_path / "b.json"), "--backend", "litert_fp32", *TINY_RUN]
+    assert benchmark.main(argv) == 2
+    assert "pip install 'depth-distill[litert]'" in capsys.readouterr().err

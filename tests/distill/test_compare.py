@@ -113,14 +113,15 @@ def test_display_names_tell_training_outputs_apart(tmp_path: Path) -> None:
 def test_one_row_per_model_with_each_data_sets_columns(compared: Path, scene_folder: Path) -> None:
     header, rows = _table(compared)
     assert [row[0] for row in rows] == ["small", "wide", "constant"]
-    assert header[:7] == ["Model", "Architecture", "Input", "Params (M)", "MACs (G)", "ORT fp32 ms", "x compute bound"]
-    assert header[7:] == [
+    assert header[:8] == ["Model", "Architecture", "Input", "Params (M)", "MACs (G)", "Runtime", "Batch-1 ms",
+                          "x compute bound"]
+    assert header[8:] == [
         f"{data} {metric}" for data in (scene_folder.name, "mid") for metric in ("AbsRel", "δ1", "RMSE")
     ]
     by_name = {row[0]: row for row in rows}
     assert by_name["small"][1] == "fastdepth" and by_name["constant"][1] == "n/a"
     assert all(row[2] == "128x96" for row in rows)
-    assert all(row[5] == row[6] == "n/a" for row in rows)  # --no-latency
+    assert all(row[5] == row[6] == row[7] == "n/a" for row in rows)  # --no-latency
     assert by_name["constant"][3] == by_name["constant"][4] == "n/a"
 
 
@@ -166,7 +167,7 @@ def test_json_matches_the_table_and_states_each_protocol(compared: Path, scene_f
         assert row[0] == entry["name"]
         sizes = [entry["params"] and entry["params"] / 1e6, entry["macs"] and entry["macs"] / 1e9]
         metrics = [entry["results"][data]["metrics"][key] for data in names for key in ("abs_rel", "delta1", "rmse")]
-        for cell, value in zip(row[3:5] + row[7:], sizes + metrics, strict=True):
+        for cell, value in zip(row[3:5] + row[8:], sizes + metrics, strict=True):
             if value is None:
                 assert cell == "n/a"
             else:
@@ -217,9 +218,9 @@ def test_latency_runs_each_model_in_a_worker(students: dict[str, Path], scene_fo
     assert onnx_model["latency"]["median_ms"] > 0 and onnx_model["macs"] is None and "macs" in onnx_model["notes"]
     assert constant["latency"] is None and "latency" in constant["notes"]
     _, rows = _table(out)
-    assert rows[0][5] != "n/a" and rows[0][6] != "n/a"
-    assert rows[1][4] == "n/a" and rows[1][5] != "n/a" and rows[1][6] == "n/a"
-    assert rows[2][3:7] == ["n/a"] * 4
+    assert rows[0][5] == "ONNX Runtime" and rows[0][6] != "n/a" and rows[0][7] != "n/a"
+    assert rows[1][4] == "n/a" and rows[1][5] == "ONNX Runtime" and rows[1][6] != "n/a" and rows[1][7] == "n/a"
+    assert rows[2][3:8] == ["n/a"] * 5
     assert "each model in its own subprocess" in (out / "compare.md").read_text()
 
 
