@@ -152,3 +152,24 @@ def test_the_export_command_writes_a_gated_int8_tflite(
     assert "above the limit" in capsys.readouterr().err
     assert (tmp_path / "bad" / "student.int8.failed-gate.tflite").is_file()
     assert not (tmp_path / "bad" / "student.int8.tflite").exists()
+
+
+@needs("tflite")
+def test_litert_int8_keeps_the_sums_and_hard_swish_in_fp32(student: Path, tmp_path: Path) -> None:
+    """The measured LiteRT rules (``distill.deploy.litert.FLOAT_OPS``): every ADD and HARD_SWISH of the int8 file
+    computes in float32, every convolution in int8."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from distill.deploy.litert import FLOAT_OPS
+
+    record = _export(student, "tflite", tmp_path, int8=True)
+    interpreter = Interpreter(model_path=record["int8"]["file"])
+    dtypes = {tensor["index"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
+    computed_in: dict[str, set] = {}
+    for op in interpreter._get_ops_details():
+        computed_in.setdefault(op["op_name"], set()).add(dtypes[op["outputs"][0]])
+    assert set(FLOAT_OPS) <= set(computed_in)
+    for name in FLOAT_OPS:
+        assert computed_in[name] == {np.float32}, name
+    assert computed_in["CONV_2D"] == {np.int8}
+    assert computed_in["DEPTHWISE_CONV_2D"] == {np.int8}
