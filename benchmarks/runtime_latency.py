@@ -40,7 +40,7 @@ from distill.deploy.latency import (  # noqa: E402
     RUNTIME_BACKENDS,
     lower_bound_ms,
     measure_backend,
-    measure_matmul_flops,  # noqa: E402
+    measure_matmul_flops,
 )
 from distill.deploy.latency import BACKENDS as LATENCY_BACKENDS  # noqa: E402
 from shards.config import load_config  # noqa: E402

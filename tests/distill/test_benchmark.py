@@ -116,3 +116,16 @@ def test_a_phone_runtime_without_its_toolchain_names_the_extra(tmp_path, capsys:
     argv = ["--model", str(student), "--out", str(tmp_path / "b.json"), "--backend", "litert_fp32", *TINY_RUN]
     assert benchmark.main(argv) == 2
     assert "pip install 'depth-distill[litert]'" in capsys.readouterr().err
+
+
+def test_every_backend_name_means_the_same_thing_everywhere() -> None:
+    """The command's choices (a ``Literal``, which must be written out), the worker's backends, the report's labels
+    and the file each backend runs all name the same backends."""
+    from typing import get_args
+
+    from distill.deploy.configs import Backend
+
+    names = get_args(Backend)
+    assert names == (*latency.BACKENDS, *latency.RUNTIME_BACKENDS)
+    assert set(latency.BACKEND_LABELS) == set(names)
+    assert set(benchmark.BACKEND_FORMATS) == set(names) - {"torch_eager"}
