@@ -75,8 +75,8 @@ def train_all(demo: Path, work: Path, steps: int) -> dict[str, dict]:
 
 def write_diode_scenes(root: Path, count: int) -> Path:
     """Held-out generated scenes (seeds from :data:`DIODE_SEED`) as a DIODE ``val/indoors`` tree: holes -> mask 0."""
-    from shards.diode import write_diode_scan
-    from shards.scenes import render_scene
+    from shards.tools.rgbd import write_diode_scan
+    from shards.tools.scenes import render_scene
 
     if (root / "val" / "indoors").is_dir():
         return root

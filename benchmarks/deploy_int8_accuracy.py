@@ -4,10 +4,10 @@ the evaluation command (``distill.evaluate``) on the same data.
     python benchmarks/deploy_int8_accuracy.py [--minutes 3] [--model FOLDER] [--size 128x96]
 
 Without ``--model``, a reference student (MobileNetV3-Large FastDepth, random init: no ImageNet weights offline)
-is first trained for ``--minutes`` on generated scenes (``shards.scenes``, metric depth as inverse-depth labels,
+is first trained for ``--minutes`` on generated scenes (``shards.tools.scenes``, metric depth as inverse-depth labels,
 the project's SSI loss, AdamW 1e-3, batch 16) so that the quantised model has real structure to lose. Then it is
 exported (parity-checked), quantised (static: calibrated on 16 training scenes; dynamic), and every form is
-evaluated on held-out scenes written in the official NYU layout (``shards.nyu.write_nyu_labeled`` /
+evaluated on held-out scenes written in the official NYU layout (``shards.tools.nyu.write_nyu_labeled`` /
 ``write_nyu_splits``, raw depth with sensor-like holes) under the reference protocol. Prints the table and writes
 ``benchmarks/results/deploy_int8_accuracy.json``.
 """
@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.deploy.export import export_onnx
-from distill.deploy.parity import check_parity, parity_inputs
-from distill.deploy.quantize import quantize_int8
+from distill.deploy.export import check_parity, export_onnx, parity_inputs, quantize_int8
 from distill.evaluation import evaluate
-from distill.losses import build_loss
 from distill.students import StudentConfig, create_student, load_student, save_student
-from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
-from shards.scenes import render_scene
+from distill.training.losses import build_loss, target_in_space
+from shards.tools.scenes import render_scene
+from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("abs_rel", "rmse", "delta1")
@@ -51,8 +49,7 @@ def train_student(folder: Path, width: int, height: int, minutes: float, scenes:
     rendered = [render_scene(seed + index, width=width, height=height) for index in range(scenes)]
     images = torch.from_numpy(np.stack([s.image for s in rendered])).permute(0, 3, 1, 2).float() / 255.0
     depth = torch.from_numpy(np.stack([s.depth for s in rendered]))[:, None]  # (N, 1, H, W) metres
-    valid = depth > 0
-    is_metric = torch.ones(len(rendered), dtype=torch.bool)
+    inverse, valid = target_in_space(depth, depth > 0, torch.ones(len(rendered), dtype=torch.bool))  # 1 / metres
     loss_fn = build_loss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
@@ -60,11 +57,11 @@ def train_student(folder: Path, width: int, height: int, minutes: float, scenes:
     while time.perf_counter() - started < minutes * 60:
         batch = torch.randint(0, len(rendered), (16,), generator=generator)
         flip = torch.rand(()) < 0.5
-        image, target, mask = images[batch], depth[batch], valid[batch]
+        image, target, mask = images[batch], inverse[batch], valid[batch]
         if flip:
             image, target, mask = image.flip(-1), target.flip(-1), mask.flip(-1)
         prediction = model(image.contiguous(memory_format=torch.channels_last))
-        loss = loss_fn(prediction, target, mask, is_metric[batch])["loss"]
+        loss = loss_fn(prediction, target, mask)["loss"]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

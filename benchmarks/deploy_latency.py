@@ -20,11 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from distill.config import DistillConfig
 from distill.deploy import benchmark
 from distill.students import create_student, save_student
-from shards.config import load_config
-from shards.format import STUDENT_SIZE
+from distill.students.config import STUDENT_SIZE
+from distill.training.config import DistillConfig
+from shards.cli.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name in the table -> the recipe whose ``student`` section is benchmarked.

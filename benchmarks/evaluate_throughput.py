@@ -3,8 +3,8 @@
     python benchmarks/evaluate_throughput.py [--frames 32] [--batch_size 8] [--threads N] [--model FOLDER|.onnx]
 
 Without ``--model`` a reference student (MobileNetV3-Large FastDepth, 256x192, random init: speed does not depend
-on weight values) is saved to a temporary folder. ``--frames`` generated 640x480 scenes (``shards.scenes``, raw
-depth with sensor-like holes) are written in the official NYU layout (``shards.nyu``), then evaluated end to end
+on weight values) is saved to a temporary folder. ``--frames`` generated 640x480 scenes (``shards.tools.scenes``, raw
+depth with sensor-like holes) are written in the official NYU layout (``shards.tools.nyu``), then evaluated end to end
 exactly as ``python -m distill.evaluate`` does: reading frames from the .mat, resize, model, resize back,
 alignment, metrics, per-image CSV and picture. The figure covers the evaluation loop (reading, model, protocol);
 the best / median / worst picture after it is timed apart. A second timing runs the model alone on the same
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill.deploy.model import DepthModel
 from distill.evaluation.evaluate import evaluate
-from distill.evaluation.models import load_model
 from distill.evaluation.protocols import PRESETS, resize_images
 from distill.students import StudentConfig, create_student, save_student
-from shards.nyu import NyuSplit
-from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
-from shards.scenes import render_scene
+from shards.tools.nyu import NyuSplit
+from shards.tools.scenes import render_scene
+from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             config = StudentConfig(pretrained=False)
             model_path = str(save_student(create_student(config), config, folder / "student"))
         labeled, splits = write_scenes(folder, args.frames)
-        model = load_model(model_path, device="cpu")
+        model = DepthModel.from_pretrained(model_path, device="cpu", precision="fp32")
         with NyuSplit(labeled, splits) as source:
             model_only_seconds(model, NyuSplit(labeled, splits, limit=args.batch_size), args.batch_size)  # warm-up
             started = time.perf_counter()

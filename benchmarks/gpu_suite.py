@@ -172,7 +172,7 @@ def tuned_teacher(suite: Suite, name: str, batch: int) -> dict[str, Any]:
 
 def section_label_precision(suite: Suite) -> dict[str, Any]:
     """The bf16 backbone + float32 head default, and a fully bf16 network, against float32 on the same images."""
-    from shards.scenes import render_scene
+    from shards.tools.scenes import render_scene
 
     name = suite.teachers[0]
     folder = teacher_folder(suite, name)
@@ -206,7 +206,7 @@ def section_labelling(suite: Suite) -> dict[str, Any]:
     """``pseudolabel`` end to end (its own config parser and run) on generated Places365-sized JPEGs."""
     from pseudolabel.config import PseudolabelConfig
     from pseudolabel.run import run
-    from shards.config import parse_config
+    from shards.cli.config import parse_config
 
     inputs = suite.work / "inputs"
     make_inputs(inputs, suite.label_images, unique=12 if suite.tiny else 48)

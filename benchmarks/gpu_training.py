@@ -17,12 +17,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def section_training(suite: Any) -> dict[str, Any]:
-    from distill.config import DistillConfig
-    from distill.data import build_train_loader
-    from distill.losses import build_loss
-    from distill.optim import build_optimizer
     from distill.students import StudentConfig, create_student
-    from shards.config import parse_config
+    from distill.training.config import DistillConfig
+    from distill.training.data import build_train_loader
+    from distill.training.losses import build_loss
+    from distill.training.train import build_optimizer
+    from shards.cli.config import parse_config
 
     width, height = suite.student_size
     batch = suite.student_batch
@@ -31,7 +31,6 @@ def section_training(suite: Any) -> dict[str, Any]:
     image = torch.rand(batch, 3, height, width, device=suite.device).contiguous(memory_format=torch.channels_last)
     target = torch.rand(batch, 1, height, width, device=suite.device) + 0.1
     valid = torch.ones_like(target, dtype=torch.bool)
-    is_metric = torch.zeros(batch, dtype=torch.bool, device=suite.device)
     autocast = torch.autocast(suite.device.type, dtype=torch.bfloat16)
     for variant, compiled, host_reads in (("eager", False, False), ("eager_host_reads_per_step", False, True),
                                           ("compiled", True, False)):
@@ -43,7 +42,7 @@ def section_training(suite: Any) -> dict[str, Any]:
         def step(forward=forward, optimizer=optimizer, host_reads=host_reads) -> None:
             with autocast:
                 prediction = forward(image)
-            parts = loss_fn(prediction.float(), target, valid, is_metric, image, None)
+            parts = loss_fn(prediction.float(), target, valid, image, None)
             parts["loss"].backward()
             if host_reads:  # what the loop did before: each loss part and the non-finite flag read every step
                 _ = [float(value.detach()) for value in parts.values()]

@@ -32,9 +32,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, decode_jpeg, encode_jpeg  # noqa: E402
-from shards.format import SAMPLE_SIZE, encode_label_codes, inverse_depth  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from shards.format import (  # noqa: E402  # noqa: E402
+    DEFAULT_LABEL_CODEC,
+    LABEL_CODECS,
+    SAMPLE_SIZE,
+    decode_jpeg,
+    encode_jpeg,
+    encode_label_codes,
+    inverse_depth,
+)
+from shards.tools.scenes import render_scene  # noqa: E402
 from tests.real_sample import real_sample_folder  # noqa: E402
 
 

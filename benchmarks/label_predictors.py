@@ -3,7 +3,7 @@
     python benchmarks/label_predictors.py [--repeats 200]
 
 Each predictor's residual goes through the same zigzag, byte planes and zstd level 1 as ``depth16.dzst``
-(``shards.codec``). Labels: the real NYU frame's inverse depth upsampled to 512x384 (when
+(``shards.format``). Labels: the real NYU frame's inverse depth upsampled to 512x384 (when
 ``DEPTH_DISTILL_REAL_SAMPLE`` names its folder, see ``tests/real_sample.py``) and three generated scenes. Times:
 the prefix sums that undo each predictor on a 512x384 uint16 array (the 2-D one needs a horizontal and a vertical
 sum, the others one), median of ``--repeats``. Writes
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from shards import codec  # noqa: E402
 from shards.format import encode_label_codes, inverse_depth  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from shards.tools.scenes import render_scene  # noqa: E402
 from tests.real_sample import real_sample_folder  # noqa: E402
 
 

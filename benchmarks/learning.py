@@ -2,11 +2,11 @@
 
     python benchmarks/learning.py [--train-scenes 2000] [--val-scenes 200] [--steps 400] [--width 128 --height 96]
 
-1. Renders ``--train-scenes`` generated scenes (``shards.scenes``) at 1.25x the training size and writes them as
-   metric-depth shards with ``shards.codec`` (the same format ``import-rgbd`` writes); renders ``--val-scenes``
+1. Renders ``--train-scenes`` generated scenes (``shards.tools.scenes``) at 1.25x the training size and writes them as
+   metric-depth shards with ``shards.format`` (the same format ``import-rgbd`` writes); renders ``--val-scenes``
    other scenes (different seeds) at the training size as the held-out set.
 2. Trains the reference student (MobileNetV3-Large FastDepth; RANDOM INIT: no ImageNet weights offline) with the
-   training stage itself (``distill.train``: SSI loss, AdamW, warm-up + cosine, the usual augmentation) for
+   training stage itself (``distill.training.train``: SSI loss, AdamW, warm-up + cosine, the usual augmentation) for
    ``--steps`` steps of ``--batch`` at ``--width`` x ``--height``.
 3. Evaluates with the project's metric code (``distill.metrics.inverse_depth_metrics``: per-image least-squares
    scale and shift in inverse depth, depth capped at 10 m, all valid pixels) three predictions: a constant map, the
@@ -30,14 +30,20 @@ from pathlib import Path
 
 import torch
 
-from distill.config import CheckpointConfig, DistillConfig, LogConfig, OptimConfig, OutputConfig, TrainConfig
-from distill.data import DataConfig
 from distill.metrics import inverse_depth_metrics, mean_metrics
 from distill.students import StudentConfig, create_student, load_student
-from distill.train import train
-from shards.codec import encode_sample
-from shards.format import METRIC_DEPTH, SampleMeta, inverse_depth
-from shards.scenes import render_scene
+from distill.training.config import (
+    CheckpointConfig,
+    DataConfig,
+    DistillConfig,
+    LogConfig,
+    OptimConfig,
+    OutputConfig,
+    TrainConfig,
+)
+from distill.training.train import train
+from shards.format import METRIC_DEPTH, SampleMeta, encode_sample, inverse_depth
+from shards.tools.scenes import render_scene
 from shards.writer import ShardWriter
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"

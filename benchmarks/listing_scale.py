@@ -68,10 +68,8 @@ def child(form: str, path: str, workdir: str, role: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import shards.reader  # noqa: F401 - webdataset (and torch) come with it: counted before the listing
     from pseudolabel.config import SourceConfig
-    from pseudolabel.index import InputIndex
-    from pseudolabel.plan import IndexPlan, ShardPlan
-    from pseudolabel.shard_source import names_hash
-    from pseudolabel.sources import attach_source, open_source
+    from pseudolabel.plan import IndexPlan, InputIndex, ShardPlan
+    from pseudolabel.sources import attach_source, names_hash, open_source
 
     imported = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as handle:

@@ -35,15 +35,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from pseudolabel.config import PreprocessConfig  # noqa: E402
-from pseudolabel.labels import code_map  # noqa: E402
 from pseudolabel.preprocess import preprocess_image, resize_and_crop  # noqa: E402
-from shards.codec import (  # noqa: E402
+from pseudolabel.run import code_map  # noqa: E402
+from shards.format import (  # noqa: E402  # noqa: E402
     DEFAULT_LABEL_CODEC,
+    RELATIVE_INVERSE_DEPTH,
+    SampleMeta,
     encode_jpeg,
+    encode_label_codes,
+    inverse_depth,
     sample_members,  # noqa: E402
 )
-from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes, inverse_depth  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from shards.tools.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
 PLACES_SIZE = (683, 512)  # Places365 "large" images: short side 512

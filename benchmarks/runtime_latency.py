@@ -7,11 +7,11 @@ with one thread and with all threads.
 
 Each student is built from its recipe (default: ``places365_fastdepth.yaml``, the reference, and
 ``fastdepth_original.yaml``) with random weights (latency does not depend
-on their values) at 256x192 and exported to each format through ``distill.deploy.release`` (fp32 parity checked;
+on their values) at 256x192 and exported to each format through ``distill.deploy.export`` (fp32 parity checked;
 int8 calibrated on generated scenes). Each (runtime, threads) and each matmul is timed in its OWN subprocess, one
 after the other, in ``--rounds`` interleaved rounds (median of the rounds' medians), so thread pools never share a
 process and slow spells of a loaded machine spread over all runtimes. Ratios are to the compute bound of
-``distill.deploy.latency`` at the same thread count: 2 x MACs / (the faster fp32 GEMM engine's matmul FLOP/s).
+``distill.deploy.benchmark`` at the same thread count: 2 x MACs / (the faster fp32 GEMM engine's matmul FLOP/s).
 A runtime whose toolchain is not installed is left out, and the output says so.
 """
 
@@ -31,20 +31,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.config import DistillConfig  # noqa: E402
-from distill.deploy.benchmark import BACKEND_FORMATS  # noqa: E402
-from distill.deploy.complexity import count_macs  # noqa: E402
-from distill.deploy.formats import SUFFIXES, int8_path_for, missing_toolchain  # noqa: E402
-from distill.deploy.latency import (  # noqa: E402
+from distill.deploy.benchmark import (  # noqa: E402
+    BACKEND_FORMATS,  # noqa: E402
     BACKEND_LABELS,
     RUNTIME_BACKENDS,
+    count_macs,  # noqa: E402
     lower_bound_ms,
     measure_backend,
     measure_matmul_flops,
 )
-from distill.deploy.latency import BACKENDS as LATENCY_BACKENDS  # noqa: E402
-from shards.config import load_config  # noqa: E402
-from shards.format import STUDENT_SIZE  # noqa: E402
+from distill.deploy.benchmark import BACKENDS as LATENCY_BACKENDS  # noqa: E402
+from distill.deploy.export import SUFFIXES, int8_path_for, missing_toolchain  # noqa: E402
+from distill.students.config import STUDENT_SIZE  # noqa: E402
+from distill.training.config import DistillConfig  # noqa: E402
+from shards.cli.config import load_config  # noqa: E402
 
 RECIPES = [ROOT / "configs" / "distill" / name for name in ("places365_fastdepth.yaml", "fastdepth_original.yaml")]
 BACKENDS = (*LATENCY_BACKENDS, *RUNTIME_BACKENDS)
@@ -54,7 +54,7 @@ def prepare(recipe: Path, workdir: Path, width: int, height: int) -> tuple[dict[
     """The student folder and every exported file; returns backend -> model path, MACs, runtimes left out."""
     import torch
 
-    from distill.deploy.release import export
+    from distill.deploy.export import export
     from distill.students import create_student, save_student
 
     torch.manual_seed(0)

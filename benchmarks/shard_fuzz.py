@@ -1,7 +1,7 @@
 """Shard fuzzing at scale, and what checking the checksums costs the reader and the writer.
 
 Fuzz: ``--trials`` damaged copies of small shards (6 samples; generated scenes and photo-like frames, alternating),
-one corruption each, the corruptions in turn (``shards.fuzz``: bit flips anywhere, bit flips inside a member,
+one corruption each, the corruptions in turn (``shards.tools.testing``: bit flips anywhere, bit flips inside a member,
 truncations, zeroed 512-byte blocks, duplicated and deleted members, two samples' labels swapped, one character of a
 json field). Per corruption: trials, trials where an unchecked reader gets some sample wrong (``changed``), trials
 ``verify`` flags, trials where verify missed a damaged key, samples the checked reader yielded that differ from the
@@ -10,7 +10,7 @@ original (target 0), and trials whose skipped + lost count differs from the samp
 Cost: 512x384 samples (generated scenes, teacher-like labels, the default codec); the exact-mode reader
 (``build_pipeline(training=False)``, one process, full decode) with and without ``checksums``, alternated over
 ``--repeats`` passes (medians), the sha256 of a sample's members alone, and the writer's sealing
-(``shards.integrity.seal_sample``: hashing and rewriting the json) per sample.
+(``shards.format.seal_sample``: hashing and rewriting the json) per sample.
 
     python benchmarks/shard_fuzz.py [--trials 1000] [--cost-samples 200] [--repeats 5]
 
@@ -32,12 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.codec import encode_sample
-from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, SampleMeta, inverse_depth
-from shards.fuzz import CORRUPTIONS, SHARD_KINDS, originals, run_trial, write_template
-from shards.integrity import digest, seal_sample
+from shards.format import (
+    RELATIVE_INVERSE_DEPTH,
+    SAMPLE_SIZE,
+    SampleMeta,
+    digest,
+    encode_sample,
+    inverse_depth,
+    seal_sample,
+)
 from shards.reader import build_pipeline
-from shards.scenes import render_scene
+from shards.tools.scenes import render_scene
+from shards.tools.testing import CORRUPTIONS, SHARD_KINDS, originals, run_trial, write_template
 from shards.writer import ShardWriter
 
 ROOT = Path(__file__).resolve().parents[1]

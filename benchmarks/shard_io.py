@@ -1,7 +1,7 @@
 """Shard I/O benchmark: write and read throughput (samples/s per process) and bytes per sample, for 1,000 samples
 of 512x384 per label codec; plus the training-side read (decode, random crop to 256x192, horizontal flip) per worker.
 
-Samples are generated scenes (``shards.scenes``) with teacher-like labels (relative inverse depth, smooth with
+Samples are generated scenes (``shards.tools.scenes``) with teacher-like labels (relative inverse depth, smooth with
 sharp occlusion edges); 100 distinct scenes are cycled under distinct keys, so rendering does not dominate.
 
     python benchmarks/shard_io.py [--samples 1000] [--codecs depth16.dzst,depth16.png] [--workers 0]
@@ -26,10 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, encode_sample
-from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, STUDENT_SIZE, DepthSample, SampleMeta, inverse_depth
+from distill.students.config import STUDENT_SIZE
+from shards.format import (
+    DEFAULT_LABEL_CODEC,
+    LABEL_CODECS,
+    RELATIVE_INVERSE_DEPTH,
+    SAMPLE_SIZE,
+    DepthSample,
+    SampleMeta,
+    encode_sample,
+    inverse_depth,
+)
 from shards.reader import build_pipeline
-from shards.scenes import render_scene
+from shards.tools.scenes import render_scene
 from shards.writer import ShardWriter, read_stats
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
     python benchmarks/student_latency.py [--repeats 50] [--threads N]
 
 For each architecture (our MobileNetV3-Large FastDepth, and the original MobileNet v1 FastDepth: NNConv5, nearest,
-skips at strides 2/4/8): parameters, MACs at 1x3x192x256 (``distill.deploy.complexity``) and PyTorch eager latency at
+skips at strides 2/4/8): parameters, MACs at 1x3x192x256 (``distill.deploy.benchmark``) and PyTorch eager latency at
 batch 1 (median of ``--repeats`` calls under ``inference_mode``), NCHW and channels_last, random init (the weights do
 not change the time). Each (architecture, layout) runs in a fresh subprocess, one after the other, so no thread pool
 or allocator state carries over. Writes ``benchmarks/results/student_latency.json``.
@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "student_latency.json"
 def worker(name: str, layout: str, repeats: int, threads: int | None) -> dict:
     import torch
 
-    from distill.deploy.complexity import count_macs, count_parameters
+    from distill.deploy.benchmark import count_macs, count_parameters
     from distill.students import StudentConfig, create_student
 
     if threads:

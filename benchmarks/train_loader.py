@@ -23,11 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data import DataConfig, TrainTransform, build_train_loader
-from shards.codec import DEFAULT_LABEL_CODEC, LABEL_CODECS, encode_sample
-from shards.format import RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE, SampleMeta, inverse_depth
+from distill.training.config import DataConfig
+from distill.training.data import TrainTransform, build_train_loader
+from shards.format import (
+    DEFAULT_LABEL_CODEC,
+    LABEL_CODECS,
+    RELATIVE_INVERSE_DEPTH,
+    SAMPLE_SIZE,
+    SampleMeta,
+    encode_sample,
+    inverse_depth,
+)
 from shards.reader import build_pipeline
-from shards.scenes import render_scene
+from shards.tools.scenes import render_scene
 from shards.writer import ShardWriter
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_loader.json"

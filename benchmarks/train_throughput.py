@@ -29,16 +29,16 @@ def worker(variant: str, steps: int, batch_size: int) -> dict:
     import numpy as np
     import torch
 
-    from distill.losses import build_loss
     from distill.students import StudentConfig, create_student
-    from shards.scenes import render_scene
+    from distill.training.losses import build_loss, target_in_space
+    from shards.tools.scenes import render_scene
 
     torch.manual_seed(0)
     scenes = [render_scene(seed, WIDTH, HEIGHT) for seed in range(batch_size)]
     image = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255
     target = torch.from_numpy(np.stack([s.depth for s in scenes]))[:, None]
     valid = target > 0
-    is_metric = torch.ones(batch_size, dtype=torch.bool)
+    target, valid = target_in_space(target, valid, torch.ones(batch_size, dtype=torch.bool))  # as the loader does
     model = create_student(StudentConfig(pretrained=False)).train()
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)
@@ -48,7 +48,7 @@ def worker(variant: str, steps: int, batch_size: int) -> dict:
     seconds = []
     for step in range(steps + 2):
         start = time.perf_counter()
-        loss = loss_fn(model(image), target, valid, is_metric)["loss"]
+        loss = loss_fn(model(image), target, valid)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

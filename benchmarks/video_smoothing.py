@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.deploy.video import VideoWriter
-from shards.scenes import render_scene
+from distill.deploy.predict import VideoWriter
+from shards.tools.scenes import render_scene
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = {"none": [], "mean": ["--smooth", "mean", "--smooth_window", "5"], "ema": ["--smooth", "ema"]}

@@ -1,5 +1,5 @@
 """Time to draw one picture grid as training logs it to TensorBoard: 4 rows of input | label | prediction at
-256x192 (``shards.viz.colorize_depth`` on each map, then ``shards.viz.image_grid``).
+256x192 (``shards.tools.pictures.colorize_depth`` on each map, then ``shards.tools.pictures.image_grid``).
 
     python benchmarks/viz_grid.py [--repeats 20]
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from shards.format import inverse_depth
-from shards.scenes import render_scene
-from shards.viz import colorize_depth, image_grid
+from shards.tools.pictures import colorize_depth, image_grid
+from shards.tools.scenes import render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, WIDTH, HEIGHT = 4, 256, 192

@@ -17,7 +17,7 @@ from distill.students import load_student
 from pseudolabel.teachers import load_teacher
 from shards.format import inverse_depth
 from shards.reader import build_pipeline
-from shards.viz import colorize_depth, image_grid, save_picture
+from shards.tools.pictures import colorize_depth, image_grid, save_picture
 
 INVERSE_METRES = "inverse depth (1/m)"  # every map is aligned onto the ground truth's 1 / metres
 

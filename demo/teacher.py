@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForDepthEstimation
 
-from distill.losses import LossConfig, build_loss
-from pseudolabel.dpt_grid import dpt_depth
-from pseudolabel.teachers import DEFAULT_NORMALISATION
+from distill.training.config import LossConfig
+from distill.training.losses import build_loss, target_in_space
+from pseudolabel.teachers import DEFAULT_NORMALISATION, dpt_depth
 from pseudolabel.tiny_teacher import save_tiny_teacher
 
 logger = logging.getLogger("demo.teacher")
@@ -80,9 +80,10 @@ def fit_teacher(scenes: Path, out: Path, seconds: float, batch_size: int = 8, li
         sampler = random_crops if step % 2 == 0 else half_frames
         crop_images, crop_depths = sampler(images, depths, batch_size, generator)
         pixels = (crop_images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std  # (B, 3, 192, 256)
-        target = crop_depths[:, None]  # (B, 1, 192, 256) metres, 0 = invalid
+        metres = crop_depths[:, None]  # (B, 1, 192, 256), 0 = invalid
+        target, valid = target_in_space(metres, metres > 0, torch.ones(batch_size, dtype=torch.bool))  # 1 / metres
         prediction = dpt_depth(model, pixels)[:, None]  # (B, 1, 192, 256) relative inverse depth
-        parts = loss_function(prediction, target, target > 0, is_metric=torch.ones(batch_size, dtype=torch.bool))
+        parts = loss_function(prediction, target, valid)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimizer.step()

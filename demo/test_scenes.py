@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
-from shards.scenes import render_scene
+from shards.tools.scenes import render_scene
+from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 
 #: Frames at the start of the file that play the training split (the official file has 795 of them).
 TRAIN_FRAMES = 2

@@ -3,7 +3,7 @@
 The only reader of ``sys.argv`` for training. Parses the config, trains, and exits 0 when the run reached
 ``train.steps`` or stopped on purpose (``train.stop_after``), 128 + the signal number when SIGTERM / SIGINT stopped it
 (after a checkpoint: continue with ``--resume latest``), 2 with one line and no traceback for user errors (an unknown
-key, missing shards or encoder weights, a bad config value; :mod:`shards.errors`), and 1 when training diverged.
+key, missing shards or encoder weights, a bad config value; :mod:`shards.cli.errors`), and 1 when training diverged.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 
-from distill.config import DistillConfig
-from shards.config import Command
-from shards.errors import UserError, run_command
+from distill.training.config import DistillConfig
+from shards.cli.config import Command
+from shards.cli.errors import UserError, run_command
 
 logger = logging.getLogger("distill")
 
@@ -38,7 +38,9 @@ def _main(argv: list[str] | None) -> int:
         level=os.environ.get("DISTILL_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from distill.train import train  # torch, timm, accelerate: only once the config is known to be valid
+    # accelerate, webdataset and the loop load only once the config is valid (checking the student section has
+    # imported the student families, so torch and timm are loaded by now: distill.training.config itself is light)
+    from distill.training.train import train
 
     try:
         result = train(config, resolved_yaml)

@@ -2,7 +2,7 @@
 
 The only reader of ``sys.argv``. Parses the config, runs the stage and prints the summary on the main process. User
 errors (an unknown key, a missing teacher or dataset, a changed manifest) print one line without a traceback and exit
-2 (:mod:`shards.errors`); an incomplete run exits 1.
+2 (:mod:`shards.cli.errors`); an incomplete run exits 1.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 import logging
 
 from pseudolabel.config import PseudolabelConfig
-from shards.config import Command
-from shards.errors import run_command
+from shards.cli.config import Command
+from shards.cli.errors import run_command
 
 logger = logging.getLogger("pseudolabel")
 

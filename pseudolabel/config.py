@@ -1,7 +1,7 @@
 """The pseudo-labelling config: one dataclass per section, the reference recipe as defaults.
 
 The reference recipe (MiDaS v3 training data): 450,000 random Places365 images, resized and centre-cropped to
-512x384, labelled by DPT-Hybrid. Read with :func:`shards.config.parse_config`: ``--config recipe.yaml`` plus dotted
+512x384, labelled by DPT-Hybrid. Read with :func:`shards.cli.config.parse_config`: ``--config recipe.yaml`` plus dotted
 overrides such as ``--source.path DIR``; an unknown key stops with its name.
 """
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from shards.codec import DEFAULT_LABEL_CODEC, LabelCodecName
-from shards.format import JPEG_QUALITY, SAMPLE_HEIGHT, SAMPLE_WIDTH
+from shards.format import DEFAULT_LABEL_CODEC, JPEG_QUALITY, SAMPLE_HEIGHT, SAMPLE_WIDTH, LabelCodecName
 from shards.writer import check_prefix
 
 #: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).

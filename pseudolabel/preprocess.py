@@ -4,8 +4,9 @@ EXIF orientation is applied first; then the picture becomes 8-bit RGB by :mod:`s
 greyscale divided by 257 and rounded, since PIL's ``convert`` would clip it to white; alpha composited onto white;
 CMYK, palette and greyscale converted; see docs/decisions.md, "The sample"); the image is
 scaled by ``max(width / W, height / H)`` (bicubic, antialiased: a 512x512 source becomes 512x512, not 384x384) and a
-``width`` x ``height`` box is cropped (centre, or random drawn per key from a seed). The scale and the crop box (in
-scaled pixels) are recorded, so every label can be traced to its source pixels.
+``width`` x ``height`` box is cropped (centre, or random drawn per key from a seed). The scale and the ``crop_box``
+(left, top, right, bottom) in scaled pixels, PIL's ``Image.crop`` convention, are recorded, so every label can be
+traced to its source pixels.
 
 The resampling is torch's uint8 bicubic antialiased kernel (``F.interpolate(..., antialias=True)``): the same
 filter as PIL's bicubic (within 2 grey levels on fewer than 1% of pixels) at about a tenth of PIL's cost, which
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pseudolabel.config import PreprocessConfig
-from shards.images import to_rgb as shared_to_rgb
+from shards.images import to_rgb
 
 #: Reject reasons for inputs (labels add theirs from ``shards.format``).
 REJECT_EMPTY_FILE = "empty_file"
@@ -71,10 +72,11 @@ def scaled_size(source_size: tuple[int, int], width: int, height: int) -> tuple[
     return scale, (max(width, round(source_width * scale)), max(height, round(source_height * scale)))
 
 
-def crop_box(
+def choose_crop_box(
     scaled: tuple[int, int], width: int, height: int, mode: str = "center", seed: int = 0, key: str = ""
 ) -> tuple[int, int, int, int]:
-    """The crop in scaled pixels: centred, or drawn from ``(seed, key)`` so a rerun or another process agrees."""
+    """The ``crop_box`` (left, top, right, bottom) in scaled pixels: centred, or drawn from ``(seed, key)`` so a rerun
+    or another process agrees."""
     spare_x, spare_y = scaled[0] - width, scaled[1] - height
     if mode == "center":
         left, top = spare_x // 2, spare_y // 2
@@ -86,12 +88,13 @@ def crop_box(
     return left, top, left + width, top + height
 
 
-def resize_and_crop(rgb: np.ndarray, scaled: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
-    """uint8 (H, W, 3) -> resized to ``scaled`` (W, H) with bicubic antialiasing, then cropped to ``box``."""
+def resize_and_crop(rgb: np.ndarray, scaled: tuple[int, int], crop_box: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> resized to ``scaled`` (W, H) with bicubic antialiasing, then cropped to ``crop_box``
+    (left, top, right, bottom)."""
     pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
     if tuple(pixels.shape[-2:]) != (scaled[1], scaled[0]):
         pixels = F.interpolate(pixels, (scaled[1], scaled[0]), mode="bicubic", antialias=True, align_corners=False)
-    left, top, right, bottom = box
+    left, top, right, bottom = crop_box
     return pixels[0, :, top:bottom, left:right].permute(1, 2, 0).contiguous().numpy()
 
 
@@ -128,15 +131,6 @@ def decode_pixels(image: Image.Image) -> None:
         raise InputRejected(REJECT_UNREADABLE, f"{type(error).__name__}: {error}") from None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB by the one rule of :mod:`shards.images` (16-bit grey / 257 rounded, alpha over
-    white); a mode without an 8-bit meaning is a named reject."""
-    try:
-        return shared_to_rgb(image)
-    except ValueError as error:
-        raise InputRejected(REJECT_UNSUPPORTED_MODE, str(error)) from None
-
-
 def preprocess_image(data: bytes, key: str, config: PreprocessConfig) -> Preprocessed:
     """Bytes of one source image -> the ``config.width`` x ``config.height`` crop. Raises :class:`InputRejected`."""
     width, height = config.width, config.height
@@ -159,12 +153,15 @@ def preprocess_image(data: bytes, key: str, config: PreprocessConfig) -> Preproc
     decoded_size = image.size
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    rgb = to_rgb(image)
-    box = crop_box(scaled, width, height, config.crop, config.crop_seed, key)
-    pixels = resize_and_crop(np.array(rgb, dtype=np.uint8), scaled, box)  # a writable copy for torch
+    try:
+        rgb = to_rgb(image)  # 16-bit grey / 257 rounded, alpha over white
+    except ValueError as error:  # a mode without an 8-bit meaning
+        raise InputRejected(REJECT_UNSUPPORTED_MODE, str(error)) from None
+    crop_box = choose_crop_box(scaled, width, height, config.crop, config.crop_seed, key)
+    pixels = resize_and_crop(np.array(rgb, dtype=np.uint8), scaled, crop_box)  # a writable copy for torch
     if pixels.shape != (height, width, 3):
         raise InputRejected(REJECT_UNREADABLE, f"decoded to an unexpected shape {pixels.shape}")
     extra = {"crop": config.crop, "source_mode": source_mode, "exif_orientation": orientation}
     if decoded_size != stored_size:
         extra["jpeg_draft_size"] = list(decoded_size)
-    return Preprocessed(image=pixels, source_size=source_size, scale=scale, crop_box=box, extra=extra)
+    return Preprocessed(image=pixels, source_size=source_size, scale=scale, crop_box=crop_box, extra=extra)

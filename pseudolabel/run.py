@@ -1,58 +1,332 @@
-"""The pseudo-labelling run: every process labels its own jobs and writes its own shards.
+"""The labelling run: each process labels its own jobs, image file to shard, and the main process sums up.
+
+One idea, the labelling loop with its two ends, in the order a sample passes: DataLoader workers read each input
+of this process's units (:class:`LabelInputs`), decode, resize, crop and JPEG-encode it (rejects flow through as
+records); the main thread runs the teacher on each batch; the teacher's maps become 16-bit label codes
+(:class:`LabelBatch`: at once in torch where the map already is on a GPU, by ``shards.format.scale_to_codes``, the
+format's own formula, so only uint16 codes cross to the host; else per map with ``encode_label_codes`` in the
+writer's threads, 0.6-0.8 ms per 512x384 map; ``tests/pseudolabel/test_labels.py`` checks that both give the same
+codes); a writer thread behind the teacher (:class:`JobWriter`) makes the members (``shards.format.sample_members``)
+and writes one :class:`~shards.writer.ShardWriter` per job, closed with its rejects as soon as its last input
+arrives (workers interleave, so several jobs may be open at once). Memory is one unit per worker, whatever the size
+of the source.
 
 Order of events (docs/decisions.md, "Shards and resume"):
 1. every process loads the teacher; the main process lists the source (folders, lists and datasets into the sorted
    on-disk index ``index.jsonl``, image shards by name), writes or checks ``manifest.json``, removes unfinished
    traces, saves the resolved config, and broadcasts the pending units; the others read its index (or list the
    shard names and compare) and check that their manifest agrees; each rank takes ``pending[rank::world]``;
-2. DataLoader workers read, decode, resize, crop and JPEG-encode (rejects flow through as records); the main thread
-   runs the teacher on batches; a writer thread encodes the labels and writes one shard per job
-   (``pseudolabel.inputs``);
+2. the loop above;
 3. for image shards the main process turns keys repeated across input shards into ``duplicate_key`` rejects
-   (``pseudolabel.dedupe``); the processes' figures are gathered and it writes ``summary.json`` and
-   ``rejects.jsonl``.
+   (``pseudolabel.plan``); the processes' figures are gathered and it writes ``summary.json`` and ``rejects.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from pseudolabel.config import PseudolabelConfig
-from pseudolabel.dedupe import reject_repeated_keys
-from pseudolabel.index import InputIndex, move_index, remove_index
-from pseudolabel.inputs import JobWriter, LabelInputs, collate_records
-from pseudolabel.jobs import (
+from pseudolabel.plan import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     SHARD_MANIFEST_FORMAT,
+    SLICE_STRIDE,
+    IndexPlan,
+    InputIndex,
+    InputItem,
+    Job,
+    Plan,
+    ShardPlan,
     check_or_write_manifest,
     clean_and_scan,
+    move_index,
+    reject_repeated_keys,
+    remove_index,
     summarise,
     write_summary,
 )
-from pseudolabel.labels import LabelBatch
-from pseudolabel.plan import IndexPlan, Plan, ShardPlan
-from pseudolabel.shard_source import SLICE_STRIDE, names_hash
-from pseudolabel.sources import SourceListing, attach_source, open_source
+from pseudolabel.preprocess import (
+    REJECT_DUPLICATE_KEY,
+    REJECT_NO_IMAGE_MEMBER,
+    REJECT_READ_ERROR,
+    InputRejected,
+    preprocess_image,
+)
+from pseudolabel.sources import SourceListing, attach_source, names_hash, open_source
 from pseudolabel.teachers import BUILTIN_TEACHERS, Teacher, load_teacher
-from shards.config import save_resolved_config
+from shards.cli.config import save_resolved_config
+from shards.format import (
+    REJECT_CONSTANT_LABEL,
+    REJECT_NON_FINITE,
+    LabelError,
+    SampleMeta,
+    encode_jpeg,
+    encode_label_codes,
+    sample_members,
+    scale_to_codes,
+)
+from shards.writer import ShardWriter
 
 logger = logging.getLogger(__name__)
 
-
-INDEX_NAME = "index.jsonl"  # the sorted inputs of a folder, list or datasets source (pseudolabel.index)
+INDEX_NAME = "index.jsonl"  # the sorted inputs of a folder, list or datasets source (pseudolabel.plan)
 _NEW_INDEX = ".index.jsonl.new"  # written by the main process, put in place once the manifest agrees
 
+# --------------------------------------------------------------------------- the inputs, read by the DataLoader workers
+
+class LabelInputs(IterableDataset):
+    """This process's units, in order, split among the DataLoader workers; see the module docstring."""
+
+    def __init__(self, plan: Plan, units: list, reader, config: PseudolabelConfig) -> None:
+        self.plan, self.units, self.reader = plan, units, reader
+        self.preprocess = config.preprocess
+        self.jpeg_quality = config.output.jpeg_quality
+
+    def __iter__(self):
+        worker = get_worker_info()
+        units = self.units if worker is None else self.units[worker.id :: worker.num_workers]
+        for unit in units:
+            for job in self.plan.jobs(unit):
+                if not job.items:  # an input shard none of whose samples the seeded sample keeps
+                    yield {"job": job.job, "info": job.info, "key": None, "source": None, "reject": None,
+                           "image": None, "empty_job": True}
+                for item in job.items:
+                    yield self.record(job, item)
+
+    def record(self, job: Job, item: InputItem) -> dict[str, Any]:
+        record: dict[str, Any] = {"job": job.job, "info": job.info, "key": item.key, "source": item.origin,
+                                  "reject": None, "image": None}
+        try:
+            if item.duplicate:
+                raise InputRejected(REJECT_DUPLICATE_KEY, f"key {item.key!r} is taken by an earlier input")
+            if item.locator is None:
+                raise InputRejected(REJECT_NO_IMAGE_MEMBER, "the shard sample holds no image member")
+            try:
+                data = self.reader(item)
+            except OSError as error:
+                raise InputRejected(REJECT_READ_ERROR, f"{type(error).__name__}: {error}") from None
+            crop = preprocess_image(data, item.key, self.preprocess)
+        except InputRejected as rejected:
+            record.update(reject=rejected.reason, message=str(rejected))
+            return record
+        record.update(
+            image=crop.image,
+            jpg=encode_jpeg(crop.image, self.jpeg_quality),
+            source_size=crop.source_size,
+            scale=crop.scale,
+            crop_box=crop.crop_box,
+            extra=crop.extra,
+        )
+        return record
+
+
+def collate_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the accepted crops into uint8 (B', H, W, 3); keep every record (rejects included) in order."""
+    crops = [record.pop("image") for record in records]
+    accepted = [crop for crop in crops if crop is not None]
+    images = torch.from_numpy(np.stack(accepted)) if accepted else None
+    return {"images": images, "records": records}
+
+
+def is_accepted(record: dict[str, Any]) -> bool:
+    return record["reject"] is None and not record.get("empty_job")
+
+
+# ------------------------------------------------------------------------------------ the teacher's maps -> label codes
+
+Coded = tuple[np.ndarray | None, tuple[float, float] | None, tuple[str, str] | None]  # codes, range, reject
+
+
+def code_map(depth: np.ndarray) -> Coded:
+    """One float map (H, W) -> uint16 codes and (min, max), or a reject ``(reason, message)``.
+
+    A map with a non-finite value is rejected whole (``non_finite_label``): a teacher that produced NaN somewhere is
+    not trusted elsewhere. A constant map is ``constant_label``.
+    """
+    values = np.asarray(depth)
+    finite = np.isfinite(values)
+    if not finite.all():
+        return None, None, (REJECT_NON_FINITE, f"the teacher's map holds {int((~finite).sum())} non-finite values")
+    try:
+        codes, label_range = encode_label_codes(values)
+    except LabelError as error:
+        return None, None, (error.reason, str(error))
+    return codes, label_range, None
+
+
+@torch.inference_mode()
+def code_batch_on_device(depth: torch.Tensor) -> list[Coded]:
+    """float (B, H, W) on its device -> per map what :func:`code_map` gives, computed in one batched pass."""
+    values = depth.detach().double()  # (B, H, W)
+    finite = torch.isfinite(values).flatten(1).all(dim=1)
+    safe = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low = safe.flatten(1).amin(dim=1)
+    high = safe.flatten(1).amax(dim=1)
+    storable = finite & (high > low)
+    top = torch.where(storable, high, low + 1.0)  # a map not stored still gets a range that divides
+    codes = scale_to_codes(safe, low[:, None, None], top[:, None, None])
+    codes = codes.to(torch.int32).to(torch.uint16).cpu().numpy()
+    coded: list[Coded] = []
+    for index, (is_finite, is_storable, minimum, maximum) in enumerate(
+        zip(finite.tolist(), storable.tolist(), low.tolist(), high.tolist())
+    ):
+        if not is_finite:
+            bad = int((~torch.isfinite(values[index])).sum())
+            coded.append((None, None, (REJECT_NON_FINITE, f"the teacher's map holds {bad} non-finite values")))
+        elif not is_storable:
+            coded.append((None, None, (REJECT_CONSTANT_LABEL, f"label is constant ({minimum})")))
+        else:
+            coded.append((codes[index], (float(minimum), float(maximum)), None))
+    return coded
+
+
+class LabelBatch:
+    """A batch of teacher maps on its way to the writer: coded at once on a GPU, else coded per map on demand
+    (:meth:`code` runs in the writer's threads, beside the next batch's inference)."""
+
+    def __init__(self, depth: torch.Tensor) -> None:
+        if depth.is_cuda:
+            self.coded: list[Coded] | None = code_batch_on_device(depth)
+            self.maps = None
+        else:
+            self.coded, self.maps = None, depth.numpy()  # (B, H, W) float32
+
+    def code(self, index: int) -> Coded:
+        return self.coded[index] if self.coded is not None else code_map(self.maps[index])
+
+
+# --------------------------------------------------------------------------------------- the writer, behind the teacher
+
+class _OpenJob:
+    def __init__(self, writer: ShardWriter, info: dict[str, Any]) -> None:
+        self.writer, self.info, self.seen, self.details = writer, info, 0, []
+
+
+class JobWriter(threading.Thread):
+    """Encodes labels and writes shards behind the teacher; one :class:`ShardWriter` per job, closed when its last
+    input arrives. Errors surface in the main thread at the next :meth:`submit` or at :meth:`finish`."""
+
+    def __init__(self, out_dir: Path, config: PseudolabelConfig, process: int, teacher: Teacher) -> None:
+        super().__init__(name="shard-writer", daemon=True)
+        self.out_dir, self.config, self.process = out_dir, config, process
+        self.teacher_info = {"teacher": teacher.model_id, "teacher_revision": teacher.revision}
+        self.kind = teacher.kind
+        self.flip_tta = teacher.flip_tta
+        self.queue: queue.Queue = queue.Queue(maxsize=config.runtime.queue_batches)
+        self.pool = ThreadPoolExecutor(config.runtime.encode_threads, thread_name_prefix="label-encode")
+        self.error: BaseException | None = None
+        self.labeled = 0
+        self.rejected = 0
+        self.closed_jobs: list[int] = []
+        self._open: dict[int, _OpenJob] = {}
+
+    def submit(self, records: list[dict[str, Any]], labels: LabelBatch | None) -> float:
+        """Hand a labelled batch over; returns the seconds spent waiting for room in the queue."""
+        started = time.perf_counter()
+        while True:
+            if self.error is not None:
+                raise RuntimeError("the shard writer failed") from self.error
+            try:
+                self.queue.put((records, labels), timeout=0.5)
+                return time.perf_counter() - started
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
+        self.pool.shutdown()
+        if self.error is not None:
+            raise RuntimeError("the shard writer failed") from self.error
+        if self._open:
+            job, state = next(iter(self._open.items()))
+            for state_left in self._open.values():
+                state_left.writer.abort()
+            raise RuntimeError(f"job {job} got {state.seen} of {state.info['inputs']} inputs")
+
+    def run(self) -> None:
+        try:
+            while (batch := self.queue.get()) is not None:
+                self._write_batch(*batch)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            self.error = error
+            for state in self._open.values():
+                state.writer.abort()
+            self._open.clear()
+            while self.queue.get() is not None:  # let a blocked submit() return and see the error
+                pass
+
+    def _encode(self, record: dict[str, Any], labels: LabelBatch, index: int) -> dict[str, Any]:
+        codes, label_range, reject = labels.code(index)
+        if reject is not None:
+            return {"reject": reject[0], "message": reject[1]}
+        meta = SampleMeta(
+            source=record["source"],
+            kind=self.kind,
+            source_size=tuple(record["source_size"]),
+            scale=float(record["scale"]),
+            crop_box=tuple(record["crop_box"]),
+            teacher=self.teacher_info["teacher"],
+            teacher_revision=self.teacher_info["teacher_revision"],
+            jpeg_quality=self.config.output.jpeg_quality,
+            extra={**record["extra"], "flip_tta": self.flip_tta},
+        )
+        return sample_members(record["key"], record["jpg"], codes, label_range, meta, self.config.output.label_codec)
+
+    def _write_batch(self, records: list[dict[str, Any]], labels: LabelBatch | None) -> None:
+        accepted = [record for record in records if is_accepted(record)]
+        encoded = iter(self.pool.map(self._encode, accepted, [labels] * len(accepted), range(len(accepted))))
+        for record in records:
+            state = self._state(record)
+            if record.get("empty_job"):
+                self._close(record["job"])
+                continue
+            outcome = next(encoded) if is_accepted(record) else record
+            if outcome.get("reject") is None:
+                state.writer.write(outcome)
+                self.labeled += 1
+            else:
+                state.writer.reject(record["key"], outcome["reject"])
+                state.details.append(
+                    {"key": record["key"], "reason": outcome["reject"], "source": record["source"],
+                     "message": outcome.get("message", "")}
+                )
+                self.rejected += 1
+            state.seen += 1
+            if state.seen == state.info["inputs"]:
+                self._close(record["job"])
+
+    def _state(self, record: dict[str, Any]) -> _OpenJob:
+        job = record["job"]
+        if job not in self._open:
+            writer = ShardWriter(self.out_dir, self.config.output.prefix, self.process, job)
+            self._open[job] = _OpenJob(writer, record["info"])
+        return self._open[job]
+
+    def _close(self, job: int) -> None:
+        state = self._open.pop(job)
+        state.writer.close(job=job, process=self.process, reject_details=state.details, **state.info,
+                           **self.teacher_info)
+        self.closed_jobs.append(job)
+
+
+# -------------------------------------------------------------------------------------------------------------- the run
 
 def build_manifest(config: PseudolabelConfig, source: dict[str, Any], teacher: Teacher) -> dict:
     """Everything that decides which sample lands in which shard with which label."""
@@ -114,48 +388,61 @@ def _prepare_folder(config: PseudolabelConfig, teacher: Teacher, resolved_yaml: 
     return {"pending": pending, "manifest": manifest, "shard_names": shard_names, "listing": listing}
 
 
+def _input_loader(config: PseudolabelConfig, listing: SourceListing, plan: Plan, my_units: list, pin_memory: bool
+                  ) -> DataLoader:
+    """The DataLoader over this process's units: its workers read, decode, crop and JPEG-encode."""
+    runtime = config.runtime
+    workers = min(runtime.num_workers, len(my_units))  # a worker without a unit would only idle
+    return DataLoader(
+        LabelInputs(plan, my_units, listing.reader, config),
+        batch_size=runtime.batch_size,
+        num_workers=workers,
+        collate_fn=collate_records,
+        prefetch_factor=runtime.prefetch_factor if workers > 0 else None,
+        pin_memory=pin_memory,
+    )
+
+
+def _feed_writer(batches: Iterator[dict[str, Any]], teacher: Teacher, writer: JobWriter, progress: tqdm
+                 ) -> tuple[int, dict[str, float]]:
+    """Run the teacher on every batch and hand its maps to the writer; returns the inputs and where the time went."""
+    figures = {"loader_wait_seconds": 0.0, "teacher_seconds": 0.0, "writer_wait_seconds": 0.0}
+    inputs = 0
+    while True:
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        figures["loader_wait_seconds"] += time.perf_counter() - waited
+        if batch is None:
+            return inputs, figures
+        labels = None
+        if batch["images"] is not None:
+            inferred = time.perf_counter()
+            labels = LabelBatch(teacher.predict(batch["images"]))  # a GPU codes its maps at once
+            figures["teacher_seconds"] += time.perf_counter() - inferred
+        figures["writer_wait_seconds"] += writer.submit(batch["records"], labels)
+        counted = sum(1 for record in batch["records"] if not record.get("empty_job"))
+        inputs += counted
+        progress.update(counted)
+        progress.set_postfix(rejects=writer.rejected, refresh=False)  # as far as the writer got
+
+
 def _label(
     accelerator: Accelerator, config: PseudolabelConfig, listing: SourceListing, plan: Plan, my_units: list,
     teacher: Teacher,
 ) -> dict[str, Any]:
     """Label this process's units; returns its figures for the summary."""
-    runtime = config.runtime
-    loader = DataLoader(
-        LabelInputs(plan, my_units, listing.reader, config),
-        batch_size=runtime.batch_size,
-        num_workers=min(runtime.num_workers, len(my_units)),  # a worker without a unit would only idle
-        collate_fn=collate_records,
-        prefetch_factor=runtime.prefetch_factor if min(runtime.num_workers, len(my_units)) > 0 else None,
-        pin_memory=accelerator.device.type == "cuda",
-    )
+    loader = _input_loader(config, listing, plan, my_units, pin_memory=accelerator.device.type == "cuda")
     writer = JobWriter(Path(config.output.dir), config, accelerator.process_index, teacher)
     progress = tqdm(
         total=plan.unit_inputs(my_units), unit="img", dynamic_ncols=True,
         desc=f"labelling (process 0 of {accelerator.num_processes})",
-        disable=not (accelerator.is_main_process and runtime.progress),
+        disable=not (accelerator.is_main_process and config.runtime.progress),
     )
-    figures = {"loader_wait_seconds": 0.0, "teacher_seconds": 0.0, "writer_wait_seconds": 0.0}
-    inputs = 0
     started = time.perf_counter()
     batches = iter(loader)  # workers fork before the writer threads start
     writer.start()
     try:
-        while True:
-            waited = time.perf_counter()
-            batch = next(batches, None)
-            figures["loader_wait_seconds"] += time.perf_counter() - waited
-            if batch is None:
-                break
-            labels = None
-            if batch["images"] is not None:
-                inferred = time.perf_counter()
-                labels = LabelBatch(teacher.predict(batch["images"]))  # a GPU codes its maps at once
-                figures["teacher_seconds"] += time.perf_counter() - inferred
-            figures["writer_wait_seconds"] += writer.submit(batch["records"], labels)
-            counted = sum(1 for record in batch["records"] if not record.get("empty_job"))
-            inputs += counted
-            progress.update(counted)
-            progress.set_postfix(rejects=writer.rejected, refresh=False)  # as far as the writer got
+        inputs, figures = _feed_writer(batches, teacher, writer, progress)
         writer.finish()
     except BaseException:
         if writer.is_alive():

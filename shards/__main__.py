@@ -1,8 +1,8 @@
-"""``python -m shards ...``: see :mod:`shards.cli`."""
+"""``python -m shards ...``: see :mod:`shards.tools.commands`."""
 
 import sys
 
-from shards.cli import main
+from shards.tools.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,27 +1,44 @@
-"""The sample format: keys, sizes, label kinds, the 16-bit label code and the metadata record.
+"""The sample format: what one sample is on disk, from its key to the bytes of each member and their checksums.
 
-This module is the contract between the pseudo-labelling and the distillation stages. Everything a shard
-holds is defined here; ``codec.py`` turns it into bytes, ``writer.py`` and ``reader.py`` move it on disk.
+This module is the contract between the pseudo-labelling and the distillation stages; ``writer.py`` and
+``reader.py`` move what it defines on disk. One idea in three parts, kept together because each is read with the
+others every time a sample is made or checked:
+
+- **The record**: keys, sizes, label kinds, the 16-bit label code (0 invalid, 1..65535 over the sample's range)
+  and the metadata json (:class:`SampleMeta`).
+- **The bytes** (the codec): the JPEG image, the 16-bit label under a named codec, and the json record. One table,
+  ``LABEL_CODECS``, maps a member extension to its encoder and decoder, so the extension in the shard names the
+  codec and the reader never guesses. The default was chosen by measurement (``benchmarks/label_codecs.py``,
+  figures in BENCHMARKS.md).
+- **The checksums** (format version 2): each sample's json holds the sha256 of its other members (``"sha256":
+  {"jpg": ..., "depth16.dzst": ...}``), so a sample checks itself wherever it travels; and each shard's stats json
+  lists every member in tar order with its size and sha256 (the json members included), so a tar that stops early,
+  a member that vanished or moved, and a damaged json are all seen, and where. A shard written before (no
+  ``format_version``) carries neither: only its structure and its decoders can be checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import io
 import json
 import posixpath
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+import zstandard
+from PIL import Image
+from webdataset.tariterators import base_plus_ext
 
 #: Size of every sample in a shard, (width, height). The reference recipe's 512x384 crop.
 SAMPLE_WIDTH = 512
 SAMPLE_HEIGHT = 384
 SAMPLE_SIZE = (SAMPLE_WIDTH, SAMPLE_HEIGHT)
-
-#: The student's training resolution, (width, height).
-STUDENT_SIZE = (256, 192)
 
 #: JPEG quality of the stored image (recorded in every sample's json as well).
 JPEG_QUALITY = 95
@@ -34,9 +51,6 @@ LABEL_KINDS = (RELATIVE_INVERSE_DEPTH, METRIC_DEPTH)
 #: Depth (metres) at or below which :func:`inverse_depth` counts it as this: 1 mm, nearer than any camera focuses,
 #: so no real depth changes, and no inverse depth is above 1000 per metre (nothing divides by zero).
 MIN_DEPTH = 1e-3
-
-#: Sides of a student's input must be multiples of this: the largest encoder output stride of any student.
-INPUT_MULTIPLE = 32
 
 #: The 16-bit code: 0 marks an invalid pixel; valid values map linearly onto 1..65535 over ``label_range``.
 INVALID_CODE = 0
@@ -105,13 +119,19 @@ def inverse_depth(depth: Any, valid: Any = None) -> Any:
     return inverse.masked_fill(~valid, 0.0)
 
 
-def check_input_size(width: int, height: int, what: str = "model input") -> None:
-    """Refuse a student input size whose sides are not positive multiples of :data:`INPUT_MULTIPLE`: the encoder
-    halves the picture five times and the decoder adds its skips back at each scale, so the sizes must divide."""
-    if width <= 0 or height <= 0 or width % INPUT_MULTIPLE or height % INPUT_MULTIPLE:
-        raise ValueError(
-            f"{what} {width}x{height} (W x H): both sides must be positive multiples of {INPUT_MULTIPLE}"
-        )
+def scale_to_codes(values: Any, low: Any, high: Any) -> Any:
+    """Values in ``[low, high]`` (``high > low``) -> their label codes ``FIRST_VALID_CODE..LAST_VALID_CODE``, rounded
+    half to even, still as floats (the caller casts them to uint16). The one formula of the code, for a numpy array
+    with float bounds (:func:`encode_label_codes`) and for a float64 torch tensor with per-map ``(B, 1, 1)`` bounds
+    (pseudolabel codes a teacher's batch on its GPU so): both give the same codes. No torch import here.
+    """
+    codes = (values - low) / (high - low) * VALID_CODE_STEPS
+    if isinstance(codes, np.ndarray):
+        np.rint(codes, out=codes)  # in place: ``ndarray.round`` costs six times as much per map
+    else:
+        codes = codes.round_()  # a torch tensor
+    codes += FIRST_VALID_CODE
+    return codes
 
 
 def encode_label_codes(values: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:
@@ -134,9 +154,7 @@ def encode_label_codes(values: np.ndarray, valid: np.ndarray | None = None) -> t
         float(np.nanmin(filled)), float(np.nanmax(filled)))
     if not high > low:
         raise LabelError(REJECT_CONSTANT_LABEL, f"label is constant ({low})")
-    scaled = (filled - low) / (high - low) * VALID_CODE_STEPS
-    np.rint(scaled, out=scaled)
-    scaled += FIRST_VALID_CODE
+    scaled = scale_to_codes(filled, low, high)
     if all_valid:
         return scaled.astype(np.uint16), (low, high)
     return np.where(mask, scaled, INVALID_CODE).astype(np.uint16), (low, high)
@@ -250,3 +268,313 @@ class DepthSample:
     depth: np.ndarray
     valid: np.ndarray
     meta: SampleMeta
+
+
+JSON_MEMBER = "json"
+
+
+def digest(data: bytes) -> str:
+    """The hex sha256 of a member's bytes (about 0.1 ms per 200 KB; BENCHMARKS.md)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """One tar member as the stats json lists it: ``[name, size, sha256]``."""
+
+    name: str
+    size: int
+    sha256: str
+
+    def as_list(self) -> list[Any]:
+        return [self.name, self.size, self.sha256]
+
+
+def seal_sample(sample: Mapping[str, Any]) -> tuple[dict[str, Any], list[MemberRecord]]:
+    """The sample with its json rewritten to hold ``format_version`` and the sha256 of every other member, and
+    the records of its members in the order a WebDataset ``TarWriter`` writes them (sorted by extension)."""
+    key = sample["__key__"]
+    members = {name: as_bytes(value) for name, value in sample.items() if not name.startswith("__")}
+    if JSON_MEMBER not in members:
+        raise ValueError(f"sample {key!r} has no json member: nothing can hold its checksums")
+    meta = SampleMeta.from_json(members[JSON_MEMBER])
+    meta.format_version = FORMAT_VERSION
+    meta.sha256 = {name: digest(data) for name, data in sorted(members.items()) if name != JSON_MEMBER}
+    members[JSON_MEMBER] = meta.to_json()
+    records = [MemberRecord(f"{key}.{name}", len(data), digest(data)) for name, data in sorted(members.items())]
+    return {"__key__": key, **members}, records
+
+
+def expected_members(stats: Mapping[str, Any] | None) -> dict[str, list[MemberRecord]] | None:
+    """Key -> its member records, in tar order, from a stats json of format 2; None for an older one."""
+    if not stats or stats.get("format_version", LEGACY_FORMAT_VERSION) < FORMAT_VERSION:
+        return None
+    listed = stats.get("members")
+    if not isinstance(listed, list):
+        raise ValueError("stats json of format 2 without its members list: the stats json is damaged")
+    by_key: dict[str, list[MemberRecord]] = {}
+    for entry in listed:
+        name, size, sha = entry
+        key, _ = base_plus_ext(name)
+        by_key.setdefault(key, []).append(MemberRecord(str(name), int(size), str(sha)))
+    return by_key
+
+
+def expected_count(stats: Mapping[str, Any] | None, members: Mapping[str, Any] | None) -> int | None:
+    """Samples a shard should hold: its members list's keys (format 2) or its stats ``count`` (format 1)."""
+    if members is not None:
+        return len(members)
+    if stats and isinstance(stats.get("count"), int):
+        return int(stats["count"])
+    return None
+
+
+def check_members(
+    key: str, members: Sequence[tuple[str, bytes]], expected: Sequence[MemberRecord] | None
+) -> list[str]:
+    """What is wrong with one sample's bytes, member by member (empty when intact or unprotected).
+
+    ``members``: ``(member name, data)`` in tar order. With ``expected`` (the stats list) every member's name, size
+    and sha256 must match in order; without it a format-2 sample checks its other members against its own json.
+    """
+    if expected is not None:
+        return _against_stats(members, expected)
+    json_data = next((data for name, data in members if name == f"{key}.{JSON_MEMBER}"), None)
+    if json_data is None:
+        return []  # the structure check names the missing json
+    try:
+        meta = SampleMeta.from_json(json_data)
+    except (ValueError, TypeError):
+        return []  # the record check names it
+    if meta.format_version == LEGACY_FORMAT_VERSION:
+        return []
+    problems = []
+    present = {name[len(key) + 1 :]: data for name, data in members if name != f"{key}.{JSON_MEMBER}"}
+    for extension in sorted(set(meta.sha256) | set(present)):
+        if extension not in present:
+            problems.append(f"member .{extension} is missing (its json lists its sha256)")
+        elif extension not in meta.sha256:
+            problems.append(f"member .{extension} is not listed in its json's sha256: it does not belong here")
+        elif digest(present[extension]) != meta.sha256[extension]:
+            problems.append(f"member .{extension}: sha256 differs from its json's, the bytes are damaged")
+    return problems
+
+
+def _against_stats(members: Sequence[tuple[str, bytes]], expected: Sequence[MemberRecord]) -> list[str]:
+    problems = []
+    wanted = {record.name: record for record in expected}
+    seen: set[str] = set()
+    for name, data in members:
+        record = wanted.get(name)
+        if record is None:
+            problems.append(f"member {name!r} is not in the stats json's list")
+        elif name in seen:
+            problems.append(f"member {name!r} appears twice")
+        elif len(data) != record.size:
+            problems.append(f"member {name!r} holds {len(data)} bytes, the stats json says {record.size}")
+        elif digest(data) != record.sha256:
+            problems.append(f"member {name!r}: sha256 differs from the stats json's, the bytes are damaged")
+        seen.add(name)
+    problems += [f"member {record.name!r} is missing" for record in expected if record.name not in seen]
+    if not problems and [name for name, _ in members] != [record.name for record in expected]:
+        problems.append("members are out of the order the stats json lists")
+    return problems
+
+
+_SHAPE_HEADER = struct.Struct("<II")  # height, width of the uint16 array that follows
+_ZSTD_LEVEL = 1
+
+
+def _zstd_compress(payload: bytes) -> bytes:
+    """Level 1 with the frame's content checksum (4 bytes): a damaged frame fails to decode instead of decoding to
+    a label that differs everywhere below and right of the damage (the 2-D prediction spreads one wrong byte)."""
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True).compress(payload)
+
+
+def _png_encode(codes: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(codes).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _png_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise ValueError(f"label PNG is mode {image.mode!r}, not 16-bit: its values were cut to 8 bits")
+        return np.asarray(image, dtype=np.uint16).copy()
+
+
+def _delta_planes(codes: np.ndarray) -> bytes:
+    """2-D prediction residual (x - left - up + up_left, modulo 2**16), zigzag-coded so that small residuals of
+    either sign become small numbers, then high bytes and low bytes in two planes: smooth maps become runs
+    of zeros that zstd compresses well. Undone exactly by two cumulative sums modulo 2**16."""
+    residual = codes.astype(np.uint16, copy=True)
+    residual[:, 1:] -= codes[:, :-1]
+    residual[1:] -= residual[:-1].copy()
+    signed = residual.view(np.int16)
+    zigzag = ((signed << 1) ^ (signed >> 15)).view(np.uint16)
+    little = zigzag.astype("<u2").view(np.uint8).reshape(-1, 2)
+    return little[:, 1].tobytes() + little[:, 0].tobytes()
+
+
+def _undo_delta_planes(payload: bytes, height: int, width: int) -> np.ndarray:
+    planes = np.frombuffer(payload, dtype=np.uint8)
+    count = height * width
+    if planes.size != 2 * count:
+        raise ValueError(f"label payload holds {planes.size} bytes, expected {2 * count} for {height}x{width}")
+    zigzag = np.empty((height, width), dtype="<u2")
+    zigzag_bytes = zigzag.view(np.uint8).reshape(-1)
+    zigzag_bytes[1::2] = planes[:count]  # high bytes
+    zigzag_bytes[0::2] = planes[count:]  # low bytes
+    residual = zigzag >> 1
+    residual ^= np.uint16(0) - (zigzag & 1)
+    values = np.cumsum(residual, axis=1, dtype=np.uint16)
+    for row in range(1, height):  # row by row: 3x faster than np.cumsum(axis=0) on uint16, identical modulo 2**16
+        np.add(values[row - 1], values[row], out=values[row])
+    return values
+
+
+def _zstd_delta_encode(codes: np.ndarray) -> bytes:
+    header = _SHAPE_HEADER.pack(*codes.shape)
+    return header + _zstd_compress(_delta_planes(codes))
+
+
+def _zstd_delta_decode(data: bytes) -> np.ndarray:
+    height, width = _SHAPE_HEADER.unpack_from(data)
+    payload = zstandard.ZstdDecompressor().decompress(data[_SHAPE_HEADER.size :], max_output_size=2 * height * width)
+    return _undo_delta_planes(payload, height, width)
+
+
+def _zstd_raw_encode(codes: np.ndarray) -> bytes:
+    header = _SHAPE_HEADER.pack(*codes.shape)
+    return header + _zstd_compress(codes.astype("<u2").tobytes())
+
+
+def _zstd_raw_decode(data: bytes) -> np.ndarray:
+    height, width = _SHAPE_HEADER.unpack_from(data)
+    payload = zstandard.ZstdDecompressor().decompress(data[_SHAPE_HEADER.size :], max_output_size=2 * height * width)
+    return np.frombuffer(payload, dtype="<u2").reshape(height, width).astype(np.uint16)
+
+
+def _npy_encode(codes: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, codes.astype("<u2"), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _npy_decode(data: bytes) -> np.ndarray:
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype != np.dtype("<u2") or array.ndim != 2:
+        raise ValueError(f"label .npy holds {array.dtype} {array.shape}, expected uint16 (H, W)")
+    return array.astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class LabelCodec:
+    """Encoder and decoder of a uint16 (H, W) code array; ``extension`` is the shard member's extension."""
+
+    extension: str
+    encode: Callable[[np.ndarray], bytes]
+    decode: Callable[[bytes], np.ndarray]
+
+
+LABEL_CODECS: dict[str, LabelCodec] = {
+    codec.extension: codec
+    for codec in (
+        LabelCodec("depth16.dzst", _zstd_delta_encode, _zstd_delta_decode),
+        LabelCodec("depth16.zst", _zstd_raw_encode, _zstd_raw_decode),
+        LabelCodec("depth16.npy", _npy_encode, _npy_decode),
+        LabelCodec("depth16.png", _png_encode, _png_decode),
+    )
+}
+DEFAULT_LABEL_CODEC = "depth16.dzst"
+#: The codec names as a type, so that configs list them as choices; kept equal to ``LABEL_CODECS``'s keys.
+LabelCodecName = Literal["depth16.dzst", "depth16.zst", "depth16.npy", "depth16.png"]
+if set(get_args(LabelCodecName)) != set(LABEL_CODECS):  # a codec added to one table and not the other
+    raise ImportError(f"LabelCodecName {get_args(LabelCodecName)} differs from LABEL_CODECS {sorted(LABEL_CODECS)}")
+
+
+def label_codec(extension: str) -> LabelCodec:
+    try:
+        return LABEL_CODECS[extension]
+    except KeyError:
+        raise ValueError(f"unknown label codec {extension!r}; known: {sorted(LABEL_CODECS)}") from None
+
+
+def find_label_member(raw: dict) -> str:
+    """The label's member extension in a raw sample; exactly one must be present."""
+    found = [name for name in raw if name in LABEL_CODECS]
+    if len(found) != 1:
+        members = sorted(k for k in raw if not k.startswith("__"))
+        raise ValueError(f"sample {raw.get('__key__')!r} holds {len(found)} label members (members: {members})")
+    return found[0]
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"an image is uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # no copy for the usual RGB JPEG
+
+
+def sample_members(
+    key: str, jpg: bytes, codes: np.ndarray, label_range: tuple[float, float], meta: SampleMeta,
+    codec: str = DEFAULT_LABEL_CODEC,
+) -> dict[str, bytes | str]:
+    """One sample's WebDataset members from an encoded JPEG and label codes already computed (the pseudo-labeller
+    makes the JPEG in a DataLoader worker and the codes beside the teacher). Fills the meta's label fields."""
+    check_key(key)
+    if codes.dtype != np.uint16 or codes.ndim != 2:
+        raise ValueError(f"label codes are uint16 (H, W), got {codes.dtype} {codes.shape} for {key!r}")
+    label = label_codec(codec)
+    meta.label_range = (float(label_range[0]), float(label_range[1]))
+    meta.depth_codec = label.extension
+    meta.size = (int(codes.shape[1]), int(codes.shape[0]))
+    return {"__key__": key, "jpg": jpg, label.extension: label.encode(codes), "json": meta.to_json()}
+
+
+def encode_sample(
+    key: str,
+    image: np.ndarray,
+    depth: np.ndarray,
+    meta: SampleMeta,
+    valid: np.ndarray | None = None,
+    codec: str = DEFAULT_LABEL_CODEC,
+) -> dict[str, bytes | str]:
+    """One sample as WebDataset members. Raises ``LabelError`` for labels that cannot be stored."""
+    check_key(key)
+    if image.shape[:2] != depth.shape:
+        raise ValueError(f"image {image.shape[:2]} and label {depth.shape} differ in size for {key!r}")
+    codes, label_range = encode_label_codes(depth, valid)
+    return sample_members(key, encode_jpeg(image, meta.jpeg_quality), codes, label_range, meta, codec)
+
+
+def decode_label(raw: dict) -> tuple[np.ndarray, np.ndarray, SampleMeta]:
+    """Raw members -> (float32 label, bool valid mask, metadata), without touching the image."""
+    meta = SampleMeta.from_json(raw["json"])
+    extension = find_label_member(raw)
+    codes = label_codec(extension).decode(raw[extension])
+    expected = (meta.size[1], meta.size[0])
+    if codes.shape != expected:
+        raise ValueError(f"label of {raw.get('__key__')!r} is {codes.shape}, its json says {expected}")
+    depth, valid = decode_label_codes(codes, meta.label_range)
+    return depth, valid, meta
+
+
+def decode_sample(raw: dict) -> DepthSample:
+    """Raw WebDataset members -> :class:`DepthSample`. Raises on any inconsistency; the reader's handler counts it."""
+    depth, valid, meta = decode_label(raw)
+    image = decode_jpeg(raw["jpg"])
+    if image.shape[:2] != depth.shape:
+        raise ValueError(f"image {image.shape[:2]} and label {depth.shape} differ for {raw.get('__key__')!r}")
+    return DepthSample(key=raw["__key__"], image=image, depth=depth, valid=valid, meta=meta)

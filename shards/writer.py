@@ -3,7 +3,7 @@
 Each shard is written to ``<name>.tar.tmp``, flushed and fsynced, renamed to ``<name>.tar``, and only then is its
 stats json written (also through a temporary name). A shard counts as finished when its stats json exists.
 
-Every sample is sealed as it is written (``shards.integrity.seal_sample``): its json gets the sha256 of its other
+Every sample is sealed as it is written (``shards.format.seal_sample``): its json gets the sha256 of its other
 members, and the stats json lists every member in tar order with its size and sha256.
 """
 
@@ -19,8 +19,7 @@ from typing import Any
 
 import webdataset as wds
 
-from shards.format import FORMAT_VERSION
-from shards.integrity import MemberRecord, digest, seal_sample
+from shards.format import FORMAT_VERSION, MemberRecord, digest, seal_sample
 
 SHARD_SUFFIX = ".tar"
 STATS_SUFFIX = ".stats.json"

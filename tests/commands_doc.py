@@ -11,7 +11,7 @@ import sys
 import types
 import typing
 
-from shards.config import Command, build_parser
+from shards.cli.config import Command, build_parser
 
 #: Keys jsonargparse adds to every command.
 PARSER_KEYS = ("help", "config", "print_config")
@@ -26,7 +26,7 @@ def all_commands() -> list[Command]:
     from distill.evaluation.compare import COMMAND as COMPARE
     from distill.evaluation.evaluate import COMMAND as EVALUATE
     from pseudolabel.cli import COMMAND as PSEUDOLABEL
-    from shards.cli import COMMANDS as SHARDS
+    from shards.tools.commands import COMMANDS as SHARDS
 
     return [*SHARDS.values(), PSEUDOLABEL, DISTILL, EVALUATE, COMPARE, EXPORT, BENCHMARK, PREDICT]
 
@@ -91,8 +91,7 @@ def generate() -> str:
         "lists as `--key '[a, b]'` or by repeating `--key`. `--print_config` prints the resolved config; the "
         "commands that write an output save it beside it. A mistake in what you give (a missing file, an unknown "
         "key or model) stops with one line on stderr and exit status 2; `DEPTH_DISTILL_DEBUG=1` shows its "
-        "traceback. The old spellings (`--student`, `--batch-size`, `--input-size`, ...) still work for one "
-        "release, each with a warning naming the new key.",
+        "traceback.",
         "",
         "| command | what it does |",
         "|---|---|",

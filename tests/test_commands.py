@@ -1,5 +1,5 @@
 """Every command's surface: one parser and one spelling, help that describes every key, docs/commands.md generated
-from the configs, old spellings translated with a warning, and user errors as one line with exit status 2."""
+from the configs, old spellings refused by name, and user errors as one line with exit status 2."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.argv import Spelling, looks_like_path, rewrite_argv
-from shards.config import Command
+from shards.cli.config import Command, expand_list_flags, looks_like_path
 from tests.commands_doc import all_commands, generate, key_rows, schema_sections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,37 +65,25 @@ def test_architecture_help_names_every_registered_family() -> None:
 
 
 @dataclasses.dataclass(kw_only=True)
-class _Old:
-    """A schema for the rewrite table."""
+class _Lists:
+    """A schema with list keys, for the list-flag expansion."""
 
     model: list[str]
     shards: list[str] = dataclasses.field(default_factory=list)
-    size: str = "256x192"
     int8: bool = False
-    batch_size: int = 8
-    latency: bool = True
 
 
 @pytest.mark.parametrize(
-    ("argv", "expected", "warned"),
+    ("argv", "expected"),
     [
-        (["--student", "a"], ["--model+", "a"], "--student is deprecated: write --model"),
-        (["--model", "a", "--model", "b"], ["--model+", "a", "--model+", "b"], ""),
-        (["--model", "[a, b]"], ["--model", "[a, b]"], ""),
-        (["--int8"], ["--int8", "true"], "a bare --int8 is deprecated: write --int8 true"),
-        (["--int8", "--batch-size", "2"], ["--int8", "true", "--batch_size", "2"], "write --batch_size"),
-        (["--height", "64"], ["--size", "256x64"], "--height 64 is deprecated: write --size 256x64"),
-        (["--no-latency"], ["--latency", "false"], "--no-latency is deprecated: write --latency false"),
-        (["x", "--int8=true", "y"], ["--shards+", "x", "--int8", "true", "--shards+", "y"], ""),
+        (["--model", "a", "--model", "b"], ["--model+", "a", "--model+", "b"]),
+        (["--model", "[a, b]"], ["--model", "[a, b]"]),
+        (["x", "--int8=true", "y"], ["--shards+", "x", "--int8", "true", "--shards+", "y"]),
+        (["--int8", "false", "--model=a"], ["--int8", "false", "--model+", "a"]),
     ],
 )
-def test_old_spellings_are_rewritten_with_a_warning(argv, expected, warned, capsys) -> None:
-    spelling = Spelling(
-        renames={"--student": "--model", "--no-latency": "--latency false"}, size_pair=(256, 192), positional="shards"
-    )
-    assert rewrite_argv(argv, _Old, "cmd", spelling) == expected
-    err = capsys.readouterr().err
-    assert (warned in err and "next release" in err) if warned else err == ""
+def test_repeated_list_flags_and_bare_words_fill_lists(argv, expected) -> None:
+    assert expand_list_flags(argv, _Lists, positional="shards") == expected
 
 
 @pytest.mark.parametrize(
@@ -108,15 +95,18 @@ def test_what_looks_like_a_path(text: str, is_path: bool) -> None:
     assert looks_like_path(text) == is_path
 
 
-def test_old_spellings_still_run_the_command(tmp_path: Path, capsys) -> None:
-    from shards.cli import main
+@pytest.mark.parametrize(
+    "argv",
+    [["--n", "2"], ["--seed", "3"], ["--width", "64"], ["--batch-size", "2"], ["--holes"]],
+)
+def test_old_spellings_are_refused_by_name(argv: list[str], tmp_path: Path, capsys) -> None:
+    """The project never released: an old spelling is an unknown key (or a missing value), named in one line."""
+    from shards.tools.commands import main
 
-    assert main(["scenes", "--n", "2", "--seed", "3", "--width", "64", "--height", "48", "--out", str(tmp_path)]) == 0
+    assert main(["scenes", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
-    assert "--n is deprecated: write --count" in err and "--seed is deprecated: write --start" in err
-    assert "write --size 64x48" in err
-    assert "start: 3" in (tmp_path / "config.yaml").read_text()
-    assert len(list((tmp_path / "rgb").glob("*.png"))) == 2
+    assert argv[0] in err and "deprecated" not in err
+    assert not (tmp_path / "rgb").exists()
 
 
 # ---------------------------------------------------------------------------------------------- user errors

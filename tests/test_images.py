@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from distill.deploy.runtime import load_picture
-from pseudolabel.preprocess import InputRejected
-from pseudolabel.preprocess import to_rgb as preprocess_to_rgb
-from shards.depth_sources import read_rgb
+from pseudolabel.config import PreprocessConfig
+from pseudolabel.preprocess import InputRejected, preprocess_image
 from shards.images import sixteen_to_eight_bit
+from shards.tools.rgbd import read_rgb
 
 #: 16-bit value -> its 8-bit value: the ends, exact multiples of 257, and values either side of a half step
 #: (1927 / 257 = 7.498 -> 7; 1928 / 257 = 7.502 -> 8, where flooring would give 7).
@@ -22,9 +22,11 @@ SIXTEEN_TO_EIGHT = {0: 0, 1: 0, 257 * 3: 3, 257 * 100: 100, 1927: 7, 1928: 8, 25
 
 
 def _teacher_input(path: Path) -> np.ndarray:
+    """The teacher's crop of the whole picture at its own size (no resampling)."""
     with Image.open(path) as picture:
-        picture.load()
-        return np.asarray(preprocess_to_rgb(picture))
+        width, height = picture.size
+    config = PreprocessConfig(width=width, height=height, min_short_side=1)
+    return preprocess_image(path.read_bytes(), "picture", config).image
 
 
 #: The three call paths that read a picture: pseudolabel's preprocessing, import-rgbd / evaluation, predict / export.

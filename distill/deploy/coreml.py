@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, check_input_size
+from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME
+from distill.students.config import check_input_size
 
 INSTALL_HINT = "Core ML needs its extra: pip install 'depth-distill[coreml]' (coremltools)"
 #: Why the parity of a Core ML file is not checked off macOS.

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.deploy.contract import check_input_size, output_kind, stated_kind
+from distill.deploy.runtime import recorded_kind, resolve_kind
+from distill.students.config import check_input_size
 
 INSTALL_HINT = "ExecuTorch needs its extra: pip install 'depth-distill[executorch]'"
 
@@ -96,7 +97,7 @@ class PteRunner:
         if (width and width != self.width) or (height and height != self.height):
             raise ValueError(f"{path} takes {self.width}x{self.height} (W x H), not {width}x{height}; export again")
         self.name = f"executorch:{self.path.name}"
-        self.kind = output_kind(self.path, stated_kind(self.path), kind)
+        self.kind = resolve_kind(self.path, recorded_kind(self.path), kind)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.deploy.contract import check_input_size, output_kind, stated_kind
+from distill.deploy.runtime import recorded_kind, resolve_kind
+from distill.students.config import check_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class TfliteRunner:
         if (width and width != self.width) or (height and height != self.height):
             raise ValueError(f"{path} takes {self.width}x{self.height} (W x H), not {width}x{height}; export again")
         self.name = f"tflite:{self.path.name}"
-        self.kind = output_kind(self.path, stated_kind(self.path), kind)
+        self.kind = resolve_kind(self.path, recorded_kind(self.path), kind)
 
     def run_raw(self, raw_input: np.ndarray) -> np.ndarray:
         """One call of the file as the interpreter sees it: the input tensor in, the output tensor out, no scaling."""

@@ -1,16 +1,22 @@
-"""The Python API: one :class:`DepthModel` for every model the tools run, and the one inference path they share.
+"""The Python API and the one model loader: :class:`DepthModel` for every model the tools run, the picture forms
+it accepts, and the one inference path they share.
 
     from distill import DepthModel
     model = DepthModel.from_pretrained("runs/x/student")  # or model.onnx / .tflite / .pte, a hub id, a teacher
     prediction = model.predict("room.jpg")  # .values float32 (H, W) at the picture's size, .kind, .image()
 
-``from_pretrained`` recognises the model by content (docs/deploy.md): an exported file by its ending (run by
-:func:`distill.deploy.runtime.load_runner`), a student folder by the ``architecture`` field of its ``config.json``,
-a hub id by the ``config.json`` it holds (a student repository is downloaded whole; any other is a transformers
-depth model), and a transformers depth model folder or hub id as a teacher, built by ``pseudolabel.teachers`` so
-that a teacher is scored by the code that labels (the one module of ``distill`` that imports ``pseudolabel``, and
-only lazily). ``predict`` (the user's call), ``evaluate``, ``compare`` and the predict command all go through
-:meth:`DepthModel.infer`.
+``from_pretrained`` is the loader of every command (predict, evaluate, compare, export, benchmark). It recognises
+the model by content (:func:`detect_source`, docs/deploy.md): an exported file by its ending and a student folder by
+the ``architecture`` field of its ``config.json`` (both run by the runner :func:`load_runner` picks), a hub id by the
+``config.json`` it holds (a student repository is downloaded whole; any other is a transformers depth model), a
+transformers depth model folder or hub id as a teacher, built by ``pseudolabel.teachers`` so that a teacher is
+scored by the code that labels (the one module of ``distill`` that imports ``pseudolabel``, and only lazily), and
+``constant``, the baseline every depth model must beat. ``predict`` (the user's call), ``evaluate``, ``compare`` and
+the predict command all go through :meth:`DepthModel.infer`.
+
+``predict`` takes a picture file path, a PIL image, a uint8 (H, W, 3) RGB array (or (H, W) greyscale), a float
+tensor (3, H, W) or (N, 3, H, W) RGB in [0, 1], or a list of them. Each becomes an :class:`InputImage` that
+remembers its own size, so that every prediction is resized back to the size it came in at.
 """
 
 from __future__ import annotations
@@ -21,24 +27,130 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
-from distill.deploy.inputs import ImageLike, as_inputs, to_model_batch
-from distill.deploy.runtime import EXPORTED_SUFFIXES, PRECISIONS, load_runner, pick_device, resize_prediction
-from shards.argv import looks_like_path
-from shards.errors import UserError
-from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE
-from shards.viz import colorize_depth
+from distill.deploy.runtime import (
+    EXPORTED_SUFFIXES,
+    PRECISIONS,
+    DepthRunner,
+    OnnxRunner,
+    TorchRunner,
+    images_to_batch,
+    load_picture,
+    pick_device,
+    picture_to_rgb,
+    resize_prediction,
+    resolve_kind,
+)
+from distill.students import is_student_folder
+from distill.students.config import STUDENT_SIZE
+from shards.cli.config import looks_like_path
+from shards.cli.errors import UserError, one_line
+from shards.format import LABEL_KINDS, METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE
+from shards.tools.pictures import colorize_depth
 
+#: What ``predict`` takes; a list of these gives a list of predictions.
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+ACCEPTED_INPUTS = (
+    "a picture file path, a PIL image, a uint8 (H, W, 3) RGB array, a float tensor (3, H, W) or (N, 3, H, W) RGB "
+    "in [0, 1], or a list of them"
+)
+
+
+@dataclass
+class InputImage:
+    """One input: ``pixels`` uint8 (H, W, 3) RGB, or ``tensor`` float (3, H, W) in [0, 1] (exactly one is set)."""
+
+    pixels: np.ndarray | None = None
+    tensor: torch.Tensor | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the input: the size its prediction is returned at."""
+        if self.pixels is not None:
+            return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+        return int(self.tensor.shape[1]), int(self.tensor.shape[2])
+
+
+def as_inputs(image: Any) -> tuple[list[InputImage], bool]:
+    """The inputs of one ``predict`` call, and whether the caller gets a list back (a list or an (N, 3, H, W)
+    tensor) rather than one prediction."""
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise ValueError("predict got an empty list")
+        items = [_one(item) for item in image]
+        return [single for group in items for single in group], True
+    if isinstance(image, torch.Tensor) and image.dim() == 4:
+        return _one(image), True
+    return _one(image), False
+
+
+def _one(image: Any) -> list[InputImage]:
+    if isinstance(image, (str, os.PathLike)):
+        return [InputImage(pixels=load_picture(image))]
+    if isinstance(image, Image.Image):
+        return [InputImage(pixels=picture_to_rgb(image))]
+    if isinstance(image, np.ndarray):
+        return [InputImage(pixels=_rgb_array(image))]
+    if isinstance(image, torch.Tensor):
+        return [InputImage(tensor=single) for single in _float_tensor(image)]
+    raise TypeError(f"predict takes {ACCEPTED_INPUTS}; got {type(image).__name__}")
+
+
+def _rgb_array(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise TypeError(
+            f"an image array must be uint8 RGB (H, W, 3), got {array.dtype} {array.shape}; for floats in [0, 1] "
+            "pass a torch tensor (3, H, W)"
+        )
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"an image array must be (H, W, 3) RGB or (H, W) greyscale, got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def _float_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
+    if not tensor.is_floating_point():
+        raise TypeError(f"an image tensor must be float RGB in [0, 1], got {tensor.dtype}")
+    batch = tensor[None] if tensor.dim() == 3 else tensor
+    if batch.dim() != 4 or batch.shape[1] != 3:
+        raise ValueError(f"an image tensor must be (3, H, W) or (N, 3, H, W) RGB, got shape {tuple(tensor.shape)}")
+    return list(batch.detach().float().cpu())
+
+
+def to_model_batch(inputs: list[InputImage], width: int, height: int) -> torch.Tensor:
+    """float32 (B, 3, height, width) in [0, 1]: pictures resized as ``images_to_batch`` does (PIL bicubic, the
+    export's parity and the predict command's path), float tensors by torch's bicubic (antialiased when shrinking)."""
+    batch = torch.empty(len(inputs), 3, height, width, dtype=torch.float32)
+    for index, item in enumerate(inputs):
+        if item.pixels is not None:
+            batch[index] = torch.from_numpy(images_to_batch([item.pixels], width, height)[0])
+        elif tuple(item.tensor.shape[1:]) == (height, width):
+            batch[index] = item.tensor.clamp(0.0, 1.0)
+        else:
+            shrinking = height < item.tensor.shape[1] or width < item.tensor.shape[2]
+            resized = F.interpolate(
+                item.tensor[None], size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking
+            )
+            batch[index] = resized[0].clamp(0.0, 1.0)
+    return batch
+
+
+#: ``--model constant``: the baseline every depth model must beat. Its inverse depth is 1 everywhere, so after the
+#: protocol's per-image alignment it becomes the best single depth for each image.
+CONSTANT_MODEL = "constant"
 ACCEPTED_MODELS = (
     "a student folder (config.json with our 'architecture' field + model.safetensors) or its hub id, "
     "an exported .onnx file (or .tflite, .pte), "
     "a transformers depth model (a folder whose config.json has model_type dpt / depth_anything, or a hub id "
-    "such as Intel/dpt-hybrid-midas)"
+    f"such as Intel/dpt-hybrid-midas), or '{CONSTANT_MODEL}' (the baseline that predicts one value everywhere)"
 )
 TRANSFORMERS_DEPTH_TYPES = ("dpt", "depth_anything", "glpn", "zoedepth", "depth_pro", "prompt_depth_anything")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -59,9 +171,12 @@ class DepthPrediction:
 
 
 def detect_source(model: str | os.PathLike, revision: str | None = None) -> tuple[str, str]:
-    """(type, location): "onnx" / "tflite" / "pte" (a file), "student" (a folder, downloaded when given a hub id)
-    or "teacher" (a folder or hub id), from the model's content; anything else is a user error naming the forms."""
+    """(type, location): "onnx" / "tflite" / "pte" (a file), "student" (a folder, downloaded when given a hub id),
+    "teacher" (a folder or hub id) or "constant", from the model's content (docs/evaluation.md, "The model");
+    anything else is a user error naming the accepted forms."""
     model = str(model)
+    if model == CONSTANT_MODEL:
+        return CONSTANT_MODEL, CONSTANT_MODEL
     path = Path(model)
     suffix = path.suffix.lower()
     if suffix in EXPORTED_SUFFIXES:
@@ -119,7 +234,7 @@ class DepthModel:
         runner: Any = None,
         precision: str = "fp32",
     ) -> None:
-        if kind not in (RELATIVE_INVERSE_DEPTH, METRIC_DEPTH):
+        if kind not in LABEL_KINDS:
             raise ValueError(f"kind must be {RELATIVE_INVERSE_DEPTH} or {METRIC_DEPTH}, got {kind!r}")
         self.name, self.source, self.kind = name, source, kind
         self.width, self.height = width, height
@@ -148,6 +263,8 @@ class DepthModel:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         source, location = detect_source(model, revision)
+        if source == CONSTANT_MODEL:
+            return _constant_model(input_size)
         if source == "teacher":
             if input_size is not None:
                 raise UserError("--size applies to students and constant; teachers run at 512x384")
@@ -161,15 +278,8 @@ class DepthModel:
             )
         except ImportError as error:  # the runtime of an exported file is an extra; its message names the install
             raise UserError(f"--model {model}: {error}") from error
-
-        def forward(images: torch.Tensor) -> torch.Tensor:
-            output = runner(images.float().cpu().numpy())  # (B, H, W)
-            return torch.from_numpy(np.asarray(output, dtype=np.float32))
-
         run_precision = precision if source == "student" else "as exported"
-        return cls(
-            runner.name, source, runner.kind, runner.width, runner.height, forward, location, runner, run_precision
-        )
+        return _runner_model(runner, source, location, run_precision)
 
     def infer(self, images: torch.Tensor) -> torch.Tensor:
         """float (B, 3, height, width) RGB in [0, 1] at the model's size -> float32 (B, height', width') tensor on
@@ -200,7 +310,7 @@ class DepthModel:
 
     def save_pretrained(self, folder: str | os.PathLike, **card: Any) -> Path:
         """Write a student as a hub-ready folder: ``config.json``, ``model.safetensors`` and a model card
-        ``README.md``; ``card`` takes :func:`distill.deploy.hub.write_model_card`'s facts (teacher, data, ...)."""
+        ``README.md``; ``card`` takes :class:`distill.deploy.hub.CardFacts`' fields (teacher, data, ...)."""
         from distill.deploy.hub import save_pretrained
 
         return save_pretrained(self, folder, **card)
@@ -234,3 +344,67 @@ def _teacher_model(model: str, device: str, revision: str | None, precision: str
 
     width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (docs/decisions.md, "Teachers")
     return DepthModel(f"teacher:{model}", "teacher", kind, width, height, forward, model, teacher, precision)
+
+
+def load_runner(
+    model: str | os.PathLike,
+    width: int | None = None,
+    height: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    precision: str = "auto",
+    kind: str | None = None,
+) -> DepthRunner:
+    """A student folder (``config.json`` + ``model.safetensors``) or an exported file (``EXPORTED_SUFFIXES``) -> a
+    runner. ``precision`` applies to a student folder (an exported file runs as exported); ``kind`` states the
+    output of a file that does not say what it outputs; anything else is a user error naming ``--model``."""
+    path = Path(model)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        try:
+            return OnnxRunner.open(path, width=width, height=height, threads=threads, kind=kind)
+        except ImportError:
+            raise
+        except ValueError as error:  # our checks: the graph's names, or a size the export does not have
+            raise UserError(f"--model {model}: {error}") from error
+        except Exception as error:  # onnxruntime's own errors for a file that is not a model: InvalidProtobuf, ...
+            raise UserError(f"--model {model}: not a readable ONNX model ({one_line(error)[:300]})") from error
+    if path.is_file() and path.suffix.lower() == ".tflite":
+        from distill.deploy.litert import TfliteRunner
+
+        return TfliteRunner(path, width=width, height=height, threads=threads, kind=kind)
+    if path.is_file() and path.suffix.lower() == ".pte":
+        from distill.deploy.executorch_pte import PteRunner
+
+        return PteRunner(path, width=width, height=height, threads=threads, kind=kind)
+    if path.is_dir() and is_student_folder(path):
+        if threads:
+            torch.set_num_threads(threads)
+        runner = TorchRunner(path, width=width, height=height, device=device, precision=precision)
+        resolve_kind(path, runner.kind, kind)  # a student says what it outputs; a contradicting kind is an error
+        return runner
+    what = "no such file or folder" if not path.exists() else "neither an exported file nor a student folder"
+    raise UserError(
+        f"--model {model}: {what}; give an exported .onnx / .tflite / .pte file or a student folder (config.json "
+        "with our 'architecture' marker + model.safetensors, as written by training or distill.students.save_student)"
+    )
+
+
+def _runner_model(runner: Any, source: str, location: str, precision: str) -> DepthModel:
+    """A student folder or an exported file, run by its runtime's runner (numpy in and out)."""
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        output = runner(images.float().cpu().numpy())  # (B, H, W)
+        return torch.from_numpy(np.asarray(output, dtype=np.float32))
+
+    size = (runner.width, runner.height)
+    return DepthModel(runner.name, source, runner.kind, *size, forward, location, runner, precision)
+
+
+def _constant_model(input_size: tuple[int, int] | None) -> DepthModel:
+    """``constant``: inverse depth 1 everywhere, at ``input_size`` (default the students' 256x192)."""
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return torch.ones(images.shape[0], images.shape[2], images.shape[3], dtype=torch.float32)
+
+    width, height = input_size or STUDENT_SIZE
+    return DepthModel(CONSTANT_MODEL, CONSTANT_MODEL, RELATIVE_INVERSE_DEPTH, width, height, forward)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, PREDICTION_METADATA, check_input_size
+from distill.deploy.runtime import INPUT_NAME, KIND_KEY, OUTPUT_NAME
+from distill.students.config import check_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def export_onnx(
 
         graph = onnx.load(str(path))
         onnx.helper.set_model_props(
-            graph, {PREDICTION_METADATA: student_output_kind(config), "architecture": config.architecture}
+            graph, {KIND_KEY: student_output_kind(config), "architecture": config.architecture}
         )
         onnx.save(graph, str(path))
     onnx.checker.check_model(str(path))

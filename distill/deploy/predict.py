@@ -18,6 +18,9 @@ resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
 
 Unreadable inputs are skipped, listed at the end and in ``DIR/skipped.txt``; the exit status is non-zero only if
 nothing could be processed.
+
+Videos are read and written with PyAV (the optional ``video`` extra), frames in and out as uint8 RGB (H, W, 3):
+torchvision 0.29 has no video API, and PyAV's wheels bundle FFmpeg, so nothing else needs installing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,15 +43,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from distill.align import as_inverse_depth
-from distill.deploy.configs import PREDICT_SPELLING, PredictConfig
 from distill.deploy.model import DepthModel
-from distill.deploy.runtime import IMAGE_EXTENSIONS, images_to_batch, load_picture, resize_prediction
-from distill.deploy.video import VIDEO_EXTENSIONS, VideoSupportMissing, VideoWriter, read_frames, require_av, video_info
-from shards.argv import parse_size
-from shards.config import Command, save_resolved_config
-from shards.errors import UserError, run_command
+from distill.deploy.runtime import IMAGE_EXTENSIONS, Kind, images_to_batch, load_picture, resize_prediction
+from shards.cli.config import Command, parse_size, save_resolved_config
+from shards.cli.errors import UserError, run_command
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
-from shards.viz import colorize_depth
+from shards.tools.pictures import colorize_depth
+
+#: File name endings read as videos by ``distill.predict``.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")
+
+#: Codecs tried in order for an output video; libx264 ships in PyAV's wheels, mpeg4 is FFmpeg's own.
+OUTPUT_CODECS = ("libx264", "h264", "mpeg4")
+
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,39 @@ VIDEO_OUTPUTS = ("mp4", "frames")
 SKIPPED_LIST = "skipped.txt"
 #: Percentiles of each map that span the colour scale (as ``colorize_depth``'s default).
 COLOUR_PERCENTILES = (2.0, 98.0)
+
+
+@dataclass(kw_only=True)
+class PredictConfig:
+    """Depth maps for pictures, folders (recursive) and videos: colour-mapped pictures, and raw relative inverse
+    depth on request (docs/deploy.md)."""
+
+    model: str
+    """a student folder or an exported .onnx file"""
+    inputs: list[str]
+    """pictures, folders (searched recursively) or video files; bare words on the command line"""
+    out: str
+    """the output folder (the pictures, skipped.txt, config.yaml)"""
+    save_raw: Literal["png16", "npy"] | None = None
+    """also write raw inverse depth: 16-bit PNG (with its range in a .json) or float32 .npy"""
+    smooth: Literal["ema", "mean"] | None = None
+    """video: average the predictions over frames"""
+    smooth_window: int = 5
+    """frames in the moving average (mean)"""
+    smooth_alpha: float = 0.5
+    """weight of the newest frame (ema)"""
+    video_out: Literal["mp4", "frames"] = "mp4"
+    """video: an mp4, or a PNG per frame"""
+    size: str | None = None
+    """the model's input WxH (student folders; default 256x192; an .onnx file has its own)"""
+    batch_size: int = 4
+    """pictures per forward pass"""
+    device: str = "auto"
+    """PyTorch device for student folders: auto, cpu, cuda"""
+    threads: int | None = None
+    """CPU threads (default: the runtime's choice)"""
+    kind: Kind | None = None
+    """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
 
 
 @dataclass(frozen=True)
@@ -259,8 +302,123 @@ def predict_video(model: DepthModel, job: Job, out: Path, options: VideoOptions)
     return count
 
 
-#: ``python -m distill.predict``: its config and old spellings.
-COMMAND = Command("python -m distill.predict", PredictConfig, PREDICT_SPELLING)
+# --------------------------------------------------------------------------------------------------------------
+# Video files (PyAV)
+
+
+class VideoSupportMissing(RuntimeError):
+    """PyAV is not installed."""
+
+
+def require_av() -> ModuleType:
+    """Import PyAV or say how to install it."""
+    try:
+        import av
+    except ImportError as error:
+        raise VideoSupportMissing(
+            "video input and output need PyAV: pip install 'depth-distill[video]' (or pip install av)"
+        ) from error
+    return av
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about its first video stream. ``frames`` is 0 when the container does not know."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    av = require_av()
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} holds no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate or Fraction(25)
+        return VideoInfo(stream.codec_context.width, stream.codec_context.height, float(rate), int(stream.frames or 0))
+
+
+def read_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Decode the first video stream frame by frame -> uint8 RGB (H, W, 3)."""
+    av = require_av()
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} holds no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+class VideoWriter:
+    """Encode uint8 RGB frames (H, W, 3) into a video file at a constant frame rate.
+
+    yuv420p (what every player reads) needs even sides: odd frames get one edge row or column repeated.
+    """
+
+    def __init__(self, path: str | Path, fps: float, codec: str | None = None, quality_crf: int = 18) -> None:
+        self._av = require_av()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fps = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._container = self._av.open(str(self.path), mode="w")
+        self._codec = codec or self._first_available_codec()
+        self._crf = quality_crf
+        self._stream = None
+        self.frames_written = 0
+
+    def _first_available_codec(self) -> str:
+        for name in OUTPUT_CODECS:
+            try:
+                self._av.codec.Codec(name, "w")
+                return name
+            except Exception:  # noqa: BLE001 - PyAV raises several types for a missing encoder
+                continue
+        raise RuntimeError(f"none of the video encoders {OUTPUT_CODECS} is available in this PyAV build")
+
+    def _open_stream(self, width: int, height: int) -> None:
+        self._stream = self._container.add_stream(self._codec, rate=self._fps)
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = "yuv420p"
+        if self._codec in ("libx264", "h264"):
+            self._stream.options = {"crf": str(self._crf)}
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = _even_sides(np.ascontiguousarray(frame, dtype=np.uint8))
+        if self._stream is None:
+            self._open_stream(frame.shape[1], frame.shape[0])
+        video_frame = self._av.VideoFrame.from_ndarray(frame, format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._stream is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _even_sides(frame: np.ndarray) -> np.ndarray:
+    pad_rows = frame.shape[0] % 2
+    pad_cols = frame.shape[1] % 2
+    if pad_rows or pad_cols:
+        frame = np.pad(frame, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
+    return frame
+
+
+#: ``python -m distill.predict``: its config; bare words are inputs.
+COMMAND = Command("python -m distill.predict", PredictConfig, positional="inputs")
 
 
 def main(argv: list[str] | None = None) -> int:

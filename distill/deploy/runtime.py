@@ -1,29 +1,34 @@
-"""Run a student for inference, from its folder (PyTorch) or an ONNX file (ONNX Runtime), behind one interface.
+"""Run a depth model for inference behind one interface, and the contract every exported file and runner keeps.
 
-Export (parity), predict and the benchmark workers share it, so the pre- and post-processing are the same
+A runner maps float32 (B, 3, H, W) RGB in [0, 1] to float32 (B, H, W): a student from its folder (PyTorch), or an
+exported ``.onnx`` (ONNX Runtime), ``.tflite`` (LiteRT) or ``.pte`` (ExecuTorch) file; which one a ``--model`` gets
+is decided by :func:`distill.deploy.model.load_runner`. The contract: input sides are multiples of the encoder's
+stride (``distill.students.config.check_input_size``), the graph's input is ``image`` and its output
+``inverse_depth``, and the output's ``kind`` (``relative_inverse_depth`` or ``metric_depth``) is what the file states
+(our exports write it), else what the caller says (:func:`resolve_kind`).
+
+Export (parity), predict, evaluation and the benchmark workers share the pre- and post-processing, so it is the same
 everywhere: RGB uint8 -> resized bicubically to the model's size -> float [0, 1] (B, 3, H, W); the model returns
 (B, 1, H, W) relative inverse depth (or metres), resized back bicubically to the picture's size, not clamped.
-Normalisation lives inside the model (and so inside the ONNX graph). PyTorch is imported only where it is used, so
-an ONNX Runtime process (a benchmark worker) does not pay for it.
+Normalisation lives inside the model (and so inside the exported graph). PyTorch is imported only where it is used,
+so an ONNX Runtime process (a benchmark worker) does not pay for it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from distill.deploy.contract import output_kind
-from shards.errors import UserError, one_line
-from shards.format import INPUT_MULTIPLE, RELATIVE_INVERSE_DEPTH, STUDENT_SIZE, check_input_size
+from distill.students.config import STUDENT_SIZE, check_input_size
+from shards.format import LABEL_KINDS, RELATIVE_INVERSE_DEPTH
 from shards.images import to_rgb
-
-__all__ = ["INPUT_MULTIPLE", "check_input_size", "load_runner", "output_kind"]
 
 if TYPE_CHECKING:
     import torch
@@ -33,18 +38,40 @@ logger = logging.getLogger(__name__)
 #: Names of the exported graph's input and output (the export contract, see docs/deploy.md).
 INPUT_NAME = "image"
 OUTPUT_NAME = "inverse_depth"
-#: ONNX metadata key saying what the output holds: relative_inverse_depth (the name above), or metric_depth (metres,
-#: for students trained with ``prediction: depth``; the output keeps its name so every runtime binds it the same way).
-PREDICTION_METADATA = "prediction"
+#: What a model's output holds (``shards.format``'s label kinds), as a config option's type.
+Kind = Literal["relative_inverse_depth", "metric_depth"]
+#: The file format's key for the output's kind, in the ONNX metadata and the ``<file>.json`` record:
+#: relative_inverse_depth, or metric_depth (metres, for students trained with ``prediction: depth``; the output keeps
+#: its name ``inverse_depth`` so every runtime binds it the same way).
+KIND_KEY = "prediction"
 #: ONNX Runtime graph optimisation levels by name; ``all`` is about 3x faster than ``basic`` for the student.
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: PyTorch precisions of a student run: ``auto`` = bf16 autocast on CUDA, fp32 elsewhere (predict, benchmarks);
 #: evaluation runs fp32 unless asked otherwise (docs/evaluation.md).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: Endings of the exported model files ``load_runner`` (and so every command's ``--model``) runs.
+#: Endings of the exported model files ``distill.deploy.model.load_runner`` (and so every ``--model``) runs.
 EXPORTED_SUFFIXES = (".onnx", ".tflite", ".pte")
 #: Picture file endings read by export (calibration) and predict.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def resolve_kind(path: str | os.PathLike, stated: str | None, given: str | None) -> str:
+    """The kind of an exported file's output: what the file states (our exports do), else what the caller gives
+    (``kind``), else relative inverse depth (published depth models mostly are). The two disagreeing: an error."""
+    for value in (stated, given):
+        if value is not None and value not in LABEL_KINDS:
+            raise ValueError(f"{path}: output kind must be one of {LABEL_KINDS}, got {value!r}")
+    if stated and given and stated != given:
+        raise ValueError(f"{path} states that it outputs {stated}, but {given} was given; drop the kind option")
+    return stated or given or RELATIVE_INVERSE_DEPTH
+
+
+def recorded_kind(path: Path) -> str | None:
+    """The kind our export recorded beside the file (``<file>.json``), if any."""
+    record_path = path.with_name(path.name + ".json")
+    if record_path.is_file():
+        return json.loads(record_path.read_text()).get(KIND_KEY)
+    return None
 
 
 def load_picture(path: str | os.PathLike) -> np.ndarray:
@@ -235,63 +262,15 @@ class OnnxRunner:
         if (width and graph_width and width != graph_width) or (height and graph_height and height != graph_height):
             raise ValueError(
                 f"{path} was exported for {graph_width}x{graph_height} (W x H); export again with "
-                f"--width {width} --height {height} to run at that size"
+                f"--size {width or graph_width}x{height or graph_height} to run at that size"
             )
         final_width = graph_width or width or STUDENT_SIZE[0]
         final_height = graph_height or height or STUDENT_SIZE[1]
         check_input_size(final_width, final_height)
-        stated = session.get_modelmeta().custom_metadata_map.get(PREDICTION_METADATA)
+        stated = session.get_modelmeta().custom_metadata_map.get(KIND_KEY)
         name = f"onnx:{Path(path).name}"
-        return cls(Path(path), final_width, final_height, name, session, output_kind(path, stated, kind))
+        return cls(Path(path), final_width, final_height, name, session, resolve_kind(path, stated, kind))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
         return output[:, 0]  # (B, H, W)
-
-
-def load_runner(
-    model: str | os.PathLike,
-    width: int | None = None,
-    height: int | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    precision: str = "auto",
-    kind: str | None = None,
-) -> DepthRunner:
-    """A student folder (``config.json`` + ``model.safetensors``) or an exported file (``EXPORTED_SUFFIXES``) -> a
-    runner. ``precision`` applies to a student folder (an exported file runs as exported); ``kind`` states the
-    output of a file that does not say what it outputs; anything else is a user error naming ``--model``."""
-    path = Path(model)
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        try:
-            return OnnxRunner.open(path, width=width, height=height, threads=threads, kind=kind)
-        except ImportError:
-            raise
-        except ValueError as error:  # our checks: the graph's names, or a size the export does not have
-            raise UserError(f"--model {model}: {error}") from error
-        except Exception as error:  # onnxruntime's own errors for a file that is not a model: InvalidProtobuf, ...
-            raise UserError(f"--model {model}: not a readable ONNX model ({one_line(error)[:300]})") from error
-    if path.is_file() and path.suffix.lower() == ".tflite":
-        from distill.deploy.litert import TfliteRunner
-
-        return TfliteRunner(path, width=width, height=height, threads=threads, kind=kind)
-    if path.is_file() and path.suffix.lower() == ".pte":
-        from distill.deploy.executorch_pte import PteRunner
-
-        return PteRunner(path, width=width, height=height, threads=threads, kind=kind)
-    if path.is_dir():
-        from distill.students import is_student_folder
-
-        if is_student_folder(path):
-            import torch
-
-            if threads:
-                torch.set_num_threads(threads)
-            runner = TorchRunner(path, width=width, height=height, device=device, precision=precision)
-            output_kind(path, runner.kind, kind)  # a student says what it outputs; a contradicting kind is an error
-            return runner
-    what = "no such file or folder" if not path.exists() else "neither an exported file nor a student folder"
-    raise UserError(
-        f"--model {model}: {what}; give an exported .onnx / .tflite / .pte file or a student folder (config.json "
-        "with our 'architecture' marker + model.safetensors, as written by training or distill.students.save_student)"
-    )

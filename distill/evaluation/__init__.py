@@ -1,3 +1,5 @@
-"""Evaluation: protocols, the data sources and models they score, ``evaluate`` (one model on one data set) and
-``compare`` (several models, several data sets, one table). Uses the students, the deployment runtimes and the shared
-numerics; scores teachers through ``pseudolabel.teachers``, imported lazily in :mod:`distill.evaluation.models`."""
+"""Evaluation, one module per idea: ``protocols`` (how a prediction is scored: which ground truth, which pixels,
+which alignment), ``evaluate`` (the command that scores one model on one data set: its config, the data sources it
+reads, its report) and ``compare`` (several models, several data sets, one table). Uses the students, the deployment
+layer (models load through :mod:`distill.deploy.model`, which runs teachers through ``pseudolabel.teachers``) and the
+shared numerics."""

@@ -2,11 +2,16 @@
 
 ``python -m distill.evaluate --model M --data D [--splits splits.mat] [--protocol reference] --out DIR``
 
-The model is recognised by content (:mod:`distill.evaluation.models`): an ``.onnx`` file, a student folder, a
-transformers depth model folder or hub id (a teacher), or ``constant``; the data by its form
-(:mod:`distill.evaluation.sources`). Each frame is resized to the model's input size, the prediction resized back to
-the frame's size, then the protocol (:mod:`distill.evaluation.protocols`) aligns it, caps it and scores it per image
-with ``distill.metrics``; figures are averaged over images.
+One idea, the evaluate command, read top to bottom as it runs: its config (:class:`EvaluateConfig`: the model, the data,
+the protocol's overrides; ``compare`` scores each data set with one), the data sources ``--data`` names, the scoring
+loop, the report and the command; no part has a user beyond this command and ``compare``, which reuses it whole.
+
+The model is recognised by content (:mod:`distill.deploy.model`): an ``.onnx`` file, a student folder, a transformers
+depth model folder or hub id (a teacher), or ``constant``; the data by its form (:func:`open_data`: NYU's ``.mat``, a
+DIODE tree, a ``.txt`` pair list, an ``rgb/`` + ``depth/`` folder, or a ``datasets`` copy). Each frame is resized to the
+model's input size, the prediction resized back to the frame's size, then the protocol
+(:mod:`distill.evaluation.protocols`) aligns it, caps it and scores it per image with ``distill.metrics``; figures are
+averaged over images.
 
 Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means), ``per_image.csv``,
 ``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png``, ``config.yaml`` (the
@@ -19,6 +24,7 @@ Models run in fp32 unless ``--precision bf16`` or ``fp16`` asks for autocast; th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -29,46 +35,282 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.deploy.runtime import pick_device
-from distill.evaluation.configs import EVALUATE_SPELLING, DataOptions, EvaluateConfig, ProtocolOptions
-from distill.evaluation.models import DepthModel, load_model
+from distill.deploy.model import DepthModel
+from distill.deploy.runtime import Kind, pick_device
 from distill.evaluation.protocols import (
+    EIGEN_CROP,
+    GARG_CROP,
     PRESETS,
     Protocol,
-    crop_box,
     crop_mask,
+    eval_crop,
     get_protocol,
     predicted_depth,
     resize_images,
     valid_mask,
 )
-from distill.evaluation.sources import open_data
 from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
-from shards.argv import parse_size
-from shards.config import Command, save_resolved_config
-from shards.errors import UserError, run_command
+from shards.cli.config import Command, looks_like_path, parse_size, save_resolved_config
+from shards.cli.errors import UserError, one_line, run_command
 from shards.format import METRIC_DEPTH, LabelError
-from shards.nyu import DepthFrame, NyuFormatError
-from shards.viz import colorize_depth, error_map, image_grid, save_picture
+from shards.tools.nyu import DepthFrame, NyuFormatError, NyuSplit
+from shards.tools.pictures import colorize_depth, error_map, image_grid, save_picture
+from shards.tools.rgbd import (
+    DIODE_SCENES,
+    DepthFolder,
+    DepthScaleName,
+    DiodeSplit,
+    HfDepthDataset,
+    PairList,
+    is_diode_tree,
+    parse_depth_scale,
+)
 
 log = logging.getLogger(__name__)
 
-#: Column headers of the reference table, with the metric each shows.
-TABLE_COLUMNS = (
-    ("AbsRel", "abs_rel"),
-    ("SqRel", "sq_rel"),
-    ("RMSE", "rmse"),
-    ("RMSE log", "rmse_log"),
-    ("δ<1.25", "delta1"),
-    ("δ<1.25²", "delta2"),
-    ("δ<1.25³", "delta3"),
+
+# ----------------------------------------------------------------------------------------------------------- the config
+
+
+PresetName = Literal[
+    "reference", "common", "midas", "median", "metric", "diode_indoor", "diode_outdoor", "diode", "kitti_eigen"
+]
+Resize = Literal["bicubic", "bilinear"]
+
+
+@dataclass(kw_only=True)
+class ModelOptions:
+    """The model and how it runs."""
+
+    model: str
+    """a student folder or hub id, an exported .onnx / .tflite / .pte file, a teacher folder or hub id, or constant"""
+    size: str | None = None
+    """the model's input WxH (students and constant; default 256x192, multiples of 32); others keep their own"""
+    device: str = "auto"
+    """auto (a GPU when there is one), cpu, cuda or cuda:N"""
+    batch_size: int = 8
+    """frames per forward pass"""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """fp32: no autocast on any device; bf16 / fp16: autocast (students and a teacher's backbone); the report says"""
+    kind: Kind | None = None
+    """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
+
+
+@dataclass(kw_only=True)
+class DataOptions:
+    """The data: NYU's .mat, a DIODE root, a .txt pair list, an rgb/ + depth/ folder or a datasets copy."""
+
+    data: str
+    """nyu_depth_v2_labeled.mat, a DIODE root, a .txt of 'image depth' lines, an rgb/ + depth/ folder, or a saved
+    datasets folder or hub id"""
+    splits: str | None = None
+    """NYU's official splits.mat (with a .mat --data)"""
+    split: str | None = None
+    """NYU: test (default), train or all; DIODE: val (default) or train; datasets: its split name (default test)"""
+    limit: int | None = None
+    """read at most this many frames (smoke tests)"""
+    image_column: str = "image"
+    """datasets: the image column"""
+    depth_column: str = "depth_map"
+    """datasets: the in-painted depth column (metres)"""
+    raw_depth_column: str | None = None
+    """datasets: the raw depth column, if it has one"""
+
+
+@dataclass(kw_only=True)
+class ProtocolOptions:
+    """The protocol: a preset, then any of its fields overridden (all written into the report)."""
+
+    protocol: PresetName | None = None
+    """the preset (default: reference; docs/evaluation.md lists them)"""
+    depth_source: Literal["raw", "inpainted"] | None = None
+    """NYU ground truth: raw (rawDepths, holes invalid) or inpainted (depths)"""
+    scenes: Literal["indoors", "outdoor", "indoors,outdoor"] | None = None
+    """DIODE scene types read"""
+    depth_scale: float | DepthScaleName | None = None
+    """integer ground truth's units per metre: a number, or kitti (256), tum (5000), arkitscenes / mm (1000);
+    default: the preset's, else the source's (folders 1000)"""
+    depth_min: float | None = None
+    """valid ground truth is above this (metres)"""
+    depth_max: float | None = None
+    """valid ground truth is below this (metres)"""
+    min_inclusive: bool | None = None
+    """valid ground truth may equal depth_min"""
+    max_inclusive: bool | None = None
+    """valid ground truth may equal depth_max"""
+    crop: str | None = None
+    """the pixels scored: eigen, none, or top,bottom,left,right (pixels, end-exclusive)"""
+    crop_fraction: str | None = None
+    """the pixels scored as fractions of each frame's size: garg, none, or top,bottom,left,right"""
+    input_resize: Resize | None = None
+    """frame -> the model's input size"""
+    output_resize: Resize | None = None
+    """prediction -> the frame's size"""
+    alignment: Literal["lsq_inverse", "median_depth", "none"] | None = None
+    """per-image alignment before the metrics"""
+    depth_cap: float | None = None
+    """predicted depth capped here (metres): inverse depth >= 1 / cap"""
+    min_prediction: float | Literal["none"] | None = None
+    """lower clamp of predicted depth (metres), or none"""
+
+    def overrides(self) -> dict[str, object]:
+        """The protocol fields given (a key left out is no override), as :class:`Protocol` values."""
+        given = {name: getattr(self, name) for name in _PROTOCOL_FIELDS if getattr(self, name) is not None}
+        if "scenes" in given:
+            given["scenes"] = tuple(given["scenes"].split(","))
+        if "depth_scale" in given:
+            given["depth_scale"] = _depth_scale(given["depth_scale"])
+        if "crop" in given:
+            given["crop"] = parse_crop(given["crop"], "crop", "eigen", EIGEN_CROP, int)
+        if "crop_fraction" in given:
+            given["crop_fraction"] = parse_crop(given["crop_fraction"], "crop_fraction", "garg", GARG_CROP, float)
+        if given.get("min_prediction") == "none":
+            given["min_prediction"] = None
+        return given
+
+
+_PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(Protocol) if f.name != "name")
+
+
+def _depth_scale(value: float | str) -> float:
+    try:
+        return parse_depth_scale(str(value))
+    except ValueError as error:
+        raise UserError(f"--depth_scale: {error}") from None
+
+
+def parse_crop(text: str, key: str, preset_name: str, preset: tuple, number: type) -> tuple | None:
+    """``eigen``/``garg``, ``none`` or ``top,bottom,left,right`` -> an evaluation crop in that order, or None."""
+    if text == preset_name:
+        return preset
+    if text == "none":
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) == 4:
+            return tuple(number(part) for part in parts)
+    except ValueError:
+        pass
+    raise UserError(f"--{key} {text!r} is not {preset_name}, none or top,bottom,left,right")
+
+
+def resolve_protocol(config: ProtocolOptions, kind: str) -> tuple[Protocol, str]:
+    """The preset with its overrides; a metric model under the default preset is scored without alignment
+    (docs/evaluation.md: the model's kind decides), which the report states."""
+    overrides = config.overrides()
+    note = "as given"
+    if config.protocol is None and kind == METRIC_DEPTH and "alignment" not in overrides:
+        overrides["alignment"] = "none"
+        overrides.setdefault("min_prediction", PRESETS["metric"].min_prediction)
+        note = "metric model under the default preset: alignment 'none' (the model's kind decides)"
+        log.warning("%s", note)
+    try:
+        return get_protocol(config.protocol or "reference", **overrides), note
+    except ValueError as error:
+        raise UserError(str(error)) from error
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(ProtocolOptions, DataOptions, ModelOptions):
+    """Evaluate one depth model on one data set under a protocol (docs/evaluation.md)."""
+
+    out: str
+    """the output folder (metrics.json, per_image.csv, table_row.md, best_median_worst.png, config.yaml)"""
+    save_predictions: bool = False
+    """also write predictions.npz (raw, at the frames' size; frames of one size)"""
+
+
+# ------------------------------------------------------------------------------------------------------------- the data
+
+
+#: Files that mark a folder written by ``datasets``' ``save_to_disk``, or data files ``load_dataset`` reads.
+_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_DATASET_FILES = ("*.parquet", "*.arrow", "*.jsonl", "*.csv")
+_FORMS = (
+    "nyu_depth_v2_labeled.mat (with --splits), a DIODE root, a .txt pair list, an rgb/ + depth/ folder, or a saved "
+    "datasets folder or hub id"
 )
+
+
+def open_data(args: DataOptions, protocol: Protocol) -> Any:
+    """A lazy frame source for ``--data``: ``len()``, ``source[i] -> DepthFrame``, ``describe()``.
+
+    A DIODE preset (``protocol.scenes``) reads a DIODE tree, its scene types only; otherwise the source is
+    recognised by form: a ``.mat`` file (NYU), a ``.txt`` pair list, a DIODE tree, an ``rgb/`` + ``depth/`` folder,
+    else a ``datasets`` copy."""
+    data = args.data
+    path = Path(data)
+    diode = is_diode_tree(path)
+    if protocol.scenes is not None and not diode:
+        raise NyuFormatError(
+            f"protocol {protocol.name} reads DIODE ({', '.join(protocol.scenes)}): {data} is not a DIODE root "
+            "(<root>/val/indoors|outdoor/scene_XXXXX/scan_XXXXX/...)"
+        )
+    if diode:
+        scenes = protocol.scenes or DIODE_SCENES
+        return DiodeSplit(data, split=args.split or "val", scenes=scenes, limit=args.limit)
+    if path.suffix.lower() == ".mat":
+        return NyuSplit(data, args.splits, split=args.split or "test", depth=protocol.depth_source, limit=args.limit)
+    if path.suffix.lower() == ".txt":
+        return PairList(data, depth_scale=protocol.depth_scale, limit=args.limit)
+    if path.is_dir() and (path / "rgb").is_dir() and (path / "depth").is_dir():
+        log.info("%s is a folder source: its depth is used as given (protocol depth_source does not apply)", data)
+        return DepthFolder(data, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit)
+    _check_dataset_name(data)
+    try:
+        return HfDepthDataset(
+            data,
+            split=args.split or "test",
+            depth=protocol.depth_source,
+            image_column=args.image_column,
+            depth_column=args.depth_column,
+            raw_depth_column=args.raw_depth_column,
+            depth_scale=protocol.depth_scale,
+            limit=args.limit,
+        )
+    except (ConnectionError, FileNotFoundError) as error:  # datasets' answers for a name it cannot find or reach
+        raise UserError(
+            f"--data {data} is not a local path, and the datasets hub has no copy here ({one_line(error)}): save the "
+            f"data set to a folder on a machine with internet (datasets.load_dataset(...).save_to_disk(DIR)) and "
+            f"give --data DIR, or check the name; evaluate reads {_FORMS}"
+        ) from error
+
+
+def _check_dataset_name(data: str) -> None:
+    """Refuse, before ``datasets`` tries the hub, a ``--data`` that can only be a mistyped path or a folder that holds
+    no data set."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        if any((path / marker).exists() for marker in _DATASET_MARKERS):
+            return
+        if any(next(path.rglob(pattern), None) is not None for pattern in _DATASET_FILES):
+            return
+        raise UserError(f"--data {data} is a folder of none of the forms evaluate reads: {_FORMS}")
+    if path.exists():
+        raise UserError(f"--data {data} is a file of none of the forms evaluate reads: {_FORMS}")
+    if looks_like_path(data):
+        raise UserError(f"--data {data}: no such file or folder (it reads {_FORMS})")
+
+
+def open_checked(config: DataOptions, protocol: Protocol, check_crop: bool = True) -> Any:
+    """The data source of ``config.data``, refused with a user error when it is empty or (``check_crop``) its
+    frames do not fit the protocol's crop."""
+    try:
+        source = open_data(config, protocol)
+        if len(source) == 0:
+            raise UserError(f"--data {config.data} holds no frames")
+        height, width = source[0].depth.shape
+        if check_crop:  # a crop that does not fit the frames stops here
+            crop_mask(height, width, eval_crop(protocol, height, width))
+    except (ValueError, NyuFormatError, LabelError) as error:
+        raise UserError(str(error)) from error
+    return source
 
 
 def _batches(source: Any, batch_size: int) -> list[list[int]]:
@@ -79,7 +321,7 @@ def _read(source: Any, positions: list[int]) -> list[DepthFrame]:
     return [source[position] for position in positions]
 
 
-# --------------------------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------------------------------------- evaluation
 
 
 @dataclass
@@ -174,6 +416,18 @@ def _picture(model: DepthModel, protocol: Protocol, source: Any, rows: list[tupl
     return image_grid(pictures, titles=titles, row_labels=labels, cell_height=192)
 
 
+#: Column headers of the reference table, with the metric each shows.
+TABLE_COLUMNS = (
+    ("AbsRel", "abs_rel"),
+    ("SqRel", "sq_rel"),
+    ("RMSE", "rmse"),
+    ("RMSE log", "rmse_log"),
+    ("δ<1.25", "delta1"),
+    ("δ<1.25²", "delta2"),
+    ("δ<1.25³", "delta3"),
+)
+
+
 def table_row(name: str, input_size: tuple[int, int], metrics: dict[str, float], precision: str | None = None) -> str:
     """A markdown table (header + one row) in the reference table's layout; then the precision, when given."""
     header = "| Model | Input | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |"
@@ -199,47 +453,16 @@ def evaluate(
     if count == 0:
         raise ValueError("the data source holds no frames")
     writer = PredictionWriter(out / "predictions.npz", count, protocol.output_resize) if save_predictions else None
-    rows: list[dict[str, Any]] = []
-    per_image: dict[str, list[float]] = {name: [] for name in DEPTH_METRICS}
     started = time.perf_counter()
-    batches = _batches(source, batch_size)
-    with ThreadPoolExecutor(max_workers=1) as reader, tqdm(total=count, desc="evaluate", unit="image") as progress:
-        pending = reader.submit(_read, source, batches[0])
-        for number, positions in enumerate(batches):
-            frames = pending.result()
-            if number + 1 < len(batches):
-                pending = reader.submit(_read, source, batches[number + 1])
-            groups: dict[tuple[int, int], list[int]] = {}
-            for offset, frame in enumerate(frames):
-                groups.setdefault(frame.depth.shape, []).append(offset)
-            for offsets in groups.values():  # frames of one size go through the model together
-                result = evaluate_frames(model, protocol, [frames[o] for o in offsets], device)
-                if writer is not None:
-                    writer.write(result.raw.cpu().numpy())
-                valid_pixels = result.valid.sum((1, 2)).cpu()
-                for row_number, offset in enumerate(offsets):
-                    frame = frames[offset]
-                    row = {
-                        "position": positions[offset],
-                        "index": frame.index,
-                        "name": frame.name,
-                        "valid_pixels": int(valid_pixels[row_number]),
-                        "scale": float(result.scale[row_number]),
-                        "shift": float(result.shift[row_number]),
-                    }
-                    for name in DEPTH_METRICS:
-                        row[name] = float(result.metrics[name][row_number])
-                        per_image[name].append(row[name])
-                    rows.append(row)
-            progress.update(len(frames))
+    rows = _score_source(model, source, protocol, batch_size, device, writer)
     seconds = time.perf_counter() - started
+    means = mean_metrics({name: [row[name] for row in rows] for name in DEPTH_METRICS})  # in the order scored
     rows.sort(key=lambda row: row["position"])
     if writer is not None:
         writer.close([row["index"] for row in rows], [row["name"] for row in rows])
     scored = [row for row in rows if not math.isnan(row["abs_rel"])]
     if len(scored) < count:
         log.warning("%d of %d frames have no valid pixel under the protocol: left out", count - len(scored), count)
-    means = mean_metrics(per_image)
     record = {
         "protocol": protocol.to_dict(),
         "model": model.describe(),
@@ -254,56 +477,90 @@ def evaluate(
         "precision": model.precision,
         **(extra or {}),
     }
+    _write_report(out, record, rows, model, means)
+    if scored:
+        _draw_best_median_worst(model, protocol, source, scored, device, out / "best_median_worst.png")
+    return record
+
+
+def _score_source(
+    model: DepthModel, source: Any, protocol: Protocol, batch_size: int, device, writer: PredictionWriter | None
+) -> list[dict[str, Any]]:
+    """Every frame's row of ``per_image.csv``, in the order scored; the next batch is read on a thread while the
+    model runs on this one."""
+    rows: list[dict[str, Any]] = []
+    batches, count = _batches(source, batch_size), len(source)
+    with ThreadPoolExecutor(max_workers=1) as reader, tqdm(total=count, desc="evaluate", unit="image") as progress:
+        pending = reader.submit(_read, source, batches[0])
+        for number, positions in enumerate(batches):
+            frames = pending.result()
+            if number + 1 < len(batches):
+                pending = reader.submit(_read, source, batches[number + 1])
+            rows += _score_batch(model, protocol, positions, frames, device, writer)
+            progress.update(len(frames))
+    return rows
+
+
+def _score_batch(
+    model: DepthModel,
+    protocol: Protocol,
+    positions: list[int],
+    frames: list[DepthFrame],
+    device,
+    writer: PredictionWriter | None,
+) -> list[dict[str, Any]]:
+    """The rows of one batch read from ``positions``; frames of one size go through the model together."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for offset, frame in enumerate(frames):
+        groups.setdefault(frame.depth.shape, []).append(offset)
+    rows: list[dict[str, Any]] = []
+    for offsets in groups.values():
+        result = evaluate_frames(model, protocol, [frames[o] for o in offsets], device)
+        if writer is not None:
+            writer.write(result.raw.cpu().numpy())
+        valid_pixels = result.valid.sum((1, 2)).cpu()
+        for row_number, offset in enumerate(offsets):
+            frame = frames[offset]
+            row: dict[str, Any] = {
+                "position": positions[offset],
+                "index": frame.index,
+                "name": frame.name,
+                "valid_pixels": int(valid_pixels[row_number]),
+                "scale": float(result.scale[row_number]),
+                "shift": float(result.shift[row_number]),
+            }
+            row.update({name: float(result.metrics[name][row_number]) for name in DEPTH_METRICS})
+            rows.append(row)
+    return rows
+
+
+def _write_report(
+    out: Path, record: dict[str, Any], rows: list[dict[str, Any]], model: DepthModel, means: dict[str, float]
+) -> None:
+    """``metrics.json``, ``per_image.csv`` (one row per frame, by position) and ``table_row.md``."""
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     with open(out / "per_image.csv", "w", newline="") as file:
         table = csv.DictWriter(file, fieldnames=list(rows[0]))
         table.writeheader()
         table.writerows(rows)
     (out / "table_row.md").write_text(table_row(model.name, (model.width, model.height), means, model.precision))
-    if scored:
-        ranked = sorted(scored, key=lambda row: row["abs_rel"])
-        chosen = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
-        picture = _picture(model, protocol, source, [(label, row["position"]) for label, row in chosen], device)
-        save_picture(picture, str(out / "best_median_worst.png"))
-    return record
 
 
-# -------------------------------------------------------------------------------------------------- command
+def _draw_best_median_worst(
+    model: DepthModel, protocol: Protocol, source: Any, scored: list[dict[str, Any]], device, path: Path
+) -> None:
+    """``best_median_worst.png``: the frames of lowest, median and highest AbsRel, scored again to be drawn."""
+    ranked = sorted(scored, key=lambda row: row["abs_rel"])
+    chosen = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
+    picture = _picture(model, protocol, source, [(label, row["position"]) for label, row in chosen], device)
+    save_picture(picture, str(path))
 
 
-#: ``python -m distill.evaluate``: its config and old spellings.
-COMMAND = Command("python -m distill.evaluate", EvaluateConfig, EVALUATE_SPELLING)
+# -------------------------------------------------------------------------------------------------------------- command
 
 
-def resolve_protocol(config: ProtocolOptions, model_kind: str) -> tuple[Protocol, str]:
-    """The preset with its overrides; a metric model under the default preset is scored without alignment
-    (docs/evaluation.md: the model's kind decides), which the report states."""
-    overrides = config.overrides()
-    note = "as given"
-    if config.protocol is None and model_kind == METRIC_DEPTH and "alignment" not in overrides:
-        overrides["alignment"] = "none"
-        overrides.setdefault("min_prediction", PRESETS["metric"].min_prediction)
-        note = "metric model under the default preset: alignment 'none' (the model's kind decides)"
-        log.warning("%s", note)
-    try:
-        return get_protocol(config.protocol or "reference", **overrides), note
-    except ValueError as error:
-        raise UserError(str(error)) from error
-
-
-def open_checked(config: DataOptions, protocol: Protocol, check_crop: bool = True) -> Any:
-    """The data source of ``config.data``, refused with a user error when it is empty or (``check_crop``) its
-    frames do not fit the protocol's crop."""
-    try:
-        source = open_data(config, protocol)
-        if len(source) == 0:
-            raise UserError(f"--data {config.data} holds no frames")
-        height, width = source[0].depth.shape
-        if check_crop:  # a crop that does not fit the frames stops here
-            crop_mask(height, width, crop_box(protocol, height, width))
-    except (ValueError, NyuFormatError, LabelError) as error:
-        raise UserError(str(error)) from error
-    return source
+#: ``python -m distill.evaluate``: its config.
+COMMAND = Command("python -m distill.evaluate", EvaluateConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,7 +573,7 @@ def _main(argv: list[str] | None) -> int:
     device = pick_device(config.device)
     input_size = parse_size(config.size) if config.size else None
     try:
-        model = load_model(
+        model = DepthModel.from_pretrained(
             config.model, device=config.device, input_size=input_size, precision=config.precision, kind=config.kind
         )
     except ValueError as error:

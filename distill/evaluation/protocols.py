@@ -32,11 +32,11 @@ import torch
 from torch.nn import functional as F
 
 from distill.align import aligned_depth, as_inverse_depth, fit_median_scale
-from shards.depth_sources import DEPTH_SCALES
-from shards.diode import DIODE_SCENES
 from shards.format import LABEL_KINDS, METRIC_DEPTH, inverse_depth
+from shards.tools.rgbd import DEPTH_SCALES, DIODE_SCENES
 
-#: The Eigen crop of a 480x640 NYU frame as (top, bottom, left, right), end-exclusive: ``depth[45:471, 41:601]``.
+#: The Eigen crop of a 480x640 NYU frame as (top, bottom, left, right), end-exclusive: ``depth[45:471, 41:601]``;
+#: every evaluation crop (``Protocol.crop``, :func:`eval_crop`) keeps this order, the one ``--crop`` takes.
 EIGEN_CROP = (45, 471, 41, 601)
 EIGEN_FRAME = (480, 640)  # (height, width) the Eigen crop is defined on
 #: The Garg crop of KITTI as fractions (top, bottom, left, right) of each frame's height and width; the box is
@@ -49,7 +49,6 @@ OUTDOOR_MAX_DEPTH = 80.0
 DEPTH_SOURCES = ("raw", "inpainted")
 ALIGNMENTS = ("lsq_inverse", "median_depth", "none")
 RESIZE_MODES = ("bicubic", "bilinear")
-PREDICTION_KINDS = LABEL_KINDS
 
 #: A relative inverse depth below this counts as this when inverted to depth (a floor against division by zero,
 #: far below any scale a model predicts at). Metres become inverse depth by ``shards.format.inverse_depth``.
@@ -158,7 +157,8 @@ def get_protocol(name: str = "reference", **overrides: object) -> Protocol:
 
 
 def crop_mask(height: int, width: int, crop: tuple[int, int, int, int] | None, device=None) -> torch.Tensor:
-    """bool (height, width): True inside the crop box (everywhere when ``crop`` is None)."""
+    """bool (height, width): True inside ``crop`` (everywhere when it is None), an evaluation crop as
+    :func:`eval_crop` gives it: (top, bottom, left, right), end-exclusive."""
     mask = torch.zeros((height, width), dtype=torch.bool, device=device)
     if crop is None:
         mask[:] = True
@@ -176,9 +176,13 @@ def crop_mask(height: int, width: int, crop: tuple[int, int, int, int] | None, d
     return mask
 
 
-def crop_box(protocol: Protocol, height: int, width: int) -> tuple[int, int, int, int] | None:
-    """The protocol's crop on a height x width frame as (top, bottom, left, right) pixels, end-exclusive, or None:
-    ``crop`` as given, or ``crop_fraction`` times this frame's size, truncated to int (the KITTI reference code)."""
+def eval_crop(protocol: Protocol, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """The pixels the protocol scores on a height x width frame, or None for all of them: ``crop`` as given, or
+    ``crop_fraction`` times this frame's size, truncated to int (the KITTI reference code).
+
+    Convention: (top, bottom, left, right) pixels, end-exclusive, i.e. ``depth[top:bottom, left:right]``, the order
+    of the Eigen crop and of the public ``--crop`` key and the report's ``crop`` field; not the project's
+    (left, top, right, bottom) box of ``crop_box`` in a sample's metadata."""
     if protocol.crop_fraction is None:
         return protocol.crop
     top, bottom, left, right = protocol.crop_fraction
@@ -190,7 +194,7 @@ def valid_mask(protocol: Protocol, depth: torch.Tensor) -> torch.Tensor:
     above = depth >= protocol.depth_min if protocol.min_inclusive else depth > protocol.depth_min
     below = depth <= protocol.depth_max if protocol.max_inclusive else depth < protocol.depth_max
     height, width = depth.shape[-2:]
-    inside = crop_mask(height, width, crop_box(protocol, height, width), device=depth.device)
+    inside = crop_mask(height, width, eval_crop(protocol, height, width), device=depth.device)
     return torch.isfinite(depth) & above & below & (depth > 0) & inside
 
 
@@ -223,8 +227,8 @@ def predicted_depth(
     positive wherever the metrics look), and the per-image scale and shift (B,) that were applied (1 and 0 when
     none; for ``median_depth`` the scale multiplies depth).
     """
-    if kind not in PREDICTION_KINDS:
-        raise ValueError(f"prediction kind must be one of {PREDICTION_KINDS}, got {kind!r}")
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"prediction kind must be one of {LABEL_KINDS}, got {kind!r}")
     prediction = prediction.double()
     target = target.double()
     batch = prediction.shape[0]

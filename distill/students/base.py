@@ -11,18 +11,13 @@ coarse map); export and inference never see them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shards.format import check_input_size
-
-if TYPE_CHECKING:
-    from distill.students.config import StudentConfig
-
+from distill.students.config import StudentConfig, check_input_size
 
 
 def missing_weights_message(encoder: str, detail: str) -> str:

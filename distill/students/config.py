@@ -1,21 +1,115 @@
-"""How to build a student: :class:`StudentConfig`, one config for every registered family.
+"""How to build a student: :class:`StudentConfig` (one config for every family), the table of families, the factory.
 
-Fields left ``None`` take the family's default (registered with it, :mod:`distill.students._registry`) and are
-written resolved, so a saved config says exactly what was built.
+Each family registers itself where it is defined, as timm's ``@register_model`` does: its module decorates the network
+class with :func:`register_student`, giving the name the configs use and the defaults of the fields a config leaves
+``None``. The family modules (torch, timm) are imported the first time a family is looked up, so importing this module
+(and the training config built on it) stays light. Fields left ``None`` are written resolved, so a saved config says
+exactly what was built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
-from distill.students._registry import architecture
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 
-__all__ = ["OUTPUT_ACTIVATIONS", "PREDICTIONS", "STUDENT_ARCHITECTURE", "UPSAMPLE_MODES", "StudentConfig",
-           "student_output_kind"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "ARCHITECTURES", "INPUT_MULTIPLE", "OUTPUT_ACTIVATIONS", "PREDICTIONS", "STUDENT_ARCHITECTURE", "STUDENT_SIZE",
+    "UPSAMPLE_MODES", "Architecture", "StudentConfig", "architecture", "architectures", "check_input_size",
+    "create_student", "register_student", "student_output_kind",
+]
+
+#: The student's training resolution, (width, height).
+STUDENT_SIZE = (256, 192)
+
+#: Sides of a student's input must be multiples of this: the largest encoder output stride of any student.
+INPUT_MULTIPLE = 32
+
+
+def check_input_size(width: int, height: int, what: str = "model input") -> None:
+    """Refuse a student input size whose sides are not positive multiples of :data:`INPUT_MULTIPLE`: the encoder
+    halves the picture five times and the decoder adds its skips back at each scale, so the sizes must divide."""
+    if width <= 0 or height <= 0 or width % INPUT_MULTIPLE or height % INPUT_MULTIPLE:
+        raise ValueError(
+            f"{what} {width}x{height} (W x H): both sides must be positive multiples of {INPUT_MULTIPLE}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The families
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build one family, and its defaults for the fields left ``None``."""
+
+    build: Callable[[Any], nn.Module]  # StudentConfig (resolved) -> the network
+    check: Callable[[Any], None]  # raises ValueError on a config the family cannot build
+    encoder: str | None  # None: the architecture has no swappable encoder
+    imagenet_encoder: bool  # ImageNet weights exist for the encoder (``pretrained`` defaults to True)
+    decoder_widths: list[int]
+    upsample: str
+    output_activation: str
+
+
+#: The modules of ``distill/students/`` that define families: a new family is a new module, named here.
+FAMILY_MODULES = ("deeplab", "fastdepth", "resnet_additive", "rt_monodepth")
+
+#: name -> family, in registration order; filled by :func:`register_student`; read it through :func:`architectures`.
+ARCHITECTURES: dict[str, Architecture] = {}
+
+BuildT = TypeVar("BuildT", bound=Callable[..., "nn.Module"])
+
+
+def register_student(
+    name: str,
+    *,
+    check: Callable[[Any], None],
+    encoder: str | None,
+    imagenet_encoder: bool,
+    decoder_widths: list[int],
+    upsample: str,
+    output_activation: str,
+) -> Callable[[BuildT], BuildT]:
+    """Class (or builder) decorator: make ``name`` buildable by ``create_student`` with these defaults."""
+
+    def decorate(build: BuildT) -> BuildT:
+        if name in ARCHITECTURES:
+            raise ValueError(f"student architecture {name!r} is registered twice")
+        ARCHITECTURES[name] = Architecture(
+            build, check, encoder, imagenet_encoder, list(decoder_widths), upsample, output_activation
+        )
+        return build
+
+    return decorate
+
+
+def architectures() -> dict[str, Architecture]:
+    """Every family, by name: the family modules are imported (and register themselves) on the first call."""
+    for module in FAMILY_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    return ARCHITECTURES
+
+
+def architecture(name: str) -> Architecture:
+    """The family called ``name``; an unknown name is an error that lists the known ones."""
+    known = architectures()
+    if name not in known:
+        raise ValueError(f"unknown student architecture {name!r}; known: {sorted(known)}")
+    return known[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The config and the factory
+
 
 #: The default architecture (the reference recipe).
 STUDENT_ARCHITECTURE = "fastdepth"
@@ -104,3 +198,10 @@ class StudentConfig:
 def student_output_kind(config: StudentConfig) -> str:
     """The evaluation's name for what a student predicts: ``relative_inverse_depth`` or ``metric_depth``."""
     return METRIC_DEPTH if config.prediction == "depth" else RELATIVE_INVERSE_DEPTH
+
+
+def create_student(config: StudentConfig | None = None) -> nn.Module:
+    """The student ``config`` describes (a :class:`distill.students.base.Student`), its ``None`` fields resolved to
+    the family's defaults."""
+    config = (config or StudentConfig()).resolved()
+    return architecture(config.architecture).build(config)

@@ -10,7 +10,6 @@ dict); a missing weight is an error saying what to download, never a silent rand
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -18,11 +17,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from distill.students._registry import register_student
 from distill.students.base import Student
-
-if TYPE_CHECKING:
-    from distill.students.config import StudentConfig
+from distill.students.config import StudentConfig, register_student
 
 DEFAULT_ENCODER = "resnet50"
 #: encoder name -> (torchvision segmentation builder, backbone ImageNet weights enum member)

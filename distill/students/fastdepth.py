@@ -9,16 +9,11 @@ their stride, through a 1x1 projection where the encoder's width differs from th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from distill.students._registry import register_student
 from distill.students.base import Student, timm_encoder_and_stats, upsample2
-
-if TYPE_CHECKING:
-    from distill.students.config import StudentConfig
+from distill.students.config import StudentConfig, register_student
 
 DEFAULT_ENCODER = "mobilenetv3_large_100"
 DEFAULT_DECODER_WIDTHS = [512, 256, 128, 64, 32]  # strides 16, 8, 4, 2, 1

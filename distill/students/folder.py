@@ -14,10 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from distill.students._factory import create_student
-from distill.students._registry import ARCHITECTURES
 from distill.students.base import Student
-from distill.students.config import StudentConfig, student_output_kind
+from distill.students.config import StudentConfig, architectures, create_student, student_output_kind
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "is_student_folder", "load_student", "read_student_config", "save_student"]
 
@@ -53,10 +51,10 @@ def read_student_config(folder: str | os.PathLike) -> StudentConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a student folder: no {CONFIG_NAME}")
     record = json.loads(path.read_text())
-    if record.get("architecture") not in ARCHITECTURES:
+    if record.get("architecture") not in architectures():
         raise ValueError(
             f"{path} is not a student config (its 'architecture' is {record.get('architecture')!r}, "
-            f"expected one of {sorted(ARCHITECTURES)})"
+            f"expected one of {sorted(architectures())})"
         )
     known = {f.name for f in dataclasses.fields(StudentConfig)}
     unknown = sorted(set(record) - known - set(_INFO_KEYS))
@@ -71,7 +69,7 @@ def is_student_folder(folder: str | os.PathLike) -> bool:
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("architecture") in ARCHITECTURES
+        return json.loads(path.read_text()).get("architecture") in architectures()
     except (json.JSONDecodeError, AttributeError, TypeError):
         return False
 

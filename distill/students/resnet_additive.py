@@ -10,16 +10,11 @@ BN + ReLU after each 3x3 conv, bilinear upsampling, widths 256, 128, 64, 64, 32.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from distill.students._registry import register_student
 from distill.students.base import Student, timm_encoder_and_stats, upsample2
-
-if TYPE_CHECKING:
-    from distill.students.config import StudentConfig
+from distill.students.config import StudentConfig, register_student
 
 DEFAULT_ENCODER = "resnet18"
 DEFAULT_DECODER_WIDTHS = [256, 128, 64, 64, 32]  # strides 32, 16, 8, 4, 2

@@ -17,16 +17,11 @@ the stride-16 feature (``coarse_head: true``), returned as ``aux["coarse"]`` for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from distill.students._registry import register_student
 from distill.students.base import Student, upsample2
-
-if TYPE_CHECKING:
-    from distill.students.config import StudentConfig
+from distill.students.config import StudentConfig, register_student
 
 #: variant -> encoder widths (strides 2, 4, 8, 16), convs per level, stem kernel, decoder widths, head widths, fusion
 VARIANTS = {

@@ -15,19 +15,19 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from distill.deploy import formats  # noqa: E402
+from distill.deploy import export  # noqa: E402
 from shards.format import RELATIVE_INVERSE_DEPTH  # noqa: E402
-from shards.scenes import write_scene_folder  # noqa: E402
+from shards.tools.scenes import write_scene_folder  # noqa: E402
 from tests.distill.conftest import train_tiny_student, write_scene_shards  # noqa: E402
 
 #: The export size of the tests: small, 3:2, multiples of 32 (the student trains at 96x64).
 SIZE = (96, 64)
 def missing_toolchain(format: str) -> str | None:
     """Why ``format`` (fp32 and int8) cannot be tested here, or None."""
-    missing = formats.missing_toolchain(format, int8=True)
+    missing = export.missing_toolchain(format, int8=True)
     if not missing:
         return None
-    return f"{', '.join(missing)} not installed (pip install 'depth-distill[{formats.TOOLCHAINS[format][2]}]')"
+    return f"{', '.join(missing)} not installed (pip install 'depth-distill[{export.TOOLCHAINS[format][2]}]')"
 
 
 def needs(format: str):

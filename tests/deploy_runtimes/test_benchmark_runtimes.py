@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from distill.deploy import benchmark
-from distill.deploy.latency import BACKEND_LABELS
+from distill.deploy.benchmark import BACKEND_LABELS
 from tests.deploy_runtimes.conftest import SIZE, needs
 
 WIDTH, HEIGHT = SIZE
@@ -48,7 +48,7 @@ def test_default_backends_are_the_installed_ones() -> None:
 @needs("tflite")
 def test_compare_times_a_tflite_file_in_litert(student: Path, held_out_scenes: Path, tmp_path: Path) -> None:
     """``compare --model x.tflite`` times the file in its own runtime beside a student timed in ONNX Runtime."""
-    from distill.deploy.release import export
+    from distill.deploy.export import export
     from distill.evaluation import compare
     from distill.students import load_student
 

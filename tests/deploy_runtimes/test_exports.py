@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 
 from distill import DepthModel
-from distill.deploy.release import EXPORT_PARITY_TOLERANCE, MAX_ABS_REL_DROP, SUFFIXES, GateError, export
-from distill.deploy.runtime import images_to_batch, load_runner
+from distill.deploy.export import EXPORT_PARITY_TOLERANCE, MAX_ABS_REL_DROP, SUFFIXES, GateError, export
+from distill.deploy.model import load_runner
+from distill.deploy.runtime import images_to_batch
 from distill.evaluation.evaluate import evaluate
-from distill.evaluation.models import load_model
 from distill.evaluation.protocols import get_protocol, resize_images
 from distill.students import load_student
-from shards.depth_sources import DepthFolder
-from shards.scenes import render_scene
+from shards.tools.rgbd import DepthFolder
+from shards.tools.scenes import render_scene
 from tests.deploy_runtimes.conftest import SIZE, needs
 
 WIDTH, HEIGHT = SIZE
@@ -119,7 +119,7 @@ def test_a_uint8_tflite_model_is_scored_with_the_files_own_scaling(
     protocol = get_protocol("reference", crop=None)
     source = DepthFolder(str(held_out_scenes), depth_scale=1000.0, limit=2)
     out = tmp_path / "evaluate"
-    evaluate(load_model(str(path)), source, protocol, out, save_predictions=True)
+    evaluate(DepthModel.from_pretrained(str(path)), source, protocol, out, save_predictions=True)
     saved = np.load(out / "predictions.npz")["predictions"]
     for index in range(2):
         image = torch.from_numpy(source[index].image).permute(2, 0, 1)[None].float() / 255.0
@@ -163,10 +163,10 @@ def test_litert_int8_keeps_the_sums_and_hard_swish_in_fp32(tmp_path: Path) -> No
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from distill.config import DistillConfig
     from distill.deploy.litert import FLOAT_OPS
     from distill.students import create_student
-    from shards.config import load_config
+    from distill.training.config import DistillConfig
+    from shards.cli.config import load_config
 
     recipe = Path(__file__).resolve().parents[2] / "configs" / "distill" / "places365_fastdepth.yaml"
     config = dataclasses.replace(load_config(DistillConfig, recipe).student, pretrained=False, pretrained_file=None)

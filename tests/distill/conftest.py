@@ -19,9 +19,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from distill.students import StudentConfig, create_student, save_student  # noqa: E402
-from shards.codec import encode_sample  # noqa: E402
-from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SampleMeta, inverse_depth  # noqa: E402
-from shards.scenes import render_scene, write_scene_folder  # noqa: E402
+from shards.format import (  # noqa: E402
+    METRIC_DEPTH,
+    RELATIVE_INVERSE_DEPTH,
+    SampleMeta,
+    encode_sample,  # noqa: E402
+    inverse_depth,
+)
+from shards.tools.scenes import render_scene, write_scene_folder  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
 #: Size (width, height) of the samples in the test shards: small, 4:3, and a multiple of 32 on both sides.

@@ -17,7 +17,7 @@ from PIL import Image
 from distill import DepthModel, DepthPrediction
 from distill.deploy.runtime import images_to_batch, resize_prediction
 from shards.format import RELATIVE_INVERSE_DEPTH
-from shards.scenes import render_scene
+from shards.tools.scenes import render_scene
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -121,10 +121,8 @@ def test_the_card_reads_teacher_and_data_from_the_run(trained_student: Path, tmp
 
 
 def test_only_students_are_saved(tmp_path: Path) -> None:
-    from distill.evaluation.models import load_model
-
     with pytest.raises(ValueError, match="save_pretrained writes students"):
-        load_model("constant").save_pretrained(tmp_path / "x")
+        DepthModel.from_pretrained("constant").save_pretrained(tmp_path / "x")
 
 
 def _card_metadata(card: str) -> dict:

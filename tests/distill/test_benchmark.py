@@ -12,8 +12,8 @@ import json  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from distill.deploy import benchmark, latency  # noqa: E402
-from distill.deploy.complexity import count_macs, count_parameters  # noqa: E402
+from distill.deploy import benchmark  # noqa: E402
+from distill.deploy.benchmark import count_macs, count_parameters  # noqa: E402
 from distill.students import create_student, save_student  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
@@ -39,7 +39,7 @@ def test_json_holds_every_figure(result: dict) -> None:
     assert result["int8_note"] and result["machine"]["threads"] == 1 and result["matmul"]["threads"] == 1
     (student,) = result["students"]
     assert student["name"] == "tiny" and student["input"] == [1, 3, 64, 96]
-    assert set(student["backends"]) == set(latency.BACKENDS)
+    assert set(student["backends"]) == set(benchmark.BACKENDS)
     for backend in student["backends"].values():
         for key, batch in (("batch1", 1), ("batch8", 8)):
             figures = backend[key]
@@ -66,7 +66,7 @@ def test_complexity_and_lower_bound_follow_their_definitions(result: dict) -> No
 
 def test_report_prints_every_backend_and_the_int8_reason(result: dict) -> None:
     report = benchmark.format_report(result)
-    for label in (latency.BACKEND_LABELS[backend] for backend in latency.BACKENDS):
+    for label in (benchmark.BACKEND_LABELS[backend] for backend in benchmark.BACKENDS):
         assert label in report
     assert "GFLOP/s" in report and "int8" in report
 
@@ -75,8 +75,8 @@ def test_report_prints_every_backend_and_the_int8_reason(result: dict) -> None:
     ("flags", "has_dot_product"), [({"avx2"}, False), ({"avx2", "avx512_vnni"}, True), ({"asimddp"}, True)]
 )
 def test_int8_note_names_the_reason(flags: set[str], has_dot_product: bool) -> None:
-    cpu = {"int8_dot_product": sorted(flags & set(latency.INT8_DOT_PRODUCT_FLAGS))}
-    note = latency.int8_note(cpu)
+    cpu = {"int8_dot_product": sorted(flags & set(benchmark.INT8_DOT_PRODUCT_FLAGS))}
+    note = benchmark.int8_note(cpu)
     assert ("no int8 dot-product" in note) is not has_dot_product
 
 
@@ -96,7 +96,7 @@ def test_rounds_combine_into_the_median_of_round_medians() -> None:
 
 def test_compute_bound_uses_the_faster_gemm_engine() -> None:
     """The bound's FLOP rate is the fastest of the engines measured (torch's GEMM and ONNX Runtime's MLAS)."""
-    from distill.deploy.latency import measure_matmul_flops
+    from distill.deploy.benchmark import measure_matmul_flops
 
     record = measure_matmul_flops(size=128, warmup=1, repeats=3, threads=1)
     rates = record["flops_per_s_median_by_engine"]
@@ -106,7 +106,7 @@ def test_compute_bound_uses_the_faster_gemm_engine() -> None:
 
 
 def test_a_phone_runtime_without_its_toolchain_names_the_extra(tmp_path, capsys: pytest.CaptureFixture) -> None:
-    from distill.deploy.formats import missing_toolchain
+    from distill.deploy.export import missing_toolchain
 
     if not missing_toolchain("tflite"):
         pytest.skip("LiteRT is installed here: the missing-toolchain message cannot be shown")
@@ -123,9 +123,9 @@ def test_every_backend_name_means_the_same_thing_everywhere() -> None:
     and the file each backend runs all name the same backends."""
     from typing import get_args
 
-    from distill.deploy.configs import Backend
+    from distill.deploy.benchmark import Backend
 
     names = get_args(Backend)
-    assert names == (*latency.BACKENDS, *latency.RUNTIME_BACKENDS)
-    assert set(latency.BACKEND_LABELS) == set(names)
+    assert names == (*benchmark.BACKENDS, *benchmark.RUNTIME_BACKENDS)
+    assert set(benchmark.BACKEND_LABELS) == set(names)
     assert set(benchmark.BACKEND_FORMATS) == set(names) - {"torch_eager"}

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.deploy.complexity import count_macs, count_parameters
+from distill.deploy.benchmark import count_macs, count_parameters
 from distill.deploy.export import export_onnx
-from distill.evaluation import compare, compare_inputs
+from distill.evaluation import compare
 from distill.evaluation import evaluate as evaluation
 from distill.students import load_student
-from shards.errors import UserError
+from shards.cli.errors import UserError
 
 LIMIT = 3
 PICTURE_FRAMES = 2
@@ -87,18 +87,18 @@ def _evaluate_alone(model: Path, folder: Path, out: Path) -> dict[str, float]:
     ],
 )
 def test_data_syntax(text: str, expected: tuple) -> None:
-    spec = compare_inputs.parse_data_spec(text)
+    spec = compare.parse_data_spec(text)
     assert (spec.name, spec.path, spec.preset) == expected
 
 
 def test_data_syntax_keeps_an_existing_path_whole_and_names_unknown_presets(tmp_path: Path) -> None:
     odd = tmp_path / "a=b:midas"
     odd.mkdir()
-    assert compare_inputs.parse_data_spec(str(odd)) == compare_inputs.DataSpec(None, str(odd), None)
+    assert compare.parse_data_spec(str(odd)) == compare.DataSpec(None, str(odd), None)
     with pytest.raises(UserError, match="unknown protocol 'nosuch'.*reference"):
-        compare_inputs.parse_data_spec("data/nyu.mat:nosuch")
-    assert compare_inputs.parse_model_spec("fast=runs/b/student") == ("fast", "runs/b/student")
-    assert compare_inputs.parse_model_spec("constant") == (None, "constant")
+        compare.parse_data_spec("data/nyu.mat:nosuch")
+    assert compare.parse_model_spec("fast=runs/b/student") == ("fast", "runs/b/student")
+    assert compare.parse_model_spec("constant") == (None, "constant")
 
 
 def test_display_names_tell_training_outputs_apart(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_display_names_tell_training_outputs_apart(tmp_path: Path) -> None:
     for folder in runs:
         folder.mkdir(parents=True)
     models = [str(runs[0]), str(runs[1]), "constant", "constant", str(runs[0])]
-    names = compare_inputs.display_names([None, None, None, None, "mine"], models)
+    names = compare.display_names([None, None, None, None, "mine"], models)
     assert names == ["run_a/student", "run_b/student", "constant", "constant_2", "mine"]
 
 
@@ -121,7 +121,7 @@ def test_one_row_per_model_with_each_data_sets_columns(compared: Path, scene_fol
     by_name = {row[0]: row for row in rows}
     assert by_name["small"][1] == "fastdepth" and by_name["constant"][1] == "n/a"
     assert all(row[2] == "128x96" for row in rows)
-    assert all(row[5] == row[6] == row[7] == "n/a" for row in rows)  # --no-latency
+    assert all(row[5] == row[6] == row[7] == "n/a" for row in rows)  # --latency false
     assert by_name["constant"][3] == by_name["constant"][4] == "n/a"
 
 
@@ -188,7 +188,7 @@ def test_picture_has_a_row_per_frame_and_a_column_per_model(compared: Path, scen
     picture = record["picture"]
     assert picture["columns"] == ["RGB", "ground truth (m)", "small", "wide", "constant"]
     assert len(picture["frames"]) == PICTURE_FRAMES and picture["data"] == scene_folder.name
-    cell_height, gap = compare.PICTURE_CELL_HEIGHT, 4  # shards.viz.image_grid's cells and gaps
+    cell_height, gap = compare.PICTURE_CELL_HEIGHT, 4  # shards.tools.pictures.image_grid's cells and gaps
     cell_width = SIZE[0] * cell_height // SIZE[1]
     with Image.open(compared / "compare.png") as drawn:
         width, height = drawn.size

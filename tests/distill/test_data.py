@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.data import (
-    DataConfig,
+from distill.training.config import DataConfig
+from distill.training.data import (
     EvalTransform,
     TrainTransform,
     build_train_loader,
@@ -19,9 +19,8 @@ from distill.data import (
     centre_box,
     resize_crop,
 )
-from distill.eval_splits import EvalSplitError
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta
-from shards.reader import build_pipeline
+from shards.reader import EvalSplitError, build_pipeline
 from tests.distill.conftest import write_scene_shards
 
 NO_JITTER = dict(brightness=0.0, contrast=0.0, saturation=0.0)

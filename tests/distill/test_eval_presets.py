@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from distill.evaluation.evaluate import main
-from distill.evaluation.protocols import GARG_CROP, PRESETS, Protocol, crop_box, get_protocol, valid_mask
+from distill.evaluation.protocols import GARG_CROP, PRESETS, Protocol, eval_crop, get_protocol, valid_mask
 from tests.shards.conftest import DIODE_BOUND, KITTI_SIZES, write_diode_tree, write_kitti_pairs
 
 DIODE_FRAMES = [("indoors", 5), ("indoors", 6), ("outdoor", 7)]
@@ -81,7 +81,7 @@ def test_new_presets_state_their_protocol_in_full() -> None:
 
 @pytest.mark.parametrize(("size", "box"), [((375, 1242), (153, 371, 44, 1197)), ((370, 1224), (151, 366, 43, 1180))])
 def test_garg_crop_is_truncated_on_each_frame_size(size: tuple[int, int], box: tuple[int, ...]) -> None:
-    assert crop_box(PRESETS["kitti_eigen"], *size) == box
+    assert eval_crop(PRESETS["kitti_eigen"], *size) == box
     mask = valid_mask(PRESETS["kitti_eigen"], torch.full((1, *size), 20.0))[0]
     assert int(mask.sum()) == (box[1] - box[0]) * (box[3] - box[2])
     assert mask[box[0], box[2]] and mask[box[1] - 1, box[3] - 1] and not mask[box[1], box[2]] and not mask[0, 600]
@@ -187,7 +187,7 @@ def _rewrite_depth(pairs: Path, out: Path, change) -> Path:
         path = out / line.split()[1]
         with Image.open(path) as picture:
             codes = np.asarray(picture).copy()
-        change(codes, crop_box(PRESETS["kitti_eigen"], *codes.shape))
+        change(codes, eval_crop(PRESETS["kitti_eigen"], *codes.shape))
         Image.fromarray(codes).save(path)
     return out / pairs.name
 

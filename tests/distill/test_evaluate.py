@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from distill.deploy.model import detect_source
 from distill.evaluation.evaluate import COMMAND, main, resolve_protocol
-from distill.evaluation.models import detect_model_type
 from distill.evaluation.protocols import PRESETS
 from distill.students import create_student, save_student
-from shards.errors import UserError
-from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
-from shards.scenes import render_scene
+from shards.cli.errors import UserError
+from shards.tools.scenes import render_scene
+from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 from tests.distill.conftest import tiny_student_config
 
 TEST_1BASED = [2, 3, 4]  # frame ids 1, 2, 3
@@ -117,7 +117,7 @@ def test_onnx_export_scores_like_the_folder(student: Path, student_run: tuple[Pa
 
     model, _ = load_student(student)
     onnx_path = export_onnx(model, tmp_path / "student.onnx")
-    assert detect_model_type(str(onnx_path)) == "onnx"
+    assert detect_source(str(onnx_path))[0] == "onnx"
     from_onnx = _run(onnx_path, nyu, tmp_path / "onnx")
     assert from_onnx["model"]["type"] == "onnx" and from_onnx["count"] == 3
     for name, value in student_run[1]["metrics"].items():
@@ -177,7 +177,7 @@ def test_protocol_overrides_reach_the_report(student: Path, nyu: dict, tmp_path:
 
 
 def test_folder_source_with_depth_scale(student: Path, tmp_path: Path) -> None:
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     write_scene_folder(tmp_path / "scenes", count=2, seed=7, width=320, height=240, depth_scale=1000.0, holes=True)
     argv = ["--model", str(student), "--data", str(tmp_path / "scenes"), "--out", str(tmp_path / "out")]
@@ -207,22 +207,22 @@ def test_unknown_model_lists_the_accepted_forms(tmp_path: Path, content: dict | 
     if content is not None:
         (tmp_path / "config.json").write_text(json.dumps(content))
     with pytest.raises(UserError, match="accepted: a student folder .* .onnx file .* transformers depth model"):
-        detect_model_type(str(tmp_path))
+        detect_source(str(tmp_path))[0]
 
 
 def test_model_detection_by_content(student: Path, tmp_path: Path) -> None:
-    assert detect_model_type(str(student)) == "student"
-    assert detect_model_type("Intel/dpt-hybrid-midas") == "teacher"
+    assert detect_source(str(student))[0] == "student"
+    assert detect_source("Intel/dpt-hybrid-midas")[0] == "teacher"
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "dpt"}))
-    assert detect_model_type(str(tmp_path)) == "teacher"
+    assert detect_source(str(tmp_path))[0] == "teacher"
     with pytest.raises(UserError, match="no such ONNX file"):
-        detect_model_type(str(tmp_path / "missing.onnx"))
+        detect_source(str(tmp_path / "missing.onnx"))[0]
 
 
 def test_constant_baseline_scores_the_best_single_depth_per_image(nyu: dict, tmp_path: Path) -> None:
     """``--model constant``: after the reference alignment each image gets 1 / mean(valid inverse depth), capped at
     10 m; the figures equal that worked out here from the raw depths."""
-    assert detect_model_type("constant") == "constant"
+    assert detect_source("constant")[0] == "constant"
     record = _run("constant", nyu, tmp_path)
     expected = []
     for frame in np.asarray(TEST_1BASED) - 1:
@@ -243,7 +243,7 @@ def test_a_mistyped_student_path_is_not_taken_for_a_hub_id(given: str, tmp_path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     with pytest.raises(UserError, match="no such student folder or model file; accepted: a student folder"):
-        detect_model_type(given)
+        detect_source(given)[0]
     assert main(["--model", given, "--data", "unused.mat", "--out", str(tmp_path / "out")]) == 2
     assert "no such student folder or model file" in capsys.readouterr().err
-    assert detect_model_type("Intel/dpt-hybrid-midas") == "teacher"  # owner/name with no such folder here: a hub id
+    assert detect_source("Intel/dpt-hybrid-midas")[0] == "teacher"  # owner/name with no such folder here: a hub id

@@ -18,12 +18,13 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 import distill.students  # noqa: E402
-from distill.config import DistillConfig  # noqa: E402
-from distill.deploy import export, parity, quantize  # noqa: E402
-from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, load_runner, onnx_session  # noqa: E402
+from distill.deploy import export  # noqa: E402
+from distill.deploy.model import load_runner  # noqa: E402
+from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME, onnx_session  # noqa: E402
 from distill.students import StudentConfig, create_student, save_student  # noqa: E402
-from shards.config import load_config  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from distill.training.config import DistillConfig  # noqa: E402
+from shards.cli.config import load_config  # noqa: E402
+from shards.tools.scenes import render_scene  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
 HEIGHT, WIDTH = 64, 96  # small, multiples of 32, not square (catches a swapped H / W)
@@ -82,40 +83,40 @@ def test_export_matches_pytorch_at_batch_1_and_3(name: str, tmp_path: Path) -> N
     assert output.shape == (2, 1, HEIGHT, WIDTH)
     del session
 
-    inputs = parity.parity_inputs(HEIGHT, WIDTH)
+    inputs = export.parity_inputs(HEIGHT, WIDTH)
     assert {"random", "scene"} <= set(inputs)
-    report = parity.check_parity(model, path, inputs)
+    report = export.check_parity(model, path, inputs)
     assert report.passed
-    assert {case.batch for case in report.cases} == set(parity.PARITY_BATCHES)
+    assert {case.batch for case in report.cases} == set(export.PARITY_BATCHES)
     assert {case.name for case in report.cases} == set(inputs)
     assert all(case.output_range > 0 for case in report.cases)  # a varying output, so the check means something
 
 
 def test_parity_inputs_are_generated_unless_the_user_names_pictures(tmp_path: Path) -> None:
-    assert set(parity.parity_inputs(HEIGHT, WIDTH)) == {"random", "scene"}  # the same on every machine
+    assert set(export.parity_inputs(HEIGHT, WIDTH)) == {"random", "scene"}  # the same on every machine
     mine = tmp_path / "mine.png"
     Image.fromarray(render_scene(7, width=80, height=60).image).save(mine)
-    inputs = parity.parity_inputs(HEIGHT, WIDTH, pictures=[mine])
-    assert len(inputs["pictures"]) >= max(parity.PARITY_BATCHES) and inputs["pictures"][0].shape == (60, 80, 3)
+    inputs = export.parity_inputs(HEIGHT, WIDTH, pictures=[mine])
+    assert len(inputs["pictures"]) >= max(export.PARITY_BATCHES) and inputs["pictures"][0].shape == (60, 80, 3)
 
 
 def test_parity_holds_on_the_real_nyu_frame(real_sample: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_student(tiny_student_config())
     path = export.export_onnx(model, tmp_path / "tiny.onnx", height=HEIGHT, width=WIDTH)
-    inputs = parity.parity_inputs(HEIGHT, WIDTH, pictures=[real_sample / "rgb.png"])
+    inputs = export.parity_inputs(HEIGHT, WIDTH, pictures=[real_sample / "rgb.png"])
     assert inputs["pictures"][0].shape == (224, 224, 3)  # the frame as the user's own picture
-    assert parity.check_parity(model, path, inputs).passed
+    assert export.check_parity(model, path, inputs).passed
 
 
 def test_a_broken_export_trips_the_parity_check(tmp_path: Path) -> None:
     torch.manual_seed(0)
     broken = ExportDiffers(create_student(tiny_student_config()))
     path = export.export_onnx(broken, tmp_path / "broken.onnx", height=HEIGHT, width=WIDTH)
-    with pytest.raises(parity.ParityError, match="parity check FAILED"):
-        parity.check_parity(broken, path, parity.parity_inputs(HEIGHT, WIDTH))
-    report = parity.check_parity(broken, path, parity.parity_inputs(HEIGHT, WIDTH), raise_on_failure=False)
-    assert not report.passed and report.worst.relative_difference > parity.PARITY_TOLERANCE
+    with pytest.raises(export.ParityError, match="parity check FAILED"):
+        export.check_parity(broken, path, export.parity_inputs(HEIGHT, WIDTH))
+    report = export.check_parity(broken, path, export.parity_inputs(HEIGHT, WIDTH), raise_on_failure=False)
+    assert not report.passed and report.worst.relative_difference > export.PARITY_TOLERANCE
 
 
 def test_command_writes_the_model_and_its_report(tiny_folder: Path, tmp_path: Path) -> None:
@@ -133,8 +134,8 @@ def test_command_fails_loudly_and_hides_a_broken_export(
 ) -> None:
     load = distill.students.load_student
 
-    def load_broken(folder: str) -> tuple[nn.Module, StudentConfig]:
-        model, config = load(folder)
+    def load_broken(folder: str, **options) -> tuple[nn.Module, StudentConfig]:
+        model, config = load(folder, **options)
         return ExportDiffers(model), config
 
     monkeypatch.setattr(distill.students, "load_student", load_broken)
@@ -146,15 +147,15 @@ def test_command_fails_loudly_and_hides_a_broken_export(
     assert json.loads(Path(f"{out}.json").read_text())["parity"]["passed"] is False
 
 
-@pytest.mark.parametrize("mode", quantize.INT8_MODES)
+@pytest.mark.parametrize("mode", export.INT8_MODES)
 def test_int8_model_runs_and_stays_close_to_fp32(mode: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     fp32 = export.export_onnx(create_student(tiny_student_config()), tmp_path / "fp32.onnx", HEIGHT, WIDTH)
-    calibration = quantize.calibration_pictures(None, 4, WIDTH, HEIGHT)
-    int8 = quantize.quantize_int8(fp32, tmp_path / "int8.onnx", mode=mode, calibration=calibration)
+    calibration = export.calibration_pictures(None, 4, WIDTH, HEIGHT)
+    int8 = export.quantize_int8(fp32, tmp_path / "int8.onnx", mode=mode, calibration=calibration)
     (output,) = onnx_session(int8).run(None, {INPUT_NAME: np.random.rand(3, 3, HEIGHT, WIDTH).astype(np.float32)})
     assert output.shape == (3, 1, HEIGHT, WIDTH) and np.isfinite(output).all()
-    change = quantize.compare_outputs(fp32, int8, parity.parity_inputs(HEIGHT, WIDTH)["scene"])
+    change = export.compare_outputs(fp32, int8, export.parity_inputs(HEIGHT, WIDTH)["scene"])
     assert 0 < change["mean_relative_to_range"] < 0.1  # quantised (not identical), yet the same map
     assert not list(tmp_path.glob("*.prepared.onnx"))  # the intermediate file is cleaned up
 
@@ -162,8 +163,8 @@ def test_int8_model_runs_and_stays_close_to_fp32(mode: str, tmp_path: Path) -> N
 def test_exported_models_evaluate_like_the_student(tiny_folder: Path, tmp_path: Path) -> None:
     """The fp32 export scores what the PyTorch student scores on NYU-layout files; int8 evaluates too."""
     from distill.evaluation import evaluate
-    from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
-    from shards.scenes import render_scene
+    from shards.tools.scenes import render_scene
+    from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 
     scenes = [render_scene(seed, holes=True) for seed in range(3)]
     images = np.stack([scene.image for scene in scenes])
@@ -190,7 +191,7 @@ def test_exported_models_evaluate_like_the_student(tiny_folder: Path, tmp_path: 
 def test_command_gates_an_int8_onnx_on_validation_data(tiny_folder: Path, tmp_path: Path, capsys) -> None:
     """``--int8 true --validation DATA``: fp32 and int8 scored on DATA; above ``--max_abs_rel_drop`` exit 1 and the
     int8 file is renamed so that nothing ships it."""
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     write_scene_folder(tmp_path / "val", count=3, seed=4000, width=128, height=96)
     argv = ["--model", str(tiny_folder), "--size", "96x64", "--int8", "true", "--validation", str(tmp_path / "val")]

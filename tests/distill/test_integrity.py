@@ -9,8 +9,8 @@ import tarfile
 import pytest
 import torch
 
-from distill.data import DataConfig, build_train_loader
-from distill.integrity import DamagedDataError, log_data_integrity, postfix, tally_for
+from distill.training.config import DataConfig
+from distill.training.data import DamagedDataError, build_train_loader, log_data_integrity, postfix
 from shards.format import RELATIVE_INVERSE_DEPTH
 from tests.distill.conftest import write_scene_shards
 
@@ -46,18 +46,20 @@ def test_worker_counts_reach_the_training_process(damaged_set, workers):
     folder, path = damaged_set
     config = DataConfig(train=str(folder), size=[64, 64], batch_size=2, num_workers=workers, shuffle_buffer=4,
                         max_damaged_fraction=1.0)  # a third of this set is damaged: count, do not stop
-    batches = list(itertools.islice(build_train_loader(config, 0, 0, 12), 12))
+    loader = build_train_loader(config, 0, 0, 12)
+    batches = list(itertools.islice(loader, 12))
     assert all("reads" not in batch for batch in batches)
     keys = {key for batch in batches for key in batch["key"]}
     assert "scenes/train_000004" not in keys  # the damaged sample is never trained on
-    scalars = log_data_integrity(OneProcess(), config)
+    scalars = log_data_integrity(OneProcess(), loader.reads, config)
     assert scalars["data/skipped"] == scalars["data/skipped_checksum"] >= 1
     assert scalars["data/lost"] == scalars["data/lost_tar_ended"]  # cut at a header: the tar just ends
     assert scalars["data/lost"] in (2 * scalars["data/skipped"], 2 * scalars["data/skipped"] - 2)  # 1 and 2 a read
     assert postfix(scalars) == {"skipped": int(scalars["data/skipped"]), "lost": int(scalars["data/lost"])}
-    again = log_data_integrity(OneProcess(), config)  # the next interval starts from zero
+    again = log_data_integrity(OneProcess(), loader.reads, config)  # the next interval starts from zero
     assert again["data/skipped"] == 0 and again["data/damaged_fraction"] == scalars["data/damaged_fraction"]
-    assert tally_for(config) is tally_for(config)
+    next_epoch = build_train_loader(config, 0, 1, 12, loader.reads)  # one tally spans the run's data epochs
+    assert next_epoch.reads is loader.reads
 
 
 def test_a_run_past_the_limit_stops_naming_the_shards_and_the_verify_command(damaged_set):
@@ -68,10 +70,11 @@ def test_a_run_past_the_limit_stops_naming_the_shards_and_the_verify_command(dam
         list(itertools.islice(build_train_loader(config, 0, 0, 50), 50))
     config = DataConfig(train=str(folder), size=[64, 64], batch_size=2, num_workers=0, shuffle_buffer=4)
     config.max_damaged_fraction = 1.0
-    list(itertools.islice(build_train_loader(config, 0, 0, 6), 6))
+    loader = build_train_loader(config, 0, 0, 6)
+    list(itertools.islice(loader, 6))
     config.max_damaged_fraction = 0.0  # the run's share, judged at the log interval
     with pytest.raises(DamagedDataError) as error:
-        log_data_integrity(OneProcess(), config)
+        log_data_integrity(OneProcess(), loader.reads, config)
     assert str(path) in str(error.value) and f"python -m shards verify {folder}" in str(error.value)
 
 

@@ -7,7 +7,8 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from distill.losses import LOSSES, LossConfig, build_loss, gradient_matching, prepare_target, trimmed_sum
+from distill.training.config import LossConfig
+from distill.training.losses import LOSSES, build_loss, gradient_matching, target_in_space, trimmed_sum
 
 ALIGNED_LOSSES = ("ssi", "ssi_lsq")
 
@@ -25,8 +26,8 @@ def _maps(seed: int = 0, batch: int = 3, height: int = 24, width: int = 32):
     return prediction, target, valid, image
 
 
-def _loss(name: str, prediction, target, valid, image, is_metric=None) -> dict[str, torch.Tensor]:
-    return build_loss(LossConfig(name=name))(prediction, target, valid, is_metric=is_metric, image=image)
+def _loss(name: str, prediction, target, valid, image) -> dict[str, torch.Tensor]:
+    return build_loss(LossConfig(name=name))(prediction, target, valid, image=image)
 
 
 @pytest.mark.parametrize("name", ALIGNED_LOSSES)
@@ -89,10 +90,10 @@ def test_metric_labels_are_compared_as_inverse_depth() -> None:
     _, inverse, valid, image = _maps()
     metres = torch.where(valid, 1.0 / inverse, torch.zeros_like(inverse))
     is_metric = torch.ones(inverse.shape[0], dtype=torch.bool)
+    converted, converted_valid = target_in_space(metres, valid, is_metric)
     for name in sorted(LOSSES):
-        as_metric = _loss(name, inverse.clone(), metres, valid, image, is_metric)
+        as_metric = _loss(name, inverse.clone(), converted, converted_valid, image)
         assert float(as_metric["loss"] - as_metric.get("smooth", 0.0) * LossConfig().smoothness_weight) < 1e-5
-    converted, converted_valid = prepare_target(metres, valid, is_metric)
     torch.testing.assert_close(converted[valid], inverse[valid])
     assert bool((converted_valid == valid).all())
 
@@ -101,7 +102,7 @@ def test_mixed_batch_converts_only_metric_rows() -> None:
     _, inverse, valid, _ = _maps(batch=2)
     target = inverse.clone()
     target[1] = torch.where(valid[1], 1.0 / inverse[1], torch.zeros_like(inverse[1]))
-    converted, _ = prepare_target(target, valid, torch.tensor([False, True]))
+    converted, _ = target_in_space(target, valid, torch.tensor([False, True]))
     torch.testing.assert_close(converted[valid], inverse[valid])
 
 

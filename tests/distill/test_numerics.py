@@ -11,16 +11,17 @@ import pytest
 import torch
 
 from distill.align import align_scale_shift, fit_scale_shift
+from distill.deploy.model import DepthModel
 from distill.deploy.runtime import autocast_dtype, resize_prediction
-from distill.evaluation.evaluate import evaluate_frames, main
-from distill.evaluation.models import DepthModel, load_model
+from distill.evaluation.evaluate import EvaluateConfig, evaluate_frames, main
 from distill.evaluation.protocols import get_protocol, predicted_depth, valid_mask
-from distill.losses import LossConfig, build_loss
 from distill.metrics import batch_depth_metrics, inverse_depth_metrics
 from distill.students import create_student, save_student
-from shards.errors import UserError
-from shards.nyu import DepthFrame
-from shards.scenes import render_scene
+from distill.training.config import LossConfig
+from distill.training.losses import build_loss
+from shards.cli.errors import UserError
+from shards.tools.nyu import DepthFrame
+from shards.tools.scenes import render_scene
 from tests.distill.conftest import tiny_student_config
 
 SCENE = 3
@@ -146,16 +147,17 @@ def _forward_precision(model: DepthModel) -> tuple[set[torch.dtype], bool]:
 
 def test_evaluation_runs_students_in_fp32_unless_asked(student: Path) -> None:
     """Issue 15 item 3: no autocast on the default path, on any device (the CUDA default was bf16 autocast)."""
-    model = load_model(str(student), device="cpu")
+    evaluation_default = EvaluateConfig.precision  # what evaluate and compare run in unless asked
+    model = DepthModel.from_pretrained(str(student), device="cpu", precision=evaluation_default)
     assert model.precision == "fp32" and _forward_precision(model) == ({torch.float32}, False)
     assert autocast_dtype("fp32", torch.device("cuda")) is None
     assert autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16  # predict / benchmarks keep theirs
-    asked = load_model(str(student), device="cpu", precision="bf16")
+    asked = DepthModel.from_pretrained(str(student), device="cpu", precision="bf16")
     assert asked.precision == "bf16" and _forward_precision(asked) == ({torch.bfloat16}, True)
 
 
 def test_the_report_states_the_precision(student: Path, tmp_path: Path) -> None:
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     write_scene_folder(tmp_path / "scenes", 2, width=128, height=96)
     argv = ["--model", str(student), "--data", str(tmp_path / "scenes"), "--crop", "none", "--device", "cpu"]
@@ -170,4 +172,4 @@ def test_an_onnx_graph_cannot_be_asked_for_another_precision(tmp_path: Path) -> 
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not read")
     with pytest.raises(UserError, match="runs as exported"):
-        load_model(str(onnx), precision="bf16")
+        DepthModel.from_pretrained(str(onnx), precision="bf16")

@@ -17,11 +17,11 @@ from PIL import Image  # noqa: E402
 
 import distill.deploy.predict as predict  # noqa: E402
 from distill.deploy.export import export_onnx  # noqa: E402
-from distill.deploy.runtime import load_runner  # noqa: E402
-from distill.deploy.video import VideoWriter, read_frames, video_info  # noqa: E402
+from distill.deploy.model import load_runner  # noqa: E402
+from distill.deploy.predict import VideoWriter, read_frames, video_info  # noqa: E402
 from distill.students import create_student, save_student  # noqa: E402
 from shards.format import decode_label_codes  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from shards.tools.scenes import render_scene  # noqa: E402
 from tests.distill.conftest import tiny_student_config  # noqa: E402
 
 MODEL_SIZE = ["--size", "96x64"]

@@ -18,7 +18,7 @@ from distill.evaluation.protocols import (
     valid_mask,
 )
 from distill.metrics import batch_depth_metrics
-from shards.diode import DIODE_SCENES
+from shards.tools.rgbd import DIODE_SCENES
 
 
 def test_reference_preset_is_the_reference_recipe() -> None:
@@ -159,7 +159,6 @@ def test_overrides_keep_the_preset_and_say_so() -> None:
         (["--crop", "none", "--crop_fraction", "garg"], {"crop": None, "crop_fraction": GARG_CROP}),
         (["--crop_fraction", "0.1,0.9,0,1", "--crop", "none"], {"crop_fraction": (0.1, 0.9, 0.0, 1.0), "crop": None}),
         (["--scenes", "indoors,outdoor", "--depth_scale", "kitti"], {"scenes": DIODE_SCENES, "depth_scale": 256.0}),
-        (["--depth-min", "0.5", "--no-max-inclusive"], {"depth_min": 0.5, "max_inclusive": False}),  # old spelling
     ],
 )
 def test_every_field_is_overridable_from_the_command_line(argv: list[str], expected: dict) -> None:
@@ -178,7 +177,7 @@ def _overrides(argv: list[str]) -> dict:
 
 
 def test_each_protocol_field_has_a_key() -> None:
-    from distill.evaluation.configs import ProtocolOptions
+    from distill.evaluation.evaluate import ProtocolOptions
 
     keys = {field.name for field in dataclasses.fields(ProtocolOptions)}
     for field in dataclasses.fields(Protocol):

@@ -10,7 +10,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from distill.deploy.complexity import count_macs, count_parameters
+from distill.deploy.benchmark import count_macs, count_parameters
 from distill.students import (
     CONFIG_NAME,
     STUDENT_ARCHITECTURE,

@@ -16,10 +16,7 @@ import torch
 import torchvision
 
 from distill.cli import main as distill_main
-from distill.config import DistillConfig
-from distill.deploy.export import export_onnx
-from distill.deploy.parity import check_parity, parity_inputs
-from distill.losses import LossConfig, build_loss
+from distill.deploy.export import check_parity, export_onnx, parity_inputs
 from distill.students import (
     ARCHITECTURES,
     StudentConfig,
@@ -28,7 +25,9 @@ from distill.students import (
     read_student_config,
     save_student,
 )
-from shards.config import load_config
+from distill.training.config import DistillConfig, LossConfig
+from distill.training.losses import build_loss
+from shards.cli.config import load_config
 from tests.distill.conftest import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,7 +208,7 @@ def test_every_recipe_trains_three_steps(path: Path, tmp_path: Path, relative_sh
 def test_a_depth_student_is_read_as_metric_by_every_runtime(tmp_path: Path) -> None:
     """A ``prediction: depth`` student says so in its folder and in its ONNX graph, so evaluation scores it as a
     metric model and predict shows 1 / metres; an inverse-depth student stays relative."""
-    from distill.deploy.runtime import load_runner
+    from distill.deploy.model import load_runner
 
     for prediction, kind in (("depth", "metric_depth"), ("inverse_depth", "relative_inverse_depth")):
         config = _config("rt_monodepth_s", prediction=prediction)

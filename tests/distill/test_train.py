@@ -13,14 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill import train as train_module
-from distill.checkpoint import COMPLETE_MARKER, list_checkpoints
 from distill.cli import main
-from distill.config import DistillConfig
-from distill.data import EvalTransform, collate_samples
-from distill.losses import LossConfig, build_loss
 from distill.students import ARCHITECTURES, create_student, load_student
-from shards.config import load_config
+from distill.training import train as train_module
+from distill.training.checkpoint import COMPLETE_MARKER, list_checkpoints
+from distill.training.config import DistillConfig, LossConfig
+from distill.training.data import EvalTransform, batch_in_space, collate_samples
+from distill.training.losses import build_loss
+from shards.cli.config import load_config
 from shards.reader import build_pipeline
 from tests.distill.conftest import TINY_STUDENT, tiny_student_config, torch_threads
 from tests.launch import launch_machines, wait_all
@@ -73,7 +73,7 @@ def test_recipes_load_against_the_schema(path: Path) -> None:
 def test_overfitting_eight_samples(relative_shards) -> None:
     """Student + loss + AdamW on a fixed batch of the 8 shard samples: the loss falls by at least 10x."""
     samples = [EvalTransform([64, 32])(s) for s in build_pipeline(str(relative_shards), training=False, split=False)]
-    batch = collate_samples(samples)
+    batch = batch_in_space(collate_samples(samples), "inverse_depth")
     assert len(samples) == 8
     torch.manual_seed(0)
     model = create_student(tiny_student_config(decoder_widths=[64, 32, 32, 16, 16]))
@@ -81,7 +81,7 @@ def test_overfitting_eight_samples(relative_shards) -> None:
     loss_fn = build_loss(LossConfig())
     losses = []
     for _ in range(150):
-        loss = loss_fn(model(batch["image"]), batch["target"], batch["valid"], batch["is_metric"])["loss"]
+        loss = loss_fn(model(batch["image"]), batch["target"], batch["valid"])["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -121,8 +121,8 @@ class _LossWith:
 
     @classmethod
     def factory(cls, **options):
-        """A stand-in for ``distill.train.build_loss`` that wraps what the real one builds."""
-        return lambda config, space="inverse_depth": cls(build_loss(config, space), **options)
+        """A stand-in for ``distill.training.train.build_loss`` that wraps what the real one builds."""
+        return lambda config: cls(build_loss(config), **options)
 
     def __init__(self, real, nan_calls=(), sigterm_call=None) -> None:
         self.real, self.nan_calls, self.sigterm_call, self.calls = real, set(nan_calls), sigterm_call, 0
@@ -268,7 +268,7 @@ def test_two_machines_train_in_step_and_resume_on_both(tmp_path, relative_shards
     assert (output / "checkpoints" / "step_00000004" / "random_states_1.pkl").is_file()
 
 
-LOOP_FILES = tuple(str(REPO / "distill" / name) for name in ("train.py", "optim.py", "step_stats.py"))
+LOOP_FILES = (str(REPO / "distill" / "training" / "train.py"),)  # the loop, its optimizer step, its figures
 HOST_READS = ("__float__", "__bool__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
 
 

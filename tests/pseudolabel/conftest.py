@@ -42,7 +42,7 @@ def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def scene_folder(tmp_path_factory) -> Path:
     """24 generated scenes at 160x120 (``rgb/scene_NNNNNN.png``); the pipeline upscales them to its crop."""
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     root = tmp_path_factory.mktemp("scenes")
     write_scene_folder(root, 24, seed=0, width=160, height=120)

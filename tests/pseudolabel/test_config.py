@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pseudolabel.config import PseudolabelConfig
-from shards.config import load_config, parse_config
-from shards.errors import UserError
+from shards.cli.config import load_config, parse_config
+from shards.cli.errors import UserError
 from tests.pseudolabel.conftest import REPO_ROOT
 
 RECIPES = sorted((REPO_ROOT / "configs" / "pseudolabel").glob("*.yaml"))

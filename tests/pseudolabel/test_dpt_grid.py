@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pseudolabel.dpt_grid import dpt_depth
+from pseudolabel.teachers import dpt_depth
 from pseudolabel.tiny_teacher import build_tiny_teacher
 
 

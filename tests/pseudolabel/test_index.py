@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pseudolabel import index as index_module
+from pseudolabel import plan as plan_module
 from pseudolabel.config import SourceConfig
-from pseudolabel.index import InputIndex, list_hash
+from pseudolabel.plan import InputIndex, list_hash
 from pseudolabel.sources import open_source
 from shards.format import check_key, key_from_relative_path
 
@@ -49,8 +49,8 @@ def places_like(tmp_path) -> Path:
 
 @pytest.mark.parametrize(("count", "seed"), [(0, 0), (50, 0), (50, 7), (200, 3), (999, 0)])
 def test_index_picks_the_same_inputs_as_the_in_memory_list(places_like, tmp_path, monkeypatch, count, seed):
-    monkeypatch.setattr(index_module, "RUN_RECORDS", 16)  # 15 runs ...
-    monkeypatch.setattr(index_module, "MERGE_FAN_IN", 4)  # ... merged in two rounds
+    monkeypatch.setattr(plan_module, "RUN_RECORDS", 16)  # 15 runs ...
+    monkeypatch.setattr(plan_module, "MERGE_FAN_IN", 4)  # ... merged in two rounds
     expected = in_memory_listing(places_like, count, seed)
     listing = open_source(SourceConfig(path=str(places_like), sample_count=count, sample_seed=seed),
                           tmp_path / "out" / "index.jsonl")
@@ -65,7 +65,7 @@ def test_index_picks_the_same_inputs_as_the_in_memory_list(places_like, tmp_path
 
 def test_index_reads_any_range_by_offset(tmp_path):
     records = [[f"k{number:03d}", f"o\u2028{number}\n", number] for number in range(40)]  # separators are data
-    stats = index_module.write_index(reversed(records), tmp_path / "index.jsonl", count=0, seed=0)
+    stats = plan_module.write_index(reversed(records), tmp_path / "index.jsonl", count=0, seed=0)
     index = InputIndex(tmp_path / "index.jsonl")
     assert len(index) == stats.inputs == stats.listed == 40
     assert [item.locator for item in index.read(7, 12)] == [7, 8, 9, 10, 11]

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel.labels import LabelBatch, code_batch_on_device, code_map
-from shards.codec import LABEL_CODECS, encode_jpeg, encode_sample, sample_members
-from shards.format import RELATIVE_INVERSE_DEPTH, SampleMeta, encode_label_codes
+from pseudolabel.run import LabelBatch, code_batch_on_device, code_map
+from shards.format import (
+    LABEL_CODECS,
+    RELATIVE_INVERSE_DEPTH,
+    SampleMeta,
+    encode_jpeg,
+    encode_label_codes,
+    encode_sample,
+    sample_members,
+)
 from tests.pseudolabel.conftest import gradient_rgb
 
 

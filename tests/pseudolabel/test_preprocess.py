@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from pseudolabel.config import PreprocessConfig
-from pseudolabel.preprocess import InputRejected, crop_box, preprocess_image, scaled_size, to_rgb
+from pseudolabel.preprocess import InputRejected, choose_crop_box, preprocess_image, scaled_size
+from shards.images import to_rgb
 from tests.pseudolabel.conftest import SALTED, encode, exif_rotated_jpeg, gradient_rgb, salted_bytes
 
 
@@ -44,8 +45,8 @@ def test_crop_is_pil_bicubic_resize_then_crop(size):
 
 
 def test_random_crop_is_drawn_per_key_and_reproducible():
-    boxes = {key: crop_box((900, 384), 512, 384, "random", seed=7, key=key) for key in ("a", "b", "c", "d")}
-    assert boxes == {key: crop_box((900, 384), 512, 384, "random", seed=7, key=key) for key in boxes}
+    boxes = {key: choose_crop_box((900, 384), 512, 384, "random", seed=7, key=key) for key in ("a", "b", "c", "d")}
+    assert boxes == {key: choose_crop_box((900, 384), 512, 384, "random", seed=7, key=key) for key in boxes}
     assert len({box[0] for box in boxes.values()}) > 1
     assert all(0 <= box[0] <= 900 - 512 and box[1] == 0 for box in boxes.values())
     config = PreprocessConfig(crop="random", crop_seed=7, jpeg_draft=False)

@@ -14,8 +14,7 @@ from pseudolabel.cli import main
 from pseudolabel.config import PreprocessConfig
 from pseudolabel.preprocess import preprocess_image
 from pseudolabel.teachers import BUILTIN_TEACHERS, Teacher, load_teacher
-from shards.codec import decode_jpeg, encode_jpeg
-from shards.format import RELATIVE_INVERSE_DEPTH
+from shards.format import RELATIVE_INVERSE_DEPTH, decode_jpeg, encode_jpeg
 from shards.reader import build_pipeline
 from shards.writer import read_stats
 from tests.pseudolabel.conftest import REPO_ROOT, SALTED, gradient_rgb
@@ -54,7 +53,7 @@ def test_tiny_dpt_labels_generated_scenes_at_512x384(tiny_teachers, scene_folder
     code = label(scene_folder, teacher_folder, out, "--source.sample_count", "4", "--source.sample_seed", "3",
                  "--output.samples_per_shard", "3", "--runtime.num_workers", "1")
     assert code == 0
-    from shards.cli import main as shards_main
+    from shards.tools.commands import main as shards_main
 
     assert shards_main(["verify", str(out), "--quiet", "true"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -127,7 +126,7 @@ def test_rerun_redoes_only_unfinished_jobs(tmp_path):
 
 def test_a_folder_labelled_before_the_checksums_resumes_and_verifies(tmp_path, capsys):
     """Shards of format 1 (no checksums) stay as they are; the jobs redone get checksums; verify says which."""
-    from shards.cli import main as shards_main
+    from shards.tools.commands import main as shards_main
     from tests.shards.conftest import downgrade_shard
 
     images, out = tmp_path / "images", tmp_path / "out"

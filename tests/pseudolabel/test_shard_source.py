@@ -13,9 +13,9 @@ import webdataset as wds
 from PIL import Image
 
 from pseudolabel.config import SourceConfig
-from pseudolabel.shard_source import SLICE_STRIDE
+from pseudolabel.plan import SLICE_STRIDE
 from pseudolabel.sources import open_source
-from shards.cli import main as shards_main
+from shards.tools.commands import main as shards_main
 from shards.writer import read_stats
 from tests.pseudolabel.conftest import encode, gradient_rgb
 from tests.pseudolabel.test_run import input_keys_seen, label, read_samples, small
@@ -95,7 +95,7 @@ def test_keys_repeated_across_shards_become_duplicate_key_rejects(tmp_path):
     assert Counter(input_keys_seen(out))["web/x/1"] == 2  # two inputs, one labelled, one rejected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["labeled"] + summary["rejected"] == summary["inputs"] == 7
-    assert shards_main(["verify", str(out), "--quiet"]) == 0  # rewritten through the writer: checksums hold
+    assert shards_main(["verify", str(out), "--quiet", "true"]) == 0  # rewritten through the writer: checksums hold
     stamps = {path.name: path.stat().st_mtime_ns for path in out.glob("*.tar")}
     assert label(source, "identity", out, *RUN) == 0  # nothing left to do, nothing rewritten
     assert {path.name: path.stat().st_mtime_ns for path in out.glob("*.tar")} == stamps

@@ -8,7 +8,8 @@ import webdataset as wds
 from PIL import Image
 
 from pseudolabel.config import SourceConfig
-from pseudolabel.sources import SourceError, SourceListing, detect_kind, list_hash, open_source
+from pseudolabel.plan import list_hash
+from pseudolabel.sources import SourceError, SourceListing, detect_kind, open_source
 from tests.pseudolabel.conftest import encode, gradient_rgb
 
 

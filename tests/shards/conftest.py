@@ -14,9 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from shards.codec import DEFAULT_LABEL_CODEC, encode_sample  # noqa: E402
-from shards.format import METRIC_DEPTH, SAMPLE_SIZE, SampleMeta  # noqa: E402
-from shards.scenes import render_scene  # noqa: E402
+from shards.format import DEFAULT_LABEL_CODEC, METRIC_DEPTH, SAMPLE_SIZE, SampleMeta, encode_sample  # noqa: E402  # noqa: E402
+from shards.tools.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
 
@@ -103,7 +102,7 @@ def shard_set(tmp_path: Path) -> Callable[..., list[Path]]:
 @pytest.fixture(scope="session")
 def scene_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 generated RGB-D scenes at 320x240 with sensor holes, depth in millimetres."""
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     out = tmp_path_factory.mktemp("scenes")
     write_scene_folder(out, 6, seed=10, width=320, height=240, depth_scale=1000.0, holes=True)
@@ -165,8 +164,8 @@ def write_diode_tree(
 ) -> dict[str, np.ndarray]:
     """Generated frames ``(scene type, seed)`` in DIODE's released layout under ``root``; returns the true depth
     (0 = invalid) by sample key ``diode/<split>/<scene>/scene_X/scan_Y/<name>``."""
-    from shards.diode import write_diode_scan
     from shards.format import key_from_relative_path
+    from shards.tools.rgbd import write_diode_scan
 
     truth = {}
     for scene, seed in frames:

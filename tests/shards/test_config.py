@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shards.config import load_config, parse_config, save_resolved_config
-from shards.errors import UserError
+from shards.cli.config import load_config, parse_config, save_resolved_config
+from shards.cli.errors import UserError
 
 
 @dataclass

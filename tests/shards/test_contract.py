@@ -11,16 +11,19 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from shards.codec import LABEL_CODECS, decode_jpeg, decode_label, encode_sample
 from shards.format import (
+    LABEL_CODECS,
     METRIC_DEPTH,
     MIN_DEPTH,
     RELATIVE_INVERSE_DEPTH,
     LabelError,
     SampleMeta,
     check_key,
+    decode_jpeg,
+    decode_label,
     decode_label_codes,
     encode_label_codes,
+    encode_sample,
     inverse_depth,
     key_from_relative_path,
 )

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.cli import main
-from shards.depth_sources import DEPTH_SCALES, parse_depth_scale, read_depth, read_pair_list
 from shards.format import METRIC_DEPTH
-from shards.nyu import NyuFormatError
 from shards.reader import build_pipeline
-from shards.rgbd import crop_nearest, plan_crop
-from shards.scenes import render_scene
-from shards.verify import verify_shards
+from shards.tools.commands import main
+from shards.tools.nyu import NyuFormatError
+from shards.tools.rgbd import DEPTH_SCALES, crop_nearest, parse_depth_scale, plan_crop, read_depth, read_pair_list
+from shards.tools.scenes import render_scene
+from shards.tools.verify import verify_shards
 from tests.shards.conftest import KITTI_SIZES, write_kitti_pairs
 
 

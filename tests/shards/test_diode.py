@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.cli import main
-from shards.diode import DiodeSplit, find_diode_scans, is_diode_tree, read_diode_scan
 from shards.format import METRIC_DEPTH
-from shards.nyu import NyuFormatError
 from shards.reader import build_pipeline
-from shards.rgbd import crop_nearest, plan_crop
-from shards.verify import verify_shards
+from shards.tools.commands import main
+from shards.tools.nyu import NyuFormatError
+from shards.tools.rgbd import DiodeSplit, crop_nearest, find_diode_scans, is_diode_tree, plan_crop, read_diode_scan
+from shards.tools.verify import verify_shards
 from tests.shards.conftest import DIODE_SIZE, write_diode_tree
 
 SMALL = (64, 48)  # frames for the malformed cases: the layout is what matters there
@@ -167,7 +166,7 @@ def test_bad_frames_are_counted_rejects_named_in_the_log(tmp_path: Path, caplog)
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(scans[3].image)  # image smaller than depth and mask
     np.save(scans[4].depth, np.load(scans[4].depth) * 1000)  # millimetres stored as float "metres"
     np.save(scans[5].mask, np.load(scans[5].mask) * 255)  # not a 0/1 mask
-    with caplog.at_level(logging.WARNING, logger="shards.rgbd"):
+    with caplog.at_level(logging.WARNING, logger="shards.tools.rgbd"):
         assert _import(root, tmp_path / "out", "--diode_scene", "indoors") == 0
     stats = json.loads((tmp_path / "out" / "diodevalindoors-000-000000.stats.json").read_text())
     assert stats["count"] == 1 and stats["split"] == "val" and stats["scenes"] == ["indoors"]

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from shards.fuzz import CORRUPTIONS, SHARD_KINDS, originals, run_trial, write_template
+from shards.tools.testing import CORRUPTIONS, SHARD_KINDS, originals, run_trial, write_template
 
 TRIALS = 320  # 40 per corruption, half on generated scenes, half on photo-like frames
 

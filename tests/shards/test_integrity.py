@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import zstandard
 
-from shards.cli import main
-from shards.codec import DEFAULT_LABEL_CODEC, label_codec
-from shards.format import FORMAT_VERSION, LEGACY_FORMAT_VERSION, SampleMeta
-from shards.integrity import digest
+from shards.format import DEFAULT_LABEL_CODEC, FORMAT_VERSION, LEGACY_FORMAT_VERSION, SampleMeta, digest, label_codec
 from shards.reader import SkipCounter, build_pipeline
+from shards.tools.commands import main
 from shards.writer import read_stats, stats_path
 from tests.shards.conftest import scene_members, write_legacy_shard, write_shard
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import scipy.io
 
-from shards.depth_sources import DepthFolder, HfDepthDataset
-from shards.nyu import (
+from shards.tools.nyu import (
     NyuFormatError,
     NyuSplit,
     load_nyu,
     read_nyu_splits,
 )
-from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
+from shards.tools.rgbd import DepthFolder, HfDepthDataset
+from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 
 FRAMES = 5
 TRAIN_1BASED = [1, 3]
@@ -154,7 +154,7 @@ def test_split_needs_a_splits_file(nyu_files) -> None:
 
 
 def test_depth_folder_reads_scaled_16_bit_depth(tmp_path: Path) -> None:
-    from shards.scenes import render_scene, write_scene_folder
+    from shards.tools.scenes import render_scene, write_scene_folder
 
     write_scene_folder(tmp_path, count=2, seed=5, width=64, height=48, depth_scale=1000.0, holes=True)
     folder = DepthFolder(tmp_path, depth_scale=1000.0)
@@ -167,7 +167,7 @@ def test_depth_folder_reads_scaled_16_bit_depth(tmp_path: Path) -> None:
 
 
 def test_depth_folder_with_the_wrong_scale_is_refused(tmp_path: Path) -> None:
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     write_scene_folder(tmp_path, count=1, seed=0, width=64, height=48, depth_scale=1000.0)
     with pytest.raises(NyuFormatError, match="millimetres"):
@@ -175,7 +175,7 @@ def test_depth_folder_with_the_wrong_scale_is_refused(tmp_path: Path) -> None:
 
 
 def test_depth_folder_names_an_unmatched_stem(tmp_path: Path) -> None:
-    from shards.scenes import write_scene_folder
+    from shards.tools.scenes import write_scene_folder
 
     write_scene_folder(tmp_path, count=2, seed=0, width=64, height=48)
     next((tmp_path / "depth").iterdir()).unlink()

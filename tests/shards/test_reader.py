@@ -10,8 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from shards.codec import DEFAULT_LABEL_CODEC
-from shards.format import DepthSample
+from shards.format import DEFAULT_LABEL_CODEC, DepthSample
 from shards.reader import SkipCounter, build_pipeline, expand_shard_urls
 from tests.shards.conftest import scene_members, write_shard
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.cli import main
 from shards.format import METRIC_DEPTH, SAMPLE_SIZE
 from shards.reader import build_pipeline
-from shards.rgbd import CropPlan, crop_nearest, plan_crop
-from shards.scenes import render_scene
-from shards.verify import verify_shards
+from shards.tools.commands import main
+from shards.tools.rgbd import CropPlan, crop_nearest, plan_crop
+from shards.tools.scenes import render_scene
+from shards.tools.verify import verify_shards
 from shards.writer import read_stats
 from tests.shards.conftest import read_png
 
@@ -152,7 +152,7 @@ def test_bad_usage_exits_2_with_a_message(tmp_path, capsys, argv, message):
 
 
 def test_a_wrong_depth_scale_stops_the_import(tmp_path, capsys):
-    """Depth in millimetres imported with --depth-scale 1 reads as kilometres in every frame: the import stops
+    """Depth in millimetres imported with --depth_scale 1 reads as kilometres in every frame: the import stops
     (exit 2, nothing written) and says the scale is wrong, instead of rejecting the whole set frame by frame."""
     (tmp_path / "i").mkdir()
     (tmp_path / "d").mkdir()
@@ -180,7 +180,7 @@ def test_one_implausible_frame_among_good_ones_is_a_counted_reject(scene_folder,
 
 
 def test_nyu_training_split_import(tmp_path, capsys):
-    from shards.nyu_writer import write_nyu_labeled, write_nyu_splits
+    from shards.tools.testing import write_nyu_labeled, write_nyu_splits
 
     scenes = [render_scene(seed, 640, 480, holes=True) for seed in range(4)]
     images = np.stack([scene.image for scene in scenes])
@@ -216,14 +216,14 @@ def test_nyu_training_split_import(tmp_path, capsys):
 
 
 def test_a_pair_list_import_marks_its_evaluation_split(scene_folder, tmp_path):
-    """``--eval-split NAME`` marks every sample of any import (KITTI's Eigen test from its pair list, say)."""
+    """``--eval_split NAME`` marks every sample of any import (KITTI's Eigen test from its pair list, say)."""
     pairs = tmp_path / "pairs.txt"
     names = sorted(path.name for path in (scene_folder / "rgb").iterdir())
     pairs.write_text("".join(f"{scene_folder / 'rgb' / name} {scene_folder / 'depth' / name}\n" for name in names))
-    argv = ["import-rgbd", "--pairs", str(pairs), "--depth-scale", "1000"]
+    argv = ["import-rgbd", "--pairs", str(pairs), "--depth_scale", "1000"]
     assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
     assert {s.meta.eval_split for s in _read_all(tmp_path / "plain").values()} == {None}
-    assert main([*argv, "--eval-split", "kitti_eigen_test", "--out", str(tmp_path / "marked")]) == 0
+    assert main([*argv, "--eval_split", "kitti_eigen_test", "--out", str(tmp_path / "marked")]) == 0
     marked = _read_all(tmp_path / "marked")
     assert marked and {s.meta.eval_split for s in marked.values()} == {"kitti_eigen_test"}
     assert verify_shards(str(tmp_path / "marked")).ok

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shards.cli import main
-from shards.scenes import MAX_DEPTH, MIN_DEPTH, render_scene, scaled_intrinsics, write_scene_folder
+from shards.tools.commands import main
+from shards.tools.scenes import MAX_DEPTH, MIN_DEPTH, render_scene, scaled_intrinsics, write_scene_folder
 from tests.shards.conftest import read_png
 
 
@@ -146,7 +146,7 @@ def test_scene_folder_refuses_a_scale_that_overflows_16_bits(tmp_path):
 
 
 def test_scenes_command(tmp_path, capsys):
-    code = main(["scenes", "--count", "3", "--out", str(tmp_path), "--seed", "2", "--size", "64x48",
+    code = main(["scenes", "--count", "3", "--out", str(tmp_path), "--start", "2", "--size", "64x48",
                  "--depth_scale", "5000", "--holes", "true"])
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "rgb").iterdir()) == [f"scene_00000{i}.png" for i in (2, 3, 4)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from shards.cli import main
-from shards.codec import decode_jpeg
-from shards.viz import HOLE_COLOUR
+from shards.format import decode_jpeg
+from shards.tools.commands import main
+from shards.tools.pictures import HOLE_COLOUR
 from tests.shards.conftest import locate, scene_members
 
 

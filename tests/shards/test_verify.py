@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.cli import main
-from shards.codec import DEFAULT_LABEL_CODEC
-from shards.verify import verify_shards
+from shards.format import DEFAULT_LABEL_CODEC
+from shards.tools.commands import main
+from shards.tools.verify import verify_shards
 from shards.writer import stats_path
 from tests.shards.conftest import legacy_json, scene_members, write_shard
 

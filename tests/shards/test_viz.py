@@ -1,4 +1,4 @@
-"""shards.viz: the exact turbo table, holes in a colour no map produces, a sequential error map, and grids with colour
+"""Pictures: the exact turbo table, holes in a colour no map produces, a sequential error map, and grids with colour
 bars, TrueType titles and narrow row labels."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shards.scenes import render_scene
-from shards.viz import (
+from shards.tools.pictures import (
     HOLE_COLOUR,
     ColourScale,
     colorize_depth,
     error_map,
     image_grid,
 )
+from shards.tools.scenes import render_scene
 from tests.shards.conftest import locate
 
 # Google's published Turbo table (Mikhailov 2019, turbo_colormap_data), entries 0, 64, 128, 192 and 255 of 256.

@@ -1,0 +1,481 @@
+"""Training and validation data: shards -> augmented batches on the device, the target in the loss's space; the
+readers' damage counts; the guard against benchmark test splits.
+
+Training: each shard set is read by ``shards.reader.build_pipeline(training=True)`` (resampled shards, a sample
+shuffle buffer), several sets are mixed with weights, each sample gets a random resized crop (512x384 -> 256x192 by
+default; image bilinear with antialiasing, label and mask nearest-exact, docs/decisions.md), a horizontal flip and a
+colour jitter, and every reader makes the same number of batches so that each rank runs the same number of steps.
+:class:`TrainBatches` hands the loop the batch of each step on the device, its target already in the student's space
+(:func:`distill.training.losses.target_in_space`: the one place a metric label becomes inverse depth).
+
+Determinism (for exact resume): the stream is cut into *data epochs* of ``data.epoch_steps`` optimizer steps; data
+epoch ``e`` is a fresh pipeline seeded from ``(seed, e)``, and every random choice (shards, shuffle, mixing, crops,
+flips, jitter) comes from generators seeded from that seed, the rank and the DataLoader worker. So the batches of a
+step depend only on (seed, step, world size, workers), and a resumed run reads the same batches as an uninterrupted
+one (it rebuilds the epoch and discards the batches already used).
+
+Damage counts: every reader checks each sample's checksums before decoding, skips a damaged one and counts lost ones
+in a ``shards`` ``SkipCounter``. A DataLoader worker has no way to the training process but its batches, so each
+batch carries its reader's cumulative counts (``batch["reads"]``); the loader takes them off into the
+:class:`ReadTally` its caller holds (``TrainBatches.reads``). At each log interval :func:`log_data_integrity` sums
+the interval over every process, returns the scalars to log, and stops the run when more than
+``data.max_damaged_fraction`` of the samples read so far was damaged or lost, naming the worst shards.
+
+Test splits: a sample marked as part of a benchmark's evaluation split (``eval_split`` in its json: NYU test, DIODE
+val, or what ``import-rgbd --eval_split`` named) stops the training and the validation reader with an error that
+names its shard (the reader's ``refuse_eval_splits``), unless ``data.allow_eval_split`` is true (which the resolved
+config and the reports then state).
+
+Validation: the held-out shards, every sample exactly once, split by node and worker; each sample is resized to the
+training size without augmentation. The loaders are plain torch DataLoaders, never passed to
+``accelerator.prepare`` (prepare breaks WebDataset splitting: docs/library-notes.md, "Accelerate").
+
+Everything a worker runs is a module-level class or function (workers pickle the dataset).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from accelerate.utils import gather_object, send_to_device
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset
+from webdataset.utils import pytorch_worker_info
+
+from distill.training.config import DataConfig
+from distill.training.losses import target_in_space
+from shards.format import METRIC_DEPTH, DepthSample
+from shards.reader import LOST_TAR_ENDED, LOST_TAR_ERROR, SkipCounter, build_pipeline, expand_shard_urls, over_limit
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transforms: DepthSample -> dict of tensors
+
+
+def _nearest_exact_indices(start: float, length: float, count: int, limit: int) -> np.ndarray:
+    """Source indices of ``count`` output pixels covering [start, start + length): pixel centres, floored."""
+    centres = start + (np.arange(count, dtype=np.float64) + 0.5) * (length / count)
+    return np.clip(np.floor(centres).astype(np.int64), 0, limit - 1)
+
+
+def resize_crop(sample: DepthSample, box: tuple[float, float, float, float], size: tuple[int, int]) -> dict:
+    """Crop ``box`` (left, top, width, height; source pixels, may be fractional) and resize to ``size`` (W, H):
+    the image bilinear with antialiasing (PIL), label and mask nearest-exact. Returns uint8 / float32 / bool arrays."""
+    left, top, box_width, box_height = box
+    width, height = size
+    picture = Image.fromarray(sample.image).resize(
+        (width, height), Image.BILINEAR, box=(left, top, left + box_width, top + box_height)
+    )
+    rows = _nearest_exact_indices(top, box_height, height, sample.depth.shape[0])
+    cols = _nearest_exact_indices(left, box_width, width, sample.depth.shape[1])
+    return {  # take() twice is ~5x faster than fancy indexing with an outer product of indices
+        "image": np.asarray(picture),
+        "depth": sample.depth.take(rows, axis=0).take(cols, axis=1),
+        "valid": sample.valid.take(rows, axis=0).take(cols, axis=1),
+    }
+
+
+def _channels_first(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 255], C-contiguous (one copy)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _to_tensors(key: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarray, kind: str) -> dict:
+    """float32 (3, H, W) image in [0, 1], label and mask (H, W) -> the training sample dict of tensors."""
+    return {
+        "key": key,
+        "image": torch.from_numpy(image),  # (3, H, W)
+        "target": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None],  # (1, H, W)
+        "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=bool))[None],  # (1, H, W)
+        "is_metric": kind == METRIC_DEPTH,
+    }
+
+
+def centre_box(source_size: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The largest centred box of the output's aspect ratio in a (W, H) source."""
+    source_width, source_height = source_size
+    aspect = size[0] / size[1]
+    box_width = min(source_width, source_height * aspect)
+    box_height = box_width / aspect
+    return ((source_width - box_width) / 2, (source_height - box_height) / 2, box_width, box_height)
+
+
+class EvalTransform:
+    """Validation: the centred box of the output aspect (the whole 512x384 sample for 4:3), resized to ``size``."""
+
+    def __init__(self, size: Sequence[int]) -> None:
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: DepthSample) -> dict:
+        box = centre_box((sample.depth.shape[1], sample.depth.shape[0]), self.size)
+        out = resize_crop(sample, box, self.size)
+        image = _channels_first(out["image"])
+        image *= np.float32(1.0 / 255.0)
+        return _to_tensors(sample.key, image, out["depth"], out["valid"], sample.meta.kind)
+
+
+class TrainTransform:
+    """Random resized crop, horizontal flip and colour jitter, image and label kept aligned.
+
+    Random numbers come from a generator seeded at first use from ``(seed, rank, worker)``, so each reader has
+    its own reproducible sequence.
+    """
+
+    def __init__(self, config: DataConfig, seed: int) -> None:
+        self.size = (int(config.size[0]), int(config.size[1]))
+        self.crop_scale = tuple(config.crop_scale)
+        self.crop_ratio = tuple(config.crop_ratio)
+        self.flip = config.flip
+        self.jitter = (config.brightness, config.contrast, config.saturation)
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+
+    def _generator(self) -> np.random.Generator:
+        if self._rng is None:
+            rank, _, worker, _ = pytorch_worker_info()
+            self._rng = np.random.default_rng([self.seed, rank, worker, 1])
+        return self._rng
+
+    def random_box(self, rng: np.random.Generator, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
+        source_width, source_height = source_size
+        area = source_width * source_height * rng.uniform(*self.crop_scale)
+        aspect = self.size[0] / self.size[1] * math.exp(rng.uniform(*np.log(self.crop_ratio)))
+        box_width = min(math.sqrt(area * aspect), source_width)
+        box_height = min(math.sqrt(area / aspect), source_height)
+        left = rng.uniform(0, source_width - box_width)
+        top = rng.uniform(0, source_height - box_height)
+        return (left, top, box_width, box_height)
+
+    def colour_jitter(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+        """float32 (3, H, W) in [0, 255], in place -> [0, 1]: brightness, contrast about the mean grey, saturation
+        about each pixel's grey (ITU-R 601 luma weights)."""
+        brightness, contrast, saturation = (np.float32(rng.uniform(1 - x, 1 + x)) for x in self.jitter)
+        image *= brightness / np.float32(255.0)
+        grey = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]  # (H, W)
+        mean = grey.mean(dtype=np.float32)
+        image -= mean
+        image *= contrast
+        image += mean
+        grey -= mean
+        grey *= contrast
+        grey += mean  # the grey of the contrast-adjusted image
+        image *= saturation
+        image += (1 - saturation) * grey
+        return np.clip(image, 0.0, 1.0, out=image)
+
+    def __call__(self, sample: DepthSample) -> dict:
+        rng = self._generator()
+        box = self.random_box(rng, (sample.depth.shape[1], sample.depth.shape[0]))
+        out = resize_crop(sample, box, self.size)
+        image, depth, valid = out["image"], out["depth"], out["valid"]
+        if rng.uniform() < self.flip:
+            image, depth, valid = image[:, ::-1], depth[:, ::-1], valid[:, ::-1]
+        image = self.colour_jitter(rng, _channels_first(image))
+        return _to_tensors(sample.key, image, depth, valid, sample.meta.kind)
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """Stack sample dicts: image (B, 3, H, W) float, target (B, 1, H, W), valid (B, 1, H, W) bool, is_metric (B,)
+    bool, key: list of str."""
+    return {
+        "key": [s["key"] for s in samples],
+        "image": torch.stack([s["image"] for s in samples]),
+        "target": torch.stack([s["target"] for s in samples]),
+        "valid": torch.stack([s["valid"] for s in samples]),
+        "is_metric": torch.tensor([bool(s["is_metric"]) for s in samples]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training stream
+
+
+#: The batch field that carries a reader's damage counts out of its DataLoader worker.
+READS_FIELD = "reads"
+
+
+def eval_split_refusal(allow_eval_split: bool, role: str) -> str | None:
+    """How a ``role`` reader ("training", "validation") refuses a sample of a benchmark's evaluation split, for
+    ``build_pipeline(refuse_eval_splits=...)``: None where ``data.allow_eval_split`` is true."""
+    if allow_eval_split:
+        return None
+    return (
+        f"which {role} does not read (a model must not train or be selected on its test set). Take these shards out "
+        "of --data.train / --data.val, or set --data.allow_eval_split true to read them anyway (the resolved config "
+        "and the reports then say so)"
+    )
+
+
+class TrainStream(IterableDataset):
+    """One reader's training batches: samples drawn from the shard sets with weights (our own seeded generator, so
+    the mix is reproducible), augmented by :class:`TrainTransform`, batched; each batch carries the reader's
+    cumulative damage counts (``READS_FIELD``). Every set is a resampled ``build_pipeline(training=True)``, all
+    counting into the reader's one ``SkipCounter``."""
+
+    def __init__(self, config: DataConfig, shard_sets: list[list[str]], stream_seed: int, batches: int) -> None:
+        weights = config.train_weights or [1.0] * len(shard_sets)
+        if len(weights) != len(shard_sets):
+            raise ValueError(f"data.train_weights has {len(weights)} weights for {len(shard_sets)} shard sets")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"data.train_weights must be non-negative with a positive sum, got {list(weights)}")
+        self.shard_sets = shard_sets
+        self.probabilities = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+        self.seed = stream_seed
+        self.batches = batches
+        self.batch_size = config.batch_size
+        self.shuffle_buffer = config.shuffle_buffer
+        self.checksums = config.checksums
+        self.max_damaged_fraction = config.max_damaged_fraction
+        self.refusal = eval_split_refusal(config.allow_eval_split, "training")
+        self.transform = TrainTransform(config, stream_seed)
+
+    def __iter__(self) -> Iterator[dict]:
+        counter = SkipCounter(max_fraction=self.max_damaged_fraction)
+        reads = {"reader": uuid.uuid4().hex}  # this reader's counts, told apart from other workers' and epochs'
+        batch: list[dict] = []
+        made = 0
+        for sample in map(self.transform, self.samples(counter)):
+            if len(batch) == self.batch_size:  # handed over once the next sample is read, as wds.batched does
+                yield {**collate_samples(batch), READS_FIELD: {**reads, **counter.snapshot()}}
+                made += 1
+                if made == self.batches:
+                    return
+                batch = []
+            batch.append(sample)
+
+    def samples(self, counter: SkipCounter) -> Iterator[DepthSample]:
+        """Endless decoded samples, each drawn from a set chosen by weight."""
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = np.random.default_rng([self.seed, rank, worker, 2])
+        sources = [
+            iter(build_pipeline(
+                urls, training=True, seed=self.seed + 7919 * index, shuffle_buffer=self.shuffle_buffer,
+                skip_counter=counter, checksums=self.checksums, refuse_eval_splits=self.refusal,
+            ))
+            for index, urls in enumerate(self.shard_sets)
+        ]
+        while True:
+            index = int(rng.choice(len(sources), p=self.probabilities)) if len(sources) > 1 else 0
+            try:
+                yield next(sources[index])
+            except StopIteration:  # a resampled source only ends when it holds no readable sample at all
+                raise RuntimeError(f"shard set {index} ({self.shard_sets[index][:2]}...) yielded no sample") from None
+
+
+class TrainLoader:
+    """The training batches of one data epoch for this process; each batch's reader counts are taken off into
+    :attr:`reads` (the caller's tally, so that one tally spans the run's epochs)."""
+
+    def __init__(self, loader: DataLoader, reads: ReadTally) -> None:
+        self.loader = loader
+        self.dataset = loader.dataset
+        self.reads = reads
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            self.reads.record(batch.pop(READS_FIELD))
+            yield batch
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the training process, which checkpoints and then shuts them
+    down; a worker killed by Ctrl-C or a scheduler's SIGTERM would make the next batch raise before the checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The stream seed of data epoch ``epoch``: independent streams per epoch, reproducible from (seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def build_train_loader(
+    config: DataConfig, seed: int, epoch: int, batches: int, reads: ReadTally | None = None
+) -> TrainLoader:
+    """A loader over ``batches`` training batches of data epoch ``epoch`` for this process, whose counts of damaged
+    and lost samples go to ``reads`` (a new tally when None).
+
+    Every worker yields ``ceil(batches / workers)`` batches; the caller takes the first ``batches`` (the DataLoader
+    interleaves workers in a fixed order, so that prefix is deterministic).
+    """
+    shard_sets = [expand_shard_urls(spec) for spec in config.train_sets()]
+    workers = max(0, config.num_workers)
+    stream = TrainStream(config, shard_sets, epoch_seed(seed, epoch), math.ceil(batches / max(1, workers)))
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=workers, persistent_workers=False, worker_init_fn=ignore_stop_signals
+    )
+    return TrainLoader(loader, reads if reads is not None else ReadTally())
+
+
+class TrainBatches:
+    """The batch of each step from step ``s`` onwards, on ``device``, its target in ``space`` (the student's
+    prediction: :func:`~distill.training.losses.target_in_space`). Data epoch ``s // epoch_steps`` is rebuilt at each
+    epoch boundary, the batches already used in the current epoch read and discarded (deterministic stream, above).
+    :attr:`reads` holds the damage counts of every epoch's readers."""
+
+    def __init__(self, config: DataConfig, seed: int, accumulation: int, device: torch.device, space: str) -> None:
+        self.config = config
+        self.seed = seed
+        self.accumulation = accumulation
+        self.device = device
+        self.space = space
+        self.micro_steps = config.epoch_steps * accumulation
+        self.reads = ReadTally()
+        self._epoch: int | None = None
+        self._iterator: Iterator[dict] | None = None
+
+    def next(self, step: int) -> dict:
+        epoch, offset = divmod(step, self.config.epoch_steps)
+        if epoch != self._epoch:
+            loader = build_train_loader(self.config, self.seed, epoch, self.micro_steps, self.reads)
+            skip = offset * self.accumulation
+            if skip:
+                logger.info("resuming inside data epoch %d: reading and discarding %d batches", epoch, skip)
+            self._iterator = itertools.islice(iter(loader), skip, self.micro_steps)
+            self._epoch = epoch
+        return batch_in_space(send_to_device(next(self._iterator), self.device), self.space)
+
+
+def batch_in_space(batch: dict, space: str) -> dict:
+    """The batch with its target (and valid mask) in ``space``, where the batch is made: once, for every user."""
+    batch["target"], batch["valid"] = target_in_space(batch["target"], batch["valid"], batch["is_metric"], space)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def build_val_loader(
+    config: DataConfig, workers: int | None = None, rank: int | None = None, world_size: int | None = None
+) -> DataLoader:
+    """Validation batches: every held-out sample exactly once across processes and workers, no augmentation.
+
+    ``rank`` / ``world_size`` default to torch.distributed's (tests pass them to simulate nodes)."""
+    if not config.val:
+        raise ValueError("no validation shards: set --data.val to a folder of held-out shards")
+    pipeline = build_pipeline(
+        config.val, training=False, transform=EvalTransform(config.size), split=True, rank=rank, world_size=world_size,
+        refuse_eval_splits=eval_split_refusal(config.allow_eval_split, "validation"),
+    )
+    pipeline.append(wds.batched(config.val_batch_size, collation_fn=collate_samples, partial=True))
+    workers = config.num_workers if workers is None else workers
+    return DataLoader(pipeline, batch_size=None, num_workers=workers, worker_init_fn=ignore_stop_signals)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Damage counts
+
+
+#: Reasons in a fixed order, so that every process reduces the same vector.
+SKIP_REASONS = ("checksum", "decode", "error")
+LOST_REASONS = (LOST_TAR_ERROR, LOST_TAR_ENDED)
+
+
+class DamagedDataError(RuntimeError):
+    """Too large a share of the training samples is damaged or lost; the message names the shards to check."""
+
+
+class ReadTally:
+    """The latest cumulative counts of every reader of one run, and the run's totals over every process."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._taken = torch.zeros(1 + len(SKIP_REASONS) + len(LOST_REASONS), dtype=torch.int64)
+        self.run = torch.zeros_like(self._taken)  # summed over processes, the same on every rank
+
+    def record(self, reads: dict[str, Any]) -> None:
+        """One batch's counts of its reader (cumulative for that reader, so the latest replaces the earlier)."""
+        self._latest[reads["reader"]] = reads
+
+    def vector(self) -> torch.Tensor:
+        """This process's totals: [read, skipped by reason..., lost by reason...]."""
+        skipped, lost, read = Counter(), Counter(), 0
+        for reads in self._latest.values():
+            read += reads["read"]
+            skipped.update(reads["skipped"])
+            lost.update(reads["lost"])
+        values = [read, *(skipped[name] for name in SKIP_REASONS), *(lost[name] for name in LOST_REASONS)]
+        return torch.tensor(values, dtype=torch.int64)
+
+    def take_interval(self) -> torch.Tensor:
+        """This process's counts since the last call."""
+        now = self.vector()
+        interval, self._taken = now - self._taken, now
+        return interval
+
+    def shards(self) -> Counter:
+        """Shard -> samples skipped or lost, in this process."""
+        total: Counter = Counter()
+        for reads in self._latest.values():
+            total.update(reads["shards"])
+        return total
+
+
+def interval_scalars(interval: torch.Tensor, run: torch.Tensor) -> dict[str, float]:
+    """``data/...`` scalars: this interval's samples read, skipped and lost (by reason), and the run's damaged share."""
+    read, skipped, lost = _split(interval)
+    run_read, run_skipped, run_lost = _split(run)
+    damaged = sum(run_skipped.values()) + sum(run_lost.values())
+    scalars = {"data/read": read, "data/skipped": sum(skipped.values()), "data/lost": sum(lost.values())}
+    scalars.update({f"data/skipped_{name}": value for name, value in skipped.items()})
+    scalars.update({f"data/lost_{name}": value for name, value in lost.items()})
+    scalars["data/damaged_fraction"] = damaged / max(run_read + sum(run_lost.values()), 1.0)
+    return scalars
+
+
+def log_data_integrity(accelerator: Any, tally: ReadTally, data_config: DataConfig) -> dict[str, float]:
+    """Every process calls this at a log interval with its run's ``tally``: the interval's counts summed over
+    processes, as scalars.
+
+    Raises :class:`DamagedDataError` on every process at once when the run's damaged share exceeds
+    ``data.max_damaged_fraction``."""
+    interval = tally.take_interval().to(accelerator.device)
+    interval = accelerator.reduce(interval, reduction="sum").cpu()
+    tally.run += interval
+    scalars = interval_scalars(interval, tally.run)
+    run_read, run_skipped, run_lost = _split(tally.run)
+    damaged = int(sum(run_skipped.values()) + sum(run_lost.values()))
+    total = int(run_read + sum(run_lost.values()))
+    if over_limit(damaged, total, data_config.max_damaged_fraction):
+        worst: Counter = Counter()
+        for shards in gather_object([tally.shards()]):
+            worst.update(shards)
+        raise DamagedDataError(damaged_message(damaged, total, data_config, worst))
+    return scalars
+
+
+def damaged_message(damaged: int, total: int, data_config: DataConfig, worst: Counter) -> str:
+    named = "\n  ".join(f"{url}: {count} sample(s)" for url, count in worst.most_common(10)) or "(none named)"
+    sets = " ".join(data_config.train_sets())
+    return (
+        f"{damaged} of {total} training samples read so far were damaged or lost, more than "
+        f"data.max_damaged_fraction = {data_config.max_damaged_fraction:.2%}. Worst shards:\n  {named}\n"
+        f"Find every damaged sample with: python -m shards verify {sets}\n"
+        "then rewrite the set without them (python -m shards repair DIR --out NEW) or relabel those shards."
+    )
+
+
+def postfix(scalars: dict[str, float]) -> dict[str, int]:
+    """Progress-bar fields: this interval's skipped and lost samples (shown only when there are any)."""
+    shown = {name: int(scalars.get(f"data/{name}", 0)) for name in ("skipped", "lost")}
+    return {name: value for name, value in shown.items() if value}
+
+
+def _split(vector: torch.Tensor) -> tuple[float, dict[str, float], dict[str, float]]:
+    values = [float(value) for value in vector]
+    skipped = dict(zip(SKIP_REASONS, values[1 : 1 + len(SKIP_REASONS)]))
+    lost = dict(zip(LOST_REASONS, values[1 + len(SKIP_REASONS) :]))
+    return values[0], skipped, lost

@@ -1,0 +1,360 @@
+"""The one place that colour-maps depth and lays pictures out in grids (reports, TensorBoard, README, predict).
+
+matplotlib does the drawing, so that nothing here re-implements a plotting library: its exact turbo table (Google's
+published 256 entries) for depth, the sequential magma map for errors, its colour bars, and text in DejaVu Sans, the
+TrueType font that ships with matplotlib (the same on every machine, legible at any size). Pixels without a value
+are drawn in ``HOLE_COLOUR``, a grey that neither map produces, and the grid's legend says so. Only matplotlib's
+object API on the Agg canvas is used (no pyplot global state), so drawing works in any process or thread.
+
+``colorize_depth`` and ``error_map`` return a ``ColouredMap``: a plain uint8 (H, W, 3) array that also remembers
+its ``ColourScale``, so that ``image_grid`` draws each row's colour bars (with units) without the caller's help.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shards.format import RELATIVE_INVERSE_DEPTH, DepthSample
+from shards.reader import build_pipeline
+
+#: Colour map of depth and inverse depth (near = warm); metric depth uses its reverse, ``turbo_r``.
+DEPTH_COLORMAP = "turbo"
+#: Sequential colour map of error panels (0 = black, large = bright), distinct from the depth map.
+ERROR_COLORMAP = "magma"
+#: Pixels without a value (holes, invalid ground truth): a neutral grey, at least 98 RGB units from every colour of
+#: turbo and magma (tests/shards/test_viz.py checks it), so a far surface never reads as missing data.
+HOLE_COLOUR = (160, 160, 160)
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """How a panel's colours map back to values: ``low``..``high`` in ``units`` on the matplotlib map ``colormap``.
+    Consecutive panels of one row with equal scales share one colour bar (``holes`` is not compared)."""
+
+    low: float
+    high: float
+    colormap: str
+    units: str
+    holes: bool = field(default=False, compare=False)
+
+
+class ColouredMap(np.ndarray):
+    """A uint8 (H, W, 3) RGB array that carries its ``ColourScale`` (``scale``); otherwise a plain array."""
+
+    scale: ColourScale | None = None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.scale = getattr(obj, "scale", None)
+
+
+def apply_colormap(values: np.ndarray, mask: np.ndarray, scale: ColourScale) -> ColouredMap:
+    """Values (H, W) -> ``ColouredMap`` on ``scale`` (clipped to its range); pixels outside ``mask`` in HOLE_COLOUR."""
+    from matplotlib import colormaps  # imported here: `python -m shards` commands that draw nothing stay quick
+
+    t = (np.where(mask, values, scale.low) - scale.low) / (scale.high - scale.low)
+    rgb = colormaps[scale.colormap](np.clip(t, 0.0, 1.0), bytes=True)[..., :3]
+    rgb[~mask] = HOLE_COLOUR
+    coloured = np.ascontiguousarray(rgb).view(ColouredMap)
+    coloured.scale = scale
+    return coloured
+
+
+def turbo(t: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 RGB (..., 3) on matplotlib's turbo table."""
+    from matplotlib import colormaps
+
+    return colormaps[DEPTH_COLORMAP](np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0), bytes=True)[..., :3]
+
+
+def _value_range(values: np.ndarray, mask: np.ndarray, value_range: tuple[float, float] | None) -> tuple[float, float]:
+    """The given range, or the 2nd-98th percentiles of the valid values; widened to a span of 1 when empty."""
+    if value_range is None:
+        low, high = np.percentile(values[mask], [2, 98]) if mask.any() else (0.0, 1.0)
+    else:
+        low, high = value_range
+    low, high = float(low), float(high)
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def colorize_depth(
+    depth: np.ndarray,
+    valid: np.ndarray | None = None,
+    value_range: tuple[float, float] | None = None,
+    inverse: bool = True,
+    units: str | None = None,
+) -> ColouredMap:
+    """A (H, W) depth or inverse-depth map -> uint8 (H, W, 3) on turbo; invalid and non-finite pixels in HOLE_COLOUR.
+
+    ``inverse=True``: the values are inverse depth (near = large = warm). For metric depth pass ``inverse=False``
+    so that near is warm as well (the reversed map). ``value_range`` fixes the scale (one scale for a whole row of
+    pictures); by default the 2nd-98th percentiles of the valid pixels. ``units`` labels the colour bar that
+    ``image_grid`` draws: by default "depth (m)", or "inverse depth" (pass "relative inverse depth" or
+    "inverse depth (1/m)" when known).
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise ValueError(f"colorize_depth takes one (H, W) map, got shape {depth.shape}")
+    mask = np.isfinite(depth) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(depth))
+    low, high = _value_range(depth, mask, value_range)
+    if units is None:
+        units = "inverse depth" if inverse else "depth (m)"
+    colormap = DEPTH_COLORMAP if inverse else f"{DEPTH_COLORMAP}_r"
+    return apply_colormap(depth, mask, ColourScale(low, high, colormap, units, holes=not mask.all()))
+
+
+def error_map(
+    error: np.ndarray, valid: np.ndarray, max_error: float | None = None, units: str = "|error|"
+) -> ColouredMap:
+    """Absolute error (H, W) -> uint8 RGB on the sequential ERROR_COLORMAP, HOLE_COLOUR where invalid; scale
+    0..max_error (default the 98th percentile of the valid pixels). ``units`` labels the colour bar ("|error| (m)")."""
+    error = np.abs(np.asarray(error, dtype=np.float64))
+    mask = np.asarray(valid, dtype=bool) & np.isfinite(error)
+    if max_error is None:
+        max_error = float(np.percentile(error[mask], 98)) if mask.any() else 1.0
+    scale = ColourScale(0.0, max(float(max_error), 1e-12), ERROR_COLORMAP, units, holes=not mask.all())
+    return apply_colormap(error, mask, scale)
+
+
+def _fit(picture: np.ndarray, height: int) -> np.ndarray:
+    picture = np.asarray(picture)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=2)
+    if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+        raise ValueError(f"image_grid draws uint8 (H, W, 3) RGB pictures, got {picture.dtype} {picture.shape}")
+    if picture.shape[0] == height:
+        return picture
+    width = max(1, round(picture.shape[1] * height / picture.shape[0]))
+    return np.asarray(Image.fromarray(picture).resize((width, height), Image.BILINEAR))
+
+
+def image_grid(
+    rows: list[list[np.ndarray]],
+    titles: list[str] | None = None,
+    row_labels: list[str] | None = None,
+    cell_height: int = 192,
+    gap: int = 4,
+    colour_bars: bool = True,
+) -> np.ndarray:
+    """Lay out uint8 RGB pictures in rows (each resized to ``cell_height``), with optional column titles above and
+    row labels (rotated, so they take one text line of width) on the left. With ``colour_bars``, each run of
+    panels of one row that share a ``ColourScale`` (``colorize_depth``, ``error_map``) gets a colour bar with its
+    units after it; a legend under the grid names the hole colour when a panel has holes. Returns one uint8
+    (H, W, 3) picture."""
+    if not rows or not any(rows):
+        raise ValueError("image_grid needs at least one picture")
+    scales = [[getattr(picture, "scale", None) for picture in row] for row in rows]
+    fitted = [[_fit(picture, cell_height) for picture in row] for row in rows]
+    return draw_grid(fitted, scales, titles, row_labels, cell_height, gap, HOLE_COLOUR, colour_bars)
+
+
+def save_picture(picture: np.ndarray, path: str) -> None:
+    Image.fromarray(np.asarray(picture)).save(path)
+
+
+DPI = 72
+LINE_SPACING = 1.25  # of the font size, between lines of wrapped text
+HOLE_LEGEND = "no value (hole or invalid pixel)"
+
+
+@functools.cache
+def _renderer():
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    return RendererAgg(1, 1, DPI)
+
+
+@functools.cache
+def _font(size: float):
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(family="DejaVu Sans", size=size)
+
+
+@functools.lru_cache(maxsize=4096)
+def text_width(text: str, size: float) -> float:
+    """Width in pixels of one line of ``text`` in DejaVu Sans at ``size`` pixels."""
+    return _renderer().get_text_width_height_descent(text, _font(size), ismath=False)[0]
+
+
+def _shorten(text: str, width: float, size: float) -> str:
+    if text_width(text, size) <= width:
+        return text
+    while text and text_width(text + "…", size) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def wrap(text: str, width: float, size: float, max_lines: int = 3) -> list[str]:
+    """Greedy word wrap of ``text`` into lines at most ``width`` pixels wide; the last line ends in "…" when the
+    text needs more than ``max_lines`` lines, and a word wider than a line is cut the same way."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width(f"{lines[-1]} {word}", size) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [" ".join(lines[max_lines - 1 :])]
+    return [_shorten(line, width, size) for line in lines] or [""]
+
+
+def tick_values(low: float, high: float) -> list[float]:
+    """About four round values within [low, high] for a colour bar (both ends when no round value fits)."""
+    from matplotlib.ticker import MaxNLocator
+
+    slack = 1e-9 * (high - low)
+    ticks = [float(t) for t in MaxNLocator(nbins=4).tick_values(low, high) if low - slack <= t <= high + slack]
+    return ticks if len(ticks) >= 2 else [low, high]
+
+
+def tick_text(value: float) -> str:
+    """A tick label of at most about seven characters: 0.25, 3.5, 1200, 2.5e-05."""
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude >= 1e5 or magnitude < 1e-3):
+        return f"{value:.1e}"
+    return f"{value:.4g}"
+
+
+@dataclass
+class _Bar:
+    """One colour bar: after column ``column`` of row ``row``, showing ``scale``."""
+
+    row: int
+    column: int
+    scale: object  # shards.tools.pictures.ColourScale
+
+
+def _bars(scales: list[list[object | None]]) -> list[_Bar]:
+    """A bar after each run of consecutive panels of one row that share a scale."""
+    bars = []
+    for r, row in enumerate(scales):
+        for c, scale in enumerate(row):
+            if scale is not None and (c + 1 == len(row) or row[c + 1] != scale):
+                bars.append(_Bar(r, c, scale))
+    return bars
+
+
+def _colour_bar(figure, axes, scale, size: float, cell_height: int) -> None:
+    """matplotlib's colour bar of ``scale`` (a :class:`ColourScale`) in ``axes``: round ticks, its units."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import FuncFormatter
+
+    mappable = ScalarMappable(Normalize(scale.low, scale.high), scale.colormap)
+    bar = figure.colorbar(mappable, cax=axes, ticks=tick_values(scale.low, scale.high),
+                          format=FuncFormatter(lambda value, _: tick_text(value)))
+    bar.ax.tick_params(labelsize=size, length=3, pad=2)
+    bar.outline.set_linewidth(0.5)
+    bar.set_label("\n".join(wrap(scale.units, cell_height - 4, size)), fontsize=size, family="DejaVu Sans",
+                  labelpad=2, linespacing=LINE_SPACING)
+
+
+def draw_grid(
+    pictures: list[list[np.ndarray]],
+    scales: list[list[object | None]],
+    titles: Sequence[str] | None,
+    row_labels: Sequence[str] | None,
+    cell_height: int,
+    gap: int,
+    hole_colour: tuple[int, int, int],
+    colour_bars: bool = True,
+) -> np.ndarray:
+    """Pictures already ``cell_height`` high -> one uint8 (H, W, 3) grid (see ``shards.tools.pictures.image_grid``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import IdentityTransform
+
+    columns = max(len(row) for row in pictures)
+    widths = [max(row[c].shape[1] for row in pictures if c < len(row)) for c in range(columns)]
+    font = float(np.clip(max(cell_height / 13, (sum(widths) + gap * columns) / 110), 11, 36))
+    small = round(font * 0.85, 1)
+    line, small_line = font * LINE_SPACING, small * LINE_SPACING
+
+    title_lines = [wrap(t, widths[c] - 4, font) for c, t in enumerate((titles or [])[:columns])]
+    title_height = round(max(len(lines) for lines in title_lines) * line + gap) if title_lines else 0
+    label_lines = [wrap(label, cell_height - 4, font, max_lines=2) for label in (row_labels or [])]
+    label_width = round(max(len(lines) for lines in label_lines) * line + gap) if label_lines else 0
+
+    bars = _bars(scales) if colour_bars else []
+    bar_width = max(8, round(font * 0.8))
+    slot = dict.fromkeys(sorted({bar.column for bar in bars}), 0)
+    for bar in bars:
+        ticks = max(text_width(tick_text(t), small) for t in tick_values(bar.scale.low, bar.scale.high))
+        units = len(wrap(bar.scale.units, cell_height - 4, small))
+        slot[bar.column] = max(slot[bar.column], round(bar_width + 6 + ticks + 4 + units * small_line + gap))
+    x_starts, x = [], label_width
+    for c in range(columns):
+        x_starts.append(x)
+        x += widths[c] + gap + slot.get(c, 0)
+    has_holes = any(scale is not None and scale.holes for row in scales for scale in row)
+    legend_height = round(line + 2 * gap) if has_holes else 0
+    legend_width = label_width + 2.4 * font + text_width(HOLE_LEGEND, font) + 2 * gap if has_holes else 0
+    width, height = max(x, round(legend_width)), title_height + len(pictures) * (cell_height + gap) + legend_height
+
+    # 0.01 px more than the size: Agg truncates the figure's size in pixels.
+    figure = Figure(figsize=((width + 0.01) / DPI, (height + 0.01) / DPI), dpi=DPI, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    pixels = IdentityTransform()  # text positions in display pixels, from the bottom-left corner
+
+    def text(x: float, y_top: float, lines: list[str], **kwargs) -> None:
+        figure.text(x, height - y_top, "\n".join(lines), transform=pixels, fontsize=font, family="DejaVu Sans",
+                    linespacing=LINE_SPACING, **kwargs)
+
+    for c, lines in enumerate(title_lines):
+        text(x_starts[c] + widths[c] / 2, title_height / 2, lines, ha="center", va="center")
+    for r, lines in enumerate(label_lines[: len(pictures)]):
+        y = title_height + r * (cell_height + gap)
+        text(label_width / 2, y + cell_height / 2, lines, ha="center", va="center", rotation=90)
+    for bar in bars:
+        top = title_height + bar.row * (cell_height + gap)
+        left = x_starts[bar.column] + widths[bar.column] + gap
+        box = (left / width, (height - top - cell_height) / height, bar_width / width, cell_height / height)
+        _colour_bar(figure, figure.add_axes(box), bar.scale, small, cell_height)
+    if has_holes:
+        swatch = Patch(facecolor=np.asarray(hole_colour) / 255, edgecolor="black", linewidth=0.5, label=HOLE_LEGEND)
+        figure.legend(handles=[swatch], loc="lower left", bbox_to_anchor=(label_width / width, 0), frameon=False,
+                      prop=_font(font), borderaxespad=0.2, handlelength=1.2)
+    canvas.draw()
+    grid = np.array(np.asarray(canvas.buffer_rgba())[..., :3])
+    for r, row in enumerate(pictures):  # pasted, not drawn by matplotlib: exact pixels, and 3x faster
+        y = title_height + r * (cell_height + gap)
+        for c, picture in enumerate(row):
+            grid[y : y + picture.shape[0], x_starts[c] : x_starts[c] + picture.shape[1]] = picture
+    return grid
+
+
+def sample_row(sample: DepthSample) -> list[np.ndarray]:
+    """[image, colour-mapped label] of one sample, both uint8 (H, W, 3); the label's colour bar names its kind."""
+    inverse = sample.meta.kind == RELATIVE_INVERSE_DEPTH
+    units = "relative inverse depth" if inverse else "depth (m)"
+    return [sample.image, colorize_depth(sample.depth, sample.valid, inverse=inverse, units=units)]
+
+
+def show_samples(
+    spec: str | Sequence[str], count: int = 16, out: str | Path = "grid.png", cell_height: int = 192
+) -> Path:
+    """Draw the first ``count`` samples of the shard set ``spec`` (in shard order) into ``out`` (a PNG)."""
+    if count < 1:
+        raise ValueError(f"--n must be at least 1, got {count}")
+    pipeline = build_pipeline(spec, training=False, split=False)
+    samples = list(itertools.islice(iter(pipeline), count))
+    if not samples:
+        raise ValueError(f"no readable sample in {spec!r}")
+    grid = image_grid(
+        [sample_row(sample) for sample in samples],
+        titles=["image", "label"],
+        row_labels=[sample.key for sample in samples],
+        cell_height=cell_height,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_picture(grid, str(out))
+    return out
