@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from shards.format import METRIC_DEPTH, inverse_depth
-
 _EPS = 1e-8
 #: A prediction whose centred RMS is below this fraction of its RMS is constant up to rounding: float32 rounds at
 #: 6e-8 relative, and a resized constant map carries a few such steps of noise; a real relative map's spread is
@@ -21,14 +19,6 @@ CONSTANT_SPREAD = 1e-6
 def _flatten(x: torch.Tensor) -> torch.Tensor:
     """(B, H, W) or (B, 1, H, W) -> (B, H*W)."""
     return x.reshape(x.shape[0], -1)
-
-
-def fit_scale_shift(
-    prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares ``scale, shift`` (each (B,), ``prediction``'s dtype) of :func:`solve_scale_shift`."""
-    scale, shift = solve_scale_shift(prediction, target, valid)
-    return scale.to(prediction.dtype), shift.to(prediction.dtype)
 
 
 def solve_scale_shift(
@@ -108,12 +98,3 @@ def normalise_median_mad(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def fit_median_scale(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per-image ``median(target) / median(prediction)`` over valid pixels, (B,): the median-scaling protocol."""
     return masked_median(target, valid) / torch.clamp(masked_median(prediction, valid), min=_EPS)
-
-
-def as_inverse_depth(prediction, prediction_kind: str):
-    """A model's output (tensor or array) as inverse depth: as it is, or 1 / metres for a model that predicts depth
-    (a ``prediction: depth`` student, kind ``metric_depth``), by :func:`shards.format.inverse_depth` (depth at or
-    below 1 mm counts as 1 mm)."""
-    if prediction_kind in ("depth", METRIC_DEPTH):
-        return inverse_depth(prediction)
-    return prediction

@@ -119,6 +119,14 @@ def inverse_depth(depth: Any, valid: Any = None) -> Any:
     return inverse.masked_fill(~valid, 0.0)
 
 
+def as_inverse_depth(values: Any, kind: str) -> Any:
+    """A map of ``kind`` as inverse depth: relative inverse depth as it is, metric depth as 1 / metres
+    (:func:`inverse_depth`). The one conversion by kind, for labels and predictions alike."""
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown depth kind {kind!r}; expected one of {LABEL_KINDS}")
+    return inverse_depth(values) if kind == METRIC_DEPTH else values
+
+
 def scale_to_codes(values: Any, low: Any, high: Any) -> Any:
     """Values in ``[low, high]`` (``high > low``) -> their label codes ``FIRST_VALID_CODE..LAST_VALID_CODE``, rounded
     half to even, still as floats (the caller casts them to uint16). The one formula of the code, for a numpy array

@@ -42,12 +42,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from distill.align import as_inverse_depth
 from distill.deploy.model import DepthModel
 from distill.deploy.runtime import IMAGE_EXTENSIONS, Kind, images_to_batch, load_picture, resize_prediction
 from shards.cli.config import Command, parse_size, save_resolved_config
 from shards.cli.errors import UserError, run_command
-from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, LabelError, encode_label_codes
+from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, LabelError, as_inverse_depth, encode_label_codes
 from shards.tools.pictures import colorize_depth
 
 #: File name endings read as videos by ``distill.predict``.

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from distill.align import aligned_depth, as_inverse_depth, fit_median_scale
-from shards.format import LABEL_KINDS, METRIC_DEPTH, inverse_depth
+from distill.align import aligned_depth, fit_median_scale
+from shards.format import LABEL_KINDS, METRIC_DEPTH, as_inverse_depth, inverse_depth
 from shards.tools.rgbd import DEPTH_SCALES, DIODE_SCENES
 
 #: The Eigen crop of a 480x640 NYU frame as (top, bottom, left, right), end-exclusive: ``depth[45:471, 41:601]``;

@@ -70,16 +70,14 @@ def _nearest_exact_indices(start: float, length: float, count: int, limit: int) 
     return np.clip(np.floor(centres).astype(np.int64), 0, limit - 1)
 
 
-def resize_crop(sample: DepthSample, box: tuple[float, float, float, float], size: tuple[int, int]) -> dict:
-    """Crop ``box`` (left, top, width, height; source pixels, may be fractional) and resize to ``size`` (W, H):
+def resize_crop(sample: DepthSample, crop_box: tuple[float, float, float, float], size: tuple[int, int]) -> dict:
+    """Crop ``crop_box`` (left, top, right, bottom; source pixels, may be fractional) and resize to ``size`` (W, H):
     the image bilinear with antialiasing (PIL), label and mask nearest-exact. Returns uint8 / float32 / bool arrays."""
-    left, top, box_width, box_height = box
+    left, top, right, bottom = crop_box
     width, height = size
-    picture = Image.fromarray(sample.image).resize(
-        (width, height), Image.BILINEAR, box=(left, top, left + box_width, top + box_height)
-    )
-    rows = _nearest_exact_indices(top, box_height, height, sample.depth.shape[0])
-    cols = _nearest_exact_indices(left, box_width, width, sample.depth.shape[1])
+    picture = Image.fromarray(sample.image).resize((width, height), Image.BILINEAR, box=crop_box)
+    rows = _nearest_exact_indices(top, bottom - top, height, sample.depth.shape[0])
+    cols = _nearest_exact_indices(left, right - left, width, sample.depth.shape[1])
     return {  # take() twice is ~5x faster than fancy indexing with an outer product of indices
         "image": np.asarray(picture),
         "depth": sample.depth.take(rows, axis=0).take(cols, axis=1),
@@ -104,12 +102,13 @@ def _to_tensors(key: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarra
 
 
 def centre_box(source_size: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """The largest centred box of the output's aspect ratio in a (W, H) source."""
+    """The largest centred crop box (left, top, right, bottom) of the output's aspect ratio in a (W, H) source."""
     source_width, source_height = source_size
     aspect = size[0] / size[1]
     box_width = min(source_width, source_height * aspect)
     box_height = box_width / aspect
-    return ((source_width - box_width) / 2, (source_height - box_height) / 2, box_width, box_height)
+    left, top = (source_width - box_width) / 2, (source_height - box_height) / 2
+    return (left, top, left + box_width, top + box_height)
 
 
 class EvalTransform:
@@ -119,8 +118,8 @@ class EvalTransform:
         self.size = (int(size[0]), int(size[1]))
 
     def __call__(self, sample: DepthSample) -> dict:
-        box = centre_box((sample.depth.shape[1], sample.depth.shape[0]), self.size)
-        out = resize_crop(sample, box, self.size)
+        crop_box = centre_box((sample.depth.shape[1], sample.depth.shape[0]), self.size)
+        out = resize_crop(sample, crop_box, self.size)
         image = _channels_first(out["image"])
         image *= np.float32(1.0 / 255.0)
         return _to_tensors(sample.key, image, out["depth"], out["valid"], sample.meta.kind)
@@ -149,6 +148,8 @@ class TrainTransform:
         return self._rng
 
     def random_box(self, rng: np.random.Generator, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """A random crop box (left, top, right, bottom): a share ``crop_scale`` of the area, the output aspect times a
+        factor in ``crop_ratio``."""
         source_width, source_height = source_size
         area = source_width * source_height * rng.uniform(*self.crop_scale)
         aspect = self.size[0] / self.size[1] * math.exp(rng.uniform(*np.log(self.crop_ratio)))
@@ -156,7 +157,7 @@ class TrainTransform:
         box_height = min(math.sqrt(area / aspect), source_height)
         left = rng.uniform(0, source_width - box_width)
         top = rng.uniform(0, source_height - box_height)
-        return (left, top, box_width, box_height)
+        return (left, top, left + box_width, top + box_height)
 
     def colour_jitter(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         """float32 (3, H, W) in [0, 255], in place -> [0, 1]: brightness, contrast about the mean grey, saturation
@@ -177,8 +178,8 @@ class TrainTransform:
 
     def __call__(self, sample: DepthSample) -> dict:
         rng = self._generator()
-        box = self.random_box(rng, (sample.depth.shape[1], sample.depth.shape[0]))
-        out = resize_crop(sample, box, self.size)
+        crop_box = self.random_box(rng, (sample.depth.shape[1], sample.depth.shape[0]))
+        out = resize_crop(sample, crop_box, self.size)
         image, depth, valid = out["image"], out["depth"], out["valid"]
         if rng.uniform() < self.flip:
             image, depth, valid = image[:, ::-1], depth[:, ::-1], valid[:, ::-1]

@@ -37,14 +37,14 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
 
-from distill.align import align_scale_shift, as_inverse_depth
+from distill.align import align_scale_shift
 from distill.metrics import inverse_depth_metrics, mean_metrics
-from distill.students import create_student, save_student
+from distill.students import create_student, save_student, student_output_kind
 from distill.training.checkpoint import TrainState, remove_partial_checkpoints, resolve_resume, save_checkpoint
 from distill.training.config import DistillConfig
 from distill.training.data import TrainBatches, batch_in_space, build_val_loader, log_data_integrity, postfix
 from distill.training.losses import build_loss
-from shards.format import inverse_depth
+from shards.format import RELATIVE_INVERSE_DEPTH, as_inverse_depth, inverse_depth
 from shards.tools.pictures import colorize_depth, image_grid
 
 logger = logging.getLogger(__name__)
@@ -392,9 +392,9 @@ class TrainingRun:
         config, step = self.config, self.state.step
         if not (config.log.images_every and step % config.log.images_every == 0 and self.accelerator.trackers):
             return
-        space = config.student.prediction
-        examples = as_inverse_depth(prediction.detach().float(), space)
-        target = batch["target"] if space == "inverse_depth" else inverse_depth(batch["target"], batch["valid"])
+        kind = student_output_kind(config.student)
+        examples = as_inverse_depth(prediction.detach().float(), kind)
+        target = batch["target"] if kind == RELATIVE_INVERSE_DEPTH else inverse_depth(batch["target"], batch["valid"])
         grid = _example_grid(batch["image"], target, batch["valid"], examples, config.log.images)
         _log_image(self.accelerator, "train/examples", grid, step)
 
@@ -485,7 +485,7 @@ def validate(
     with torch.no_grad(), accelerator.autocast():
         for batch in build_val_loader(config.data):
             batch = batch_in_space(send_to_device(batch, accelerator.device), "inverse_depth")
-            prediction = as_inverse_depth(model(batch["image"]).float(), config.student.prediction)
+            prediction = as_inverse_depth(model(batch["image"]).float(), student_output_kind(config.student))
             target, valid = batch["target"], batch["valid"]
             for name, values in inverse_depth_metrics(prediction, target, valid, batch["is_metric"]).items():
                 per_image.setdefault(name, []).extend(values.cpu().tolist())

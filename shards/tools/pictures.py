@@ -256,22 +256,28 @@ def _colour_bar(figure, axes, scale, size: float, cell_height: int) -> None:
                   labelpad=2, linespacing=LINE_SPACING)
 
 
-def draw_grid(
-    pictures: list[list[np.ndarray]],
-    scales: list[list[object | None]],
-    titles: Sequence[str] | None,
-    row_labels: Sequence[str] | None,
-    cell_height: int,
-    gap: int,
-    hole_colour: tuple[int, int, int],
-    colour_bars: bool = True,
-) -> np.ndarray:
-    """Pictures already ``cell_height`` high -> one uint8 (H, W, 3) grid (see ``shards.tools.pictures.image_grid``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-    from matplotlib.transforms import IdentityTransform
+@dataclass
+class _GridLayout:
+    """Where :func:`draw_grid` puts everything, in pixels from the top-left corner."""
 
+    font: float
+    small: float
+    widths: list[int]
+    x_starts: list[int]
+    title_lines: list[list[str]]
+    title_height: int
+    label_lines: list[list[str]]
+    label_width: int
+    bars: list
+    bar_width: int
+    has_holes: bool
+    width: int
+    height: int
+
+
+def _grid_layout(pictures: list[list[np.ndarray]], scales: list[list[object | None]], titles: Sequence[str] | None,
+                 row_labels: Sequence[str] | None, cell_height: int, gap: int, colour_bars: bool) -> _GridLayout:
+    """Text sizes, wrapped titles and row labels, colour-bar slots and the canvas size of a grid."""
     columns = max(len(row) for row in pictures)
     widths = [max(row[c].shape[1] for row in pictures if c < len(row)) for c in range(columns)]
     font = float(np.clip(max(cell_height / 13, (sum(widths) + gap * columns) / 110), 11, 36))
@@ -298,7 +304,28 @@ def draw_grid(
     legend_height = round(line + 2 * gap) if has_holes else 0
     legend_width = label_width + 2.4 * font + text_width(HOLE_LEGEND, font) + 2 * gap if has_holes else 0
     width, height = max(x, round(legend_width)), title_height + len(pictures) * (cell_height + gap) + legend_height
+    return _GridLayout(font, small, widths, x_starts, title_lines, title_height, label_lines, label_width, bars,
+                       bar_width, has_holes, width, height)
 
+
+def draw_grid(
+    pictures: list[list[np.ndarray]],
+    scales: list[list[object | None]],
+    titles: Sequence[str] | None,
+    row_labels: Sequence[str] | None,
+    cell_height: int,
+    gap: int,
+    hole_colour: tuple[int, int, int],
+    colour_bars: bool = True,
+) -> np.ndarray:
+    """Pictures already ``cell_height`` high -> one uint8 (H, W, 3) grid (see :func:`image_grid`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import IdentityTransform
+
+    layout = _grid_layout(pictures, scales, titles, row_labels, cell_height, gap, colour_bars)
+    width, height, font = layout.width, layout.height, layout.font
     # 0.01 px more than the size: Agg truncates the figure's size in pixels.
     figure = Figure(figsize=((width + 0.01) / DPI, (height + 0.01) / DPI), dpi=DPI, facecolor="white")
     canvas = FigureCanvasAgg(figure)
@@ -308,26 +335,26 @@ def draw_grid(
         figure.text(x, height - y_top, "\n".join(lines), transform=pixels, fontsize=font, family="DejaVu Sans",
                     linespacing=LINE_SPACING, **kwargs)
 
-    for c, lines in enumerate(title_lines):
-        text(x_starts[c] + widths[c] / 2, title_height / 2, lines, ha="center", va="center")
-    for r, lines in enumerate(label_lines[: len(pictures)]):
-        y = title_height + r * (cell_height + gap)
-        text(label_width / 2, y + cell_height / 2, lines, ha="center", va="center", rotation=90)
-    for bar in bars:
-        top = title_height + bar.row * (cell_height + gap)
-        left = x_starts[bar.column] + widths[bar.column] + gap
-        box = (left / width, (height - top - cell_height) / height, bar_width / width, cell_height / height)
-        _colour_bar(figure, figure.add_axes(box), bar.scale, small, cell_height)
-    if has_holes:
+    for c, lines in enumerate(layout.title_lines):
+        text(layout.x_starts[c] + layout.widths[c] / 2, layout.title_height / 2, lines, ha="center", va="center")
+    for r, lines in enumerate(layout.label_lines[: len(pictures)]):
+        y = layout.title_height + r * (cell_height + gap)
+        text(layout.label_width / 2, y + cell_height / 2, lines, ha="center", va="center", rotation=90)
+    for bar in layout.bars:
+        top = layout.title_height + bar.row * (cell_height + gap)
+        left = layout.x_starts[bar.column] + layout.widths[bar.column] + gap
+        box = (left / width, (height - top - cell_height) / height, layout.bar_width / width, cell_height / height)
+        _colour_bar(figure, figure.add_axes(box), bar.scale, layout.small, cell_height)
+    if layout.has_holes:
         swatch = Patch(facecolor=np.asarray(hole_colour) / 255, edgecolor="black", linewidth=0.5, label=HOLE_LEGEND)
-        figure.legend(handles=[swatch], loc="lower left", bbox_to_anchor=(label_width / width, 0), frameon=False,
-                      prop=_font(font), borderaxespad=0.2, handlelength=1.2)
+        figure.legend(handles=[swatch], loc="lower left", bbox_to_anchor=(layout.label_width / width, 0),
+                      frameon=False, prop=_font(font), borderaxespad=0.2, handlelength=1.2)
     canvas.draw()
     grid = np.array(np.asarray(canvas.buffer_rgba())[..., :3])
     for r, row in enumerate(pictures):  # pasted, not drawn by matplotlib: exact pixels, and 3x faster
-        y = title_height + r * (cell_height + gap)
+        y = layout.title_height + r * (cell_height + gap)
         for c, picture in enumerate(row):
-            grid[y : y + picture.shape[0], x_starts[c] : x_starts[c] + picture.shape[1]] = picture
+            grid[y : y + picture.shape[0], layout.x_starts[c] : layout.x_starts[c] + picture.shape[1]] = picture
     return grid
 
 

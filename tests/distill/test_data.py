@@ -93,7 +93,7 @@ def test_eval_transform_resizes_the_whole_sample() -> None:
     out = EvalTransform([64, 48])(sample)
     assert out["image"].shape == (3, 48, 64) and out["is_metric"] is True
     assert centre_box((512, 384), (256, 192)) == (0.0, 0.0, 512.0, 384.0)
-    assert centre_box((512, 512), (256, 192)) == (0.0, 64.0, 512.0, 384.0)
+    assert centre_box((512, 512), (256, 192)) == (0.0, 64.0, 512.0, 448.0)
     again = EvalTransform([64, 48])(sample)
     torch.testing.assert_close(out["image"], again["image"])  # no randomness
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.align import align_scale_shift, fit_scale_shift
+from distill.align import align_scale_shift, solve_scale_shift
 from distill.deploy.model import DepthModel
 from distill.deploy.runtime import autocast_dtype, resize_prediction
 from distill.evaluation.evaluate import EvaluateConfig, evaluate_frames, main
@@ -79,12 +79,12 @@ def test_a_constant_prediction_still_gets_scale_zero_and_the_best_constant() -> 
     valid = depth > 0
     inverse = 1.0 / depth
     for value in (1.0, 100.0, 3e-4):
-        scale, shift = fit_scale_shift(torch.full_like(depth, value), inverse, valid)
+        scale, shift = solve_scale_shift(torch.full_like(depth, value), inverse, valid)
         assert float(scale[0]) == 0.0
         assert float(shift[0]) == pytest.approx(float(inverse[valid].double().mean()), rel=1e-6)
     # a constant map resized bicubically carries float32 noise only: still constant
     resized = torch.from_numpy(resize_prediction(np.ones((192, 256), np.float32), 640, 480))[None]
-    assert float(fit_scale_shift(resized, inverse, valid)[0][0]) == 0.0
+    assert float(solve_scale_shift(resized, inverse, valid)[0][0]) == 0.0
 
 
 def test_invalid_pixels_never_reach_the_fit() -> None:

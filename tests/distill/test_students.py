@@ -223,11 +223,13 @@ def test_as_inverse_depth_takes_arrays_and_tensors() -> None:
     """predict hands numpy arrays, training hands tensors: both turn metres into 1 / metres (floor 1 mm)."""
     import numpy as np
 
-    from distill.align import as_inverse_depth
+    from shards.format import as_inverse_depth
 
     metres = np.array([0.0, 0.5, 2.0], dtype=np.float32)
     np.testing.assert_allclose(as_inverse_depth(metres, "metric_depth"), [1000.0, 2.0, 0.5])
-    assert torch.allclose(as_inverse_depth(torch.from_numpy(metres), "depth"), torch.tensor([1000.0, 2.0, 0.5]))
+    assert torch.allclose(as_inverse_depth(torch.from_numpy(metres), "metric_depth"), torch.tensor([1000.0, 2.0, 0.5]))
+    with pytest.raises(ValueError, match="unknown depth kind"):
+        as_inverse_depth(metres, "depth")
     assert as_inverse_depth(metres, "relative_inverse_depth") is metres
 
 
