@@ -6,7 +6,7 @@ Each picture is resized (bicubic) to the model's input size (a multiple of 32, 2
 ratio is not kept), and the prediction is resized back to the picture's own size, so every output has the input's
 resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
 
-- ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.viz.colorize_depth``);
+- ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.tools.pictures.colorize_depth``);
 - ``--save_raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
   range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save_raw npy``: ``DIR/a/b_inverse_depth.npy``
   (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer), resized back

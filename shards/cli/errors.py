@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 #: Set to 1 to see the traceback of a user error as well.
 DEBUG_VARIABLE = "DEPTH_DISTILL_DEBUG"
@@ -44,3 +45,18 @@ def run_command(main: Callable[[list[str] | None], int], argv: Sequence[str] | N
 
 def report_user_error(prog: str, error: BaseException | str) -> None:
     print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+
+
+def refuse_filled_folder(folder: str | Path, flag: str, fix: str) -> None:
+    """Stop before a command writes into a folder that already holds something, listing what is there.
+
+    ``flag`` is the option that named the folder (``--out``), ``fix`` what the user can do instead (``pass
+    --overwrite true to replace it``). An absent or empty folder passes. Called before any work, so a refused run
+    has lost nothing and written nothing."""
+    path = Path(folder)
+    if path.is_file():
+        raise UserError(f"{flag} {path} is a file; it must be a folder")
+    entries = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir()) if path.is_dir() else []
+    if entries:
+        shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+        raise UserError(f"{flag} {path} already holds {shown}: choose an empty folder, or {fix}")
