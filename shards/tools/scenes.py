@@ -66,38 +66,11 @@ def render_scene(seed: int, width: int = 640, height: int = 480, holes: bool = F
 
     depth, face = hit_room(layout.room, origin, rays)  # (H, W) z-depth in metres, room face id
     objects: list[Box | Sphere] = [*layout.boxes, *layout.spheres]
-    owner = np.full((height, width), -1, dtype=np.int16)  # index of the object seen at each pixel, -1: room
-    windows: list[tuple[slice, slice] | None] = []
-    for index, obj in enumerate(objects):
-        radius = float(np.linalg.norm(obj.half)) if isinstance(obj, Box) else obj.radius
-        window = pixel_window(obj.center, radius, layout.camera, intrinsics, width, height)
-        windows.append(window)
-        if window is None:
-            continue
-        sub_rays = rays[:, window[0], window[1]]
-        t = hit_box(obj, origin, sub_rays) if isinstance(obj, Box) else hit_sphere(obj, origin, sub_rays)
-        closer = t < depth[window]
-        np.copyto(depth[window], t, where=closer)
-        owner[window][closer] = index
-
+    owner, windows = _trace_objects(objects, layout.camera, intrinsics, rays, depth)  # depth updated in place
     points = origin[:, None, None] + rays * depth  # (3, H, W) world
     palette = np.concatenate([room_palette(layout.room), *(obj.colour[None] for obj in objects)])
     colour_index, shade, normal = room_surface(layout.room, face, points)
-    specular = np.zeros((height, width), dtype=FLOAT)
-    for index, (obj, window) in enumerate(zip(objects, windows)):
-        if window is None:
-            continue
-        mine = owner[window] == index
-        if not mine.any():
-            continue
-        sub_points = points[:, window[0], window[1]]
-        surface = box_surface if isinstance(obj, Box) else sphere_surface
-        sub_shade, sub_normal = surface(obj, sub_points)
-        colour_index[window][mine] = ROOM_PALETTE_SIZE + index
-        np.copyto(shade[window], sub_shade, where=mine)
-        np.copyto(normal[:, window[0], window[1]], sub_normal, where=mine)
-        if obj.glossy:
-            np.copyto(specular[window], specular_highlight(sub_normal, sub_points, layout.light, origin), where=mine)
+    specular = _object_surfaces(layout, objects, owner, windows, points, colour_index, shade, normal)
 
     # Lambertian shading under a point light with inverse-square fall-off, then distance fog, then sensor noise.
     to_light = layout.light[:, None, None] - points
@@ -119,6 +92,52 @@ def render_scene(seed: int, width: int = 640, height: int = 480, holes: bool = F
         valid = _sensor_holes(rng, depth, image, specular)
         depth = np.where(valid, depth, np.float32(0.0))
     return Scene(image=image, depth=depth, valid=valid, intrinsics=intrinsics)
+
+
+def _trace_objects(objects: list[Box | Sphere], camera: Camera, intrinsics: tuple[float, float, float, float],
+                   rays: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice] | None]]:
+    """Cast ``rays`` at every object inside its own pixel window, keeping the nearest hit in ``depth`` (updated in
+    place); returns which object each pixel sees (-1: the room) and each object's window (None: off screen)."""
+    height, width = depth.shape
+    owner = np.full((height, width), -1, dtype=np.int16)
+    windows: list[tuple[slice, slice] | None] = []
+    for index, obj in enumerate(objects):
+        radius = float(np.linalg.norm(obj.half)) if isinstance(obj, Box) else obj.radius
+        window = pixel_window(obj.center, radius, camera, intrinsics, width, height)
+        windows.append(window)
+        if window is None:
+            continue
+        sub_rays = rays[:, window[0], window[1]]
+        t = hit_box(obj, camera.position, sub_rays) if isinstance(obj, Box) else hit_sphere(obj, camera.position,
+                                                                                           sub_rays)
+        closer = t < depth[window]
+        np.copyto(depth[window], t, where=closer)
+        owner[window][closer] = index
+    return owner, windows
+
+
+def _object_surfaces(layout: Layout, objects: list[Box | Sphere], owner: np.ndarray,
+                     windows: list[tuple[slice, slice] | None], points: np.ndarray, colour_index: np.ndarray,
+                     shade: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Paint each object's colour, pattern and normal over the room's (arrays updated in place); returns the
+    specular highlight (H, W) of the glossy ones."""
+    specular = np.zeros(owner.shape, dtype=FLOAT)
+    origin = layout.camera.position
+    for index, (obj, window) in enumerate(zip(objects, windows)):
+        if window is None:
+            continue
+        mine = owner[window] == index
+        if not mine.any():
+            continue
+        sub_points = points[:, window[0], window[1]]
+        surface = box_surface if isinstance(obj, Box) else sphere_surface
+        sub_shade, sub_normal = surface(obj, sub_points)
+        colour_index[window][mine] = ROOM_PALETTE_SIZE + index
+        np.copyto(shade[window], sub_shade, where=mine)
+        np.copyto(normal[:, window[0], window[1]], sub_normal, where=mine)
+        if obj.glossy:
+            np.copyto(specular[window], specular_highlight(sub_normal, sub_points, layout.light, origin), where=mine)
+    return specular
 
 
 def _sensor_holes(rng: np.random.Generator, depth: np.ndarray, image: np.ndarray, specular: np.ndarray) -> np.ndarray:
@@ -246,10 +265,30 @@ def _clear_of_camera(center: np.ndarray, radius: float, camera: np.ndarray, marg
 
 
 def draw_layout(rng: np.random.Generator) -> Layout:
-    # Room sized so that its far corner stays within MAX_DEPTH of any camera inside it.
+    """A room, a camera inside it, boxes, spheres and a light, drawn from ``rng`` in that order (the order is part
+    of each seed's scene)."""
+    room = _draw_room(rng)
+    camera = _draw_camera(rng, room)
+    boxes = _draw_boxes(rng, room, camera.position)
+    spheres = _draw_spheres(rng, room, camera.position)
+    low, high = room.low, room.high
+    light = np.array(
+        [rng.uniform(low[0] + 0.3, high[0] - 0.3), float(high[1] - low[1]) - 0.05,
+         rng.uniform(low[2] + 0.3, high[2] - 0.3)],
+        dtype=FLOAT,
+    )
+    return Layout(
+        room=room, camera=camera, boxes=boxes, spheres=spheres, light=light,
+        light_power=float(rng.uniform(6.0, 14.0)), ambient=float(rng.uniform(0.12, 0.25)),
+        fog_density=float(rng.uniform(0.04, 0.12)), fog_colour=_colour(rng, (0.0, 0.2)) * 0.6 + 0.3,
+    )
+
+
+def _draw_room(rng: np.random.Generator) -> Room:
+    """A room sized so that its far corner stays within MAX_DEPTH of any camera inside it."""
     size = np.array([rng.uniform(3.0, 6.5), rng.uniform(2.4, 3.2), rng.uniform(3.0, 6.5)], dtype=FLOAT)
     low = np.array([-size[0] / 2, 0.0, -size[2] / 2], dtype=FLOAT)
-    room = Room(
+    return Room(
         low=low,
         high=low + size,
         floor_colour=_colour(rng),
@@ -259,16 +298,19 @@ def draw_layout(rng: np.random.Generator) -> Layout:
         tile=float(rng.uniform(0.25, 0.7)),
         stripe=float(rng.uniform(0.08, 0.4)),
     )
-    margin = 0.7
+
+
+def _draw_camera(rng: np.random.Generator, room: Room) -> Camera:
+    """A camera at eye height, looking roughly towards the room's far side so that most views hold objects."""
+    low, margin = room.low, 0.7
     position = np.array(
         [
             rng.uniform(low[0] + margin, room.high[0] - margin),
-            rng.uniform(1.1, min(1.8, float(size[1]) - 0.6)),
+            rng.uniform(1.1, min(1.8, float(room.high[1] - low[1]) - 0.6)),
             rng.uniform(low[2] + margin, room.high[2] - margin),
         ],
         dtype=FLOAT,
     )
-    # Look roughly towards the room's far side so that most views hold several objects.
     to_centre = -position[[0, 2]]
     if np.linalg.norm(to_centre) > 0.3:
         yaw = float(np.arctan2(to_centre[0], to_centre[1]) + rng.uniform(-0.7, 0.7))
@@ -276,46 +318,47 @@ def draw_layout(rng: np.random.Generator) -> Layout:
         yaw = float(rng.uniform(-np.pi, np.pi))
     pitch = float(rng.uniform(-0.35, 0.05))  # radians, negative looks down
     roll = float(rng.uniform(-0.08, 0.08))
-    camera = Camera(position=position, rotation=_camera_rotation(yaw, pitch, roll))
+    return Camera(position=position, rotation=_camera_rotation(yaw, pitch, roll))
 
+
+def _draw_boxes(rng: np.random.Generator, room: Room, camera_position: np.ndarray) -> list[Box]:
+    """2-6 boxes standing on the floor, each kept clear of the camera (up to 10 tries, else left out)."""
+    low, high = room.low, room.high
     boxes: list[Box] = []
     for _ in range(int(rng.integers(2, 7))):
         half = np.array([rng.uniform(0.15, 0.7), rng.uniform(0.15, 0.9), rng.uniform(0.15, 0.7)], dtype=FLOAT)
         radius = float(np.linalg.norm(half))
         for _attempt in range(10):
             center = np.array(
-                [rng.uniform(low[0] + half[0], room.high[0] - half[0]), half[1],
-                 rng.uniform(low[2] + half[2], room.high[2] - half[2])],
+                [rng.uniform(low[0] + half[0], high[0] - half[0]), half[1],
+                 rng.uniform(low[2] + half[2], high[2] - half[2])],
                 dtype=FLOAT,
             )
-            if _clear_of_camera(center, radius, position, 0.75):
+            if _clear_of_camera(center, radius, camera_position, 0.75):
                 boxes.append(Box(center, half, float(rng.uniform(0, np.pi)), _colour(rng), int(rng.integers(0, 3)),
-                                  float(rng.uniform(0.1, 0.4)), bool(rng.random() < 0.3)))
+                                 float(rng.uniform(0.1, 0.4)), bool(rng.random() < 0.3)))
                 break
+    return boxes
+
+
+def _draw_spheres(rng: np.random.Generator, room: Room, camera_position: np.ndarray) -> list[Sphere]:
+    """1-4 spheres, most on the floor, some in the air, each kept clear of the camera."""
+    low, high = room.low, room.high
     spheres: list[Sphere] = []
     for _ in range(int(rng.integers(1, 5))):
         radius = float(rng.uniform(0.12, 0.6))
         for _attempt in range(10):
-            height = radius if rng.random() < 0.6 else rng.uniform(radius, float(size[1]) - radius)
+            height = radius if rng.random() < 0.6 else rng.uniform(radius, float(high[1] - low[1]) - radius)
             center = np.array(
-                [rng.uniform(low[0] + radius, room.high[0] - radius), height,
-                 rng.uniform(low[2] + radius, room.high[2] - radius)],
+                [rng.uniform(low[0] + radius, high[0] - radius), height,
+                 rng.uniform(low[2] + radius, high[2] - radius)],
                 dtype=FLOAT,
             )
-            if _clear_of_camera(center, radius, position, 0.75):
+            if _clear_of_camera(center, radius, camera_position, 0.75):
                 spheres.append(Sphere(center, radius, _colour(rng), int(rng.integers(0, 3)),
-                                       float(rng.uniform(0.08, 0.3)), bool(rng.random() < 0.4)))
+                                      float(rng.uniform(0.08, 0.3)), bool(rng.random() < 0.4)))
                 break
-    light = np.array(
-        [rng.uniform(low[0] + 0.3, room.high[0] - 0.3), float(size[1]) - 0.05,
-         rng.uniform(low[2] + 0.3, room.high[2] - 0.3)],
-        dtype=FLOAT,
-    )
-    return Layout(
-        room=room, camera=camera, boxes=boxes, spheres=spheres, light=light,
-        light_power=float(rng.uniform(6.0, 14.0)), ambient=float(rng.uniform(0.12, 0.25)),
-        fog_density=float(rng.uniform(0.04, 0.12)), fog_colour=_colour(rng, (0.0, 0.2)) * 0.6 + 0.3,
-    )
+    return spheres
 
 
 def _camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:

@@ -157,11 +157,11 @@ def format_problems(
     return problems
 
 
-def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Counter, codecs: Counter,
-                  sizes: Counter) -> None:
-    key = raw["__key__"]
+def _check_members(raw: dict[str, Any], problem: Callable[[str], None]) -> str | None:
+    """The key and the member names; returns the label member's extension, or None when the sample has no single
+    label, jpg and json to check further."""
     try:
-        check_key(key)
+        check_key(raw["__key__"])
     except ValueError as error:
         problem(str(error))
     members = {name for name in raw if not name.startswith("__")}
@@ -174,26 +174,12 @@ def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Co
         problem(f"holds {len(labels)} label members {labels}; expected exactly one of {sorted(LABEL_CODECS)}")
     if unknown:
         problem(f"unknown member(s) {unknown}: not part of the format")
-    if missing or len(labels) != 1:
-        return
-    try:
-        meta = SampleMeta.from_json(raw["json"])
-    except (ValueError, TypeError) as error:
-        problem(f"json does not parse as the sample record: {error}")
-        return
-    kinds[meta.kind] += 1
-    codecs[labels[0]] += 1
-    if meta.depth_codec and meta.depth_codec != labels[0]:
-        problem(f"json names label codec {meta.depth_codec!r} but the member is .{labels[0]}")
+    return None if missing or len(labels) != 1 else labels[0]
 
-    try:
-        codes = label_codec(labels[0]).decode(raw[labels[0]])
-    except Exception as error:  # any decoder failure is a finding about this sample, not a crash
-        problem(f"label .{labels[0]} does not decode: {error}")
-        return
-    if codes.dtype != np.uint16 or codes.ndim != 2:
-        problem(f"label decodes to {codes.dtype} {codes.shape}, not uint16 (H, W): an 8-bit decode destroys it")
-        return
+
+def _check_label(codes: np.ndarray, label_range: Sequence[float], problem: Callable[[str], None]) -> None:
+    """The decoded 16-bit codes use the encoder's full code range, and ``label_range`` decodes them to finite
+    values."""
     valid = codes != 0
     if not valid.any():
         problem("label has no valid pixel (every code is 0)")
@@ -206,16 +192,41 @@ def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Co
                 f"label codes span {low_code}..{high_code}, the encoder writes {FIRST_VALID_CODE}..{LAST_VALID_CODE}:"
                 " the label was rescaled or cut after encoding"
             )
-    low, high = (float(value) for value in meta.label_range)
+    low, high = (float(value) for value in label_range)
     if not (math.isfinite(low) and math.isfinite(high)):
-        problem(f"label_range {meta.label_range} is not finite: the label decodes to non-finite values")
+        problem(f"label_range {label_range} is not finite: the label decodes to non-finite values")
     elif not high > low:
-        problem(f"label_range {meta.label_range} is empty: min must be below max")
+        problem(f"label_range {label_range} is empty: min must be below max")
     else:
         values, _ = decode_label_codes(codes, (low, high))
         if not np.isfinite(values).all():
             problem("decoded label holds non-finite values")
 
+
+def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Counter, codecs: Counter,
+                  sizes: Counter) -> None:
+    """Every rule of the format for one raw sample: members, record, label, image and their sizes."""
+    label = _check_members(raw, problem)
+    if label is None:
+        return
+    try:
+        meta = SampleMeta.from_json(raw["json"])
+    except (ValueError, TypeError) as error:
+        problem(f"json does not parse as the sample record: {error}")
+        return
+    kinds[meta.kind] += 1
+    codecs[label] += 1
+    if meta.depth_codec and meta.depth_codec != label:
+        problem(f"json names label codec {meta.depth_codec!r} but the member is .{label}")
+    try:
+        codes = label_codec(label).decode(raw[label])
+    except Exception as error:  # any decoder failure is a finding about this sample, not a crash
+        problem(f"label .{label} does not decode: {error}")
+        return
+    if codes.dtype != np.uint16 or codes.ndim != 2:
+        problem(f"label decodes to {codes.dtype} {codes.shape}, not uint16 (H, W): an 8-bit decode destroys it")
+        return
+    _check_label(codes, meta.label_range, problem)
     label_size = (int(codes.shape[1]), int(codes.shape[0]))
     json_size = tuple(int(v) for v in meta.size)
     try:
