@@ -65,7 +65,7 @@ def train_all(demo: Path, work: Path, steps: int) -> dict[str, dict]:
             print(f"=== {name}: already trained in {out}", flush=True)
             continue
         command = [sys.executable, "distill.py", "--config", recipe, *shared_overrides(demo, steps),
-                   "--output.dir", str(out)]
+                   "--output.dir", str(out), "--resume", "latest"]  # an interrupted run continues
         print(f"=== {name}: {' '.join(command)}", flush=True)
         started = time.perf_counter()
         subprocess.run(command, cwd=REPO, check=True)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nyu = demo / "nyu"
     compare_out = args.work / "compare"
-    command = [sys.executable, "-m", "distill.compare", "--out", str(compare_out),
+    command = [sys.executable, "-m", "distill.compare", "--out", str(compare_out), "--overwrite", "true",
                "--latency_repeats", str(args.latency_repeats), "--splits", str(nyu / "splits.mat"),
                "--data", f"scenes_nyu_layout={nyu / 'nyu_depth_v2_labeled.mat'}:reference"]
     if args.diode_scenes:

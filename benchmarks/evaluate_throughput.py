@@ -51,7 +51,8 @@ def model_only_seconds(model, source, batch_size: int) -> float:
     started = time.perf_counter()
     for start in range(0, len(frames), batch_size):
         images = torch.from_numpy(np.stack([f.image for f in frames[start : start + batch_size]]))
-        inputs = resize_images(images.permute(0, 3, 1, 2).float() / 255.0, model.height, model.width, "bicubic")
+        width, height = model.input_size_for(images.shape[2], images.shape[1])  # a teacher: the frame's own
+        inputs = resize_images(images.permute(0, 3, 1, 2).float() / 255.0, height, width, "bicubic")
         with torch.inference_mode():
             model.infer(inputs.clamp(0.0, 1.0))
     return time.perf_counter() - started

@@ -5,7 +5,8 @@
 
 Sections, each with its own time budget, each written to the JSON as soon as it ends (a failing section records
 its error and the next one runs):
-- ``teachers``: teacher images/s at 384x512 (378x504 for Depth Anything) with the bf16 backbone and float32 head,
+- ``teachers``: teacher images/s on 384x512 crops, each family at its own size (DPT 384x512, Depth Anything 518x686:
+  its authors' lower bound 518; ``--tiny``: short side 96), with the bf16 backbone and float32 head,
   batch 16 and 64, for DPT-Hybrid, DPT-Large and Depth Anything V2 Small / Base / Large built at their real sizes
   with random weights (same FLOPs as the trained ones; the parameter counts are asserted); ``channels_last`` and
   ``torch.compile`` tried on the reference teacher (DPT-Hybrid) at its faster batch; peak GPU memory of each.
@@ -66,6 +67,7 @@ class Suite:
         self.out = Path(args.out)
         self.work = Path(tempfile.mkdtemp(prefix="gpu_suite_"))
         self.size = (96, 128) if self.tiny else (384, 512)  # teacher input (H, W)
+        self.short_side = 96 if self.tiny else None  # None: each family's own size (Depth Anything 518)
         self.batches = (2, 4) if self.tiny else (16, 64)
         self.teachers = list(TINY_TEACHERS) if self.tiny else list(REFERENCE_TEACHERS)
         self.label_images = 16 if self.tiny else 2048
@@ -128,7 +130,7 @@ def section_teachers(suite: Suite) -> dict[str, Any]:
     records: dict[str, Any] = {}
     for name in suite.teachers:
         folder = teacher_folder(suite, name)
-        teacher = load_teacher(str(folder), device=suite.device, short_side=height)
+        teacher = load_teacher(str(folder), device=suite.device, short_side=suite.short_side)
         record: dict[str, Any] = {
             "parameters_m": round(sum(p.numel() for p in teacher.network.model.parameters()) / 1e6, 1),
             "network_size": list(teacher.network_size(height, width)),
@@ -152,7 +154,7 @@ def tuned_teacher(suite: Suite, name: str, batch: int) -> dict[str, Any]:
     """``channels_last`` and ``torch.compile`` on one teacher and batch (the compile time is reported)."""
     height, width = suite.size
     images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=suite.device)
-    teacher = load_teacher(str(teacher_folder(suite, name)), device=suite.device, short_side=height)
+    teacher = load_teacher(str(teacher_folder(suite, name)), device=suite.device, short_side=suite.short_side)
     results: dict[str, Any] = {"batch": batch}
     teacher.network.model.to(memory_format=torch.channels_last)
     suite.reset_peak()
@@ -181,7 +183,7 @@ def section_label_precision(suite: Suite) -> dict[str, Any]:
                           for seed in range(4 if suite.tiny else 16)])
     maps = {}
     for precision in ("fp32", "bf16"):
-        teacher = load_teacher(str(folder), device=suite.device, short_side=height, precision=precision)
+        teacher = load_teacher(str(folder), device=suite.device, short_side=suite.short_side, precision=precision)
         maps[precision] = torch.cat([teacher(chunk) for chunk in images.split(4)])
         if precision == "bf16":
             del teacher.network.model.head.forward  # the old behaviour: the head under bf16 autocast too

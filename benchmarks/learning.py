@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -118,6 +119,7 @@ def main() -> None:
             output=OutputConfig(dir=str(work / "run")),
         )
         start = time.perf_counter()
+        shutil.rmtree(work / "run", ignore_errors=True)  # train() refuses a folder holding a run: each call trains anew
         result = train(config)
         timings["train_s"] = time.perf_counter() - start
 

@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a student folder or .onnx file")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "video_smoothing.json")
     args = parser.parse_args(argv)
-    result = {"student": args.student, "frames": 40, "flicker": {}}
+    result = {"student": args.model, "frames": 40, "flicker": {}}
     with tempfile.TemporaryDirectory() as work:
         clip = Path(work) / "static_noisy.mp4"
         write_clip(clip)
         for mode, flags in MODES.items():
             out = Path(work) / mode
-            command = [sys.executable, "-m", "distill.predict", "--model", args.student, str(clip), "--out",
+            command = [sys.executable, "-m", "distill.predict", "--model", args.model, str(clip), "--out",
                        str(out), "--save_raw", "npy", "--video_out", "frames", *flags]
             subprocess.run(command, cwd=REPO, check=True, capture_output=True)
             result["flicker"][mode] = flicker(out / "static_noisy_inverse_depth")

@@ -31,18 +31,18 @@ class DemoSize:
     train_scenes: int
     val_scenes: int
     test_scenes: int
-    teacher_seconds: float
+    teacher_steps: int
     distill_steps: int
     batch_size: int = 8
     require_win: bool = True  # fail unless the student beats both baselines (the small CI size only checks it runs)
 
     @classmethod
     def full(cls) -> DemoSize:
-        return cls(train_scenes=400, val_scenes=48, test_scenes=48, teacher_seconds=120, distill_steps=300)
+        return cls(train_scenes=400, val_scenes=48, test_scenes=48, teacher_steps=400, distill_steps=300)
 
     @classmethod
     def small(cls) -> DemoSize:
-        return cls(train_scenes=48, val_scenes=16, test_scenes=8, teacher_seconds=20, distill_steps=30,
+        return cls(train_scenes=48, val_scenes=16, test_scenes=8, teacher_steps=40, distill_steps=30,
                    require_win=False)
 
 
@@ -93,7 +93,7 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
 
     log.run("2/9 fit the demo's tiny teacher on training-scene ground truth (a stand-in for DPT-Hybrid)", _python(
         "-m", "demo.teacher", "--scenes", str(scenes / "train"), "--out", str(out / "teacher"),
-        "--seconds", str(size.teacher_seconds)))
+        "--steps", str(size.teacher_steps)))
 
     log.run("3/9 pseudo-label the training images with the teacher", _accelerate(
         "pseudolabel.py", "--config", "configs/pseudolabel/demo.yaml",
@@ -108,6 +108,7 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
     log.run("5/9 (picture)", _python("-m", "shards", "show", str(shards_dir / "pseudo"), "--count", "8",
                         "--out", str(out / "shards_pseudo.png")))
 
+    shutil.rmtree(out / "distill", ignore_errors=True)  # distill.py refuses a folder holding a run: a rerun trains anew
     log.run("6/9 distil the student", _accelerate(
         "distill.py", "--config", "configs/distill/demo.yaml",
         "--data.train", str(shards_dir / "pseudo"), "--data.val", str(shards_dir / "val"),
@@ -122,10 +123,10 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
         "teacher": str(out / "teacher"),
     }
     _save_untrained_student(student, out / "untrained_student")
-    for name, model in evaluations.items():
+    for name, model in evaluations.items():  # --overwrite: a second demo writes over its own reports on purpose
         log.run(f"7/9 evaluate on held-out scenes, NYU protocol: {name}", _python(
             "-m", "distill.evaluate", "--model", model, "--data", str(nyu.labeled), "--splits", str(nyu.splits),
-            "--out", str(out / "eval" / name.replace(" ", "_"))))
+            "--out", str(out / "eval" / name.replace(" ", "_")), "--overwrite", "true"))
 
     picture = draw_comparison(shards_dir / "val", out / "teacher", student, out / "demo_picture.png")
     print(f"    picture of held-out scenes (input, ground truth, teacher, student): {picture}")
@@ -137,8 +138,9 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
                         "--out", str(out / "export" / "benchmark.json")))
 
     pictures = sorted((scenes / "val" / "rgb").glob("*.png"))[:4]
-    log.run("9/9 predict on a few pictures", _python(
-        "-m", "distill.predict", "--model", str(onnx), *map(str, pictures), "--out", str(out / "predict")))
+    log.run("9/9 predict on a few pictures", _python(  # --overwrite: a second demo writes over its own maps
+        "-m", "distill.predict", "--model", str(onnx), *map(str, pictures), "--out", str(out / "predict"),
+        "--overwrite", "true"))
 
     summary = write_summary(out, evaluations, log.steps, time.perf_counter() - started, size.require_win)
     print("\n" + summary)

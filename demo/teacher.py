@@ -1,9 +1,10 @@
 """``python -m demo.teacher``: fit the demo's tiny DPT teacher on generated-scene ground truth.
 
 A randomly initialised teacher labels noise, and a student distilled from it learns noise. So the demo first
-teaches a tiny DPT (the real DPT architecture at 0.1 M parameters) the scenes' depth for a bounded time with the
-project's scale-and-shift-invariant loss, saves it with ``save_pretrained``, and pseudolabel then loads it by path
-like any hub teacher. It runs at the pipeline's 384x512 through the same grid-aware forward as DPT-Hybrid.
+teaches a tiny DPT (the real DPT architecture at 0.1 M parameters) the scenes' depth for a fixed number of steps
+(so the demo's figures are the same on a fast and a slow machine) with the project's scale-and-shift-invariant
+loss, saves it with ``save_pretrained``, and pseudolabel then loads it by path like any hub teacher. It runs at the
+pipeline's 384x512 through the same grid-aware forward as DPT-Hybrid.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def random_crops(
     return crop_images, crop_depths
 
 
-def fit_teacher(scenes: Path, out: Path, seconds: float, batch_size: int = 8, limit: int = 256, seed: int = 0) -> dict:
+def fit_teacher(scenes: Path, out: Path, steps: int, batch_size: int = 8, limit: int = 256, seed: int = 0) -> dict:
+    """Fit the tiny teacher for ``steps`` optimizer steps (seeded: the same teacher on every machine), save it."""
     torch.manual_seed(seed)
     images, depths = load_scene_folder(scenes, limit)
     save_tiny_teacher(out, "dpt", seed)  # config, preprocessor config, initial weights
@@ -75,9 +77,9 @@ def fit_teacher(scenes: Path, out: Path, seconds: float, batch_size: int = 8, li
     loss_function = build_loss(LossConfig(name="ssi"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
-    started, step, losses = time.perf_counter(), 0, []
-    while time.perf_counter() - started < seconds:
-        sampler = random_crops if step % 2 == 0 else half_frames
+    started, losses = time.perf_counter(), []
+    for step in range(1, steps + 1):
+        sampler = random_crops if step % 2 == 1 else half_frames
         crop_images, crop_depths = sampler(images, depths, batch_size, generator)
         pixels = (crop_images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std  # (B, 3, 192, 256)
         metres = crop_depths[:, None]  # (B, 1, 192, 256), 0 = invalid
@@ -88,11 +90,10 @@ def fit_teacher(scenes: Path, out: Path, seconds: float, batch_size: int = 8, li
         parts["loss"].backward()
         optimizer.step()
         losses.append(float(parts["loss"].detach()))
-        step += 1
         if step % 25 == 0:
             logger.info("step %d  loss %.4f  (%.0f s)", step, np.mean(losses[-25:]), time.perf_counter() - started)
     model.eval().save_pretrained(out)
-    record = {"steps": step, "seconds": round(time.perf_counter() - started, 1), "first_loss": losses[0],
+    record = {"steps": steps, "seconds": round(time.perf_counter() - started, 1), "first_loss": losses[0],
               "last_loss": float(np.mean(losses[-10:])), "scenes": len(images)}
     logger.info("teacher fitted: %s -> %s", record, out)
     return record
@@ -102,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.teacher", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=Path, required=True, help="a folder written by python -m shards scenes")
     parser.add_argument("--out", type=Path, required=True, help="the teacher folder to write (save_pretrained)")
-    parser.add_argument("--seconds", type=float, default=150.0, help="training time budget")
+    parser.add_argument("--steps", type=int, default=400,
+                        help="optimizer steps (a fixed count: the same teacher on every machine)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    fit_teacher(args.scenes, args.out, args.seconds, args.batch_size)
+    fit_teacher(args.scenes, args.out, args.steps, args.batch_size)
     return 0
 
 

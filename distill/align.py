@@ -2,7 +2,9 @@
 
 A relative model predicts inverse depth up to an unknown scale and shift (MiDaS), so before any metric the
 prediction is mapped onto the target by the least-squares ``scale * pred + shift`` over the valid pixels of
-each image, or normalised by its median and mean absolute deviation (the MiDaS loss's own alignment).
+each image, or normalised by its median and mean absolute deviation (the MiDaS loss's own alignment). Evaluation
+holds the scale at >= 0 (:func:`solve_nonnegative_scale_shift`): a negative scale would score depth read as inverse
+depth as if it were right; the losses and training validation keep the free fit.
 """
 
 from __future__ import annotations
@@ -59,16 +61,42 @@ def align_scale_shift(prediction: torch.Tensor, target: torch.Tensor, valid: tor
     return (prediction.double() * scale.view(view) + shift.view(view)).to(prediction.dtype)
 
 
+def solve_nonnegative_scale_shift(
+    prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`solve_scale_shift` with the scale held at >= 0: evaluation's fit. Returns (scale, shift, negative),
+    each (B,); ``negative`` (bool) marks the frames whose free fit had a negative scale.
+
+    A negative best scale means the prediction runs the wrong way (depth read as inverse depth): the free fit would
+    turn it round and score it as if it were right. The fit is a convex quadratic, so with the scale held at >= 0
+    the best fit of such a frame lies on the boundary: scale 0 and the target's mean over valid pixels as shift, the
+    best constant, no better than a constant. A constant map's zero scale is not negative."""
+    scale, shift = solve_scale_shift(prediction, target, valid)
+    negative = scale < 0
+    y = _flatten(target).double()
+    m = _flatten(valid).bool()
+    mean_y = torch.where(m, y, torch.zeros_like(y)).sum(1) / torch.clamp(m.sum(1), min=1)
+    zero = torch.zeros_like(scale)
+    return torch.where(negative, zero, scale), torch.where(negative, mean_y, shift), negative
+
+
+def capped_depth(inverse: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, depth_cap: float) -> torch.Tensor:
+    """``scale * inverse + shift`` per image (B, ...), clamped to >= ``1 / depth_cap`` and inverted: depth in metres,
+    float64, at most ``depth_cap``."""
+    view = (-1,) + (1,) * (inverse.dim() - 1)
+    aligned = inverse.double() * scale.view(view) + shift.view(view)
+    return 1.0 / aligned.clamp(min=1.0 / depth_cap)
+
+
 def aligned_depth(
     inverse: torch.Tensor, target_inverse: torch.Tensor, valid: torch.Tensor, depth_cap: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predicted inverse depth (B, ...) aligned onto the label's inverse depth (1 / metres), capped at ``depth_cap``
-    metres and inverted: (depth float64, scale (B,), shift (B,)). The scoring step that evaluation's ``lsq_inverse``
-    protocols and training validation on metric labels share, so the two give the same numbers."""
+    metres and inverted: (depth float64, scale (B,), shift (B,)). Training validation's scoring step on metric
+    labels, with the free fit; evaluation's ``lsq_inverse`` protocols use the same inversion (:func:`capped_depth`)
+    after the fit with scale >= 0, so the two agree on every frame whose scale is not negative."""
     scale, shift = solve_scale_shift(inverse, target_inverse, valid)
-    view = (-1,) + (1,) * (inverse.dim() - 1)
-    aligned = inverse.double() * scale.view(view) + shift.view(view)
-    return 1.0 / aligned.clamp(min=1.0 / depth_cap), scale, shift
+    return capped_depth(inverse, scale, shift, depth_cap), scale, shift
 
 
 def masked_median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from distill.training.config import DistillConfig
+from distill.training.config import DistillConfig, resolved_as_used
 from shards.cli.config import Command
 from shards.cli.errors import UserError, run_command
 
@@ -38,6 +38,7 @@ def _main(argv: list[str] | None) -> int:
         level=os.environ.get("DISTILL_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    resolved_yaml = resolved_as_used(config, resolved_yaml)
     # accelerate, webdataset and the loop load only once the config is valid (checking the student section has
     # imported the student families, so torch and timm are loaded by now: distill.training.config itself is light)
     from distill.training.train import train

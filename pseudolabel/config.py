@@ -80,8 +80,9 @@ class TeacherConfig:
     """hub branch, tag or commit; the resolved commit goes into the manifest"""
     flip_tta: bool = False
     """average the map and the un-flipped map of the flipped image"""
-    short_side: int = 384
-    """the network sees the crop with this short side (sides floored to 32, or 14 for DA)"""
+    short_side: int | None = None
+    """overrides the family's network size (DPT's short side 384, Depth Anything's lower bound 518); null, the
+    default: the family's own, as its authors run it (docs/pseudolabel.md)"""
     precision: Precision = "auto"
     """the backbone: auto = bf16 autocast on CUDA, fp32 on CPU; the head is always fp32"""
 
@@ -152,7 +153,6 @@ def check_config(config: PseudolabelConfig) -> None:
         ("preprocess.width", config.preprocess.width),
         ("preprocess.height", config.preprocess.height),
         ("preprocess.min_short_side", config.preprocess.min_short_side),
-        ("teacher.short_side", config.teacher.short_side),
         ("output.samples_per_shard", config.output.samples_per_shard),
         ("runtime.batch_size", config.runtime.batch_size),
         ("runtime.encode_threads", config.runtime.encode_threads),
@@ -161,6 +161,9 @@ def check_config(config: PseudolabelConfig) -> None:
     for name, value in positive:
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+    if config.teacher.short_side is not None and config.teacher.short_side < 1:
+        raise ValueError(f"teacher.short_side must be at least 1 (or null: the family's own), got "
+                         f"{config.teacher.short_side}")
     if config.source.sample_count < 0:
         raise ValueError(f"source.sample_count must be 0 (every input) or more, got {config.source.sample_count}")
     check_prefix(config.output.prefix, "output.prefix")

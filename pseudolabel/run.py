@@ -341,7 +341,11 @@ def build_manifest(config: PseudolabelConfig, source: dict[str, Any], teacher: T
         "source": source,
         "jobs": jobs,
         "preprocess": asdict(config.preprocess),
-        "teacher": {**teacher.info(), "precision": teacher.precisions()},
+        "teacher": {
+            **teacher.info(),
+            "network_input": list(teacher.network_size(config.preprocess.height, config.preprocess.width)),  # (h, w)
+            "precision": teacher.precisions(),
+        },
         "output": {
             "prefix": config.output.prefix,
             "label_codec": config.output.label_codec,

@@ -5,11 +5,18 @@
 holding a transformers depth model (``config.json`` + weights). Every teacher has the same call:
 ``teacher(images)`` with uint8 (B, H, W, 3) -> float32 (B, H, W) on the CPU, at the input size.
 
-Inside, the teacher runs at its native-aspect network size: the input scaled so its short side is 384, each side
-floored to the model's multiple (32 for DPT, the patch size 14 for Depth Anything): 384x512 stays 384x512 for DPT
-(through :func:`dpt_depth`, a DPT forward that knows its patch grid) and becomes 378x504 for Depth Anything, whose
-output is resized back bicubically. Normalisation (mean, std) comes from the model's image-processor config and is
-applied in torch on the batch, so labels do not depend on the processor's PIL or torchvision backend.
+Inside, each family runs as its authors run it (:data:`RECIPES`, one named reference each), at native aspect: DPT as
+transformers' ``DPTImageProcessor`` (size 384 scaled as little as possible, sides rounded to 32, bicubic; a 384x512
+crop stays 384x512, through :func:`dpt_depth`, a DPT forward that knows its patch grid) with its bicubic output
+resize; Depth Anything as Depth-Anything-V2's ``infer_image`` (both sides at least 518, rounded to 14, OpenCV cubic:
+a 384x512 crop runs at 518x686) with its bilinear ``align_corners=True`` output resize. A relative map is never
+clamped (its offset is free). ``short_side`` overrides the size only. Normalisation (mean, std) comes from the
+model's image-processor config and is applied in torch on the batch. ZoeDepth, Depth Pro and GLPN (metric depth in
+metres) run as their own transformers image processor and its ``post_process_depth_estimation`` do
+(:class:`ProcessorTeacher`, its steps in :mod:`pseudolabel.families`, which holds the table of accepted families).
+
+One idea, the teacher, though over 600 lines: what a teacher is, how each family runs, and how one is loaded and
+refused belong together (the metric families' steps and the table live in ``families``, which imports nothing here).
 """
 
 from __future__ import annotations
@@ -22,13 +29,23 @@ import math
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from shards.cli.errors import UserError
+from pseudolabel.families import (
+    PROCESSOR_FAMILIES,
+    TEACHER_FAMILIES,
+    ProcessorSteps,
+    depth_pro_inverse_depth,
+    family_refusal,
+    processor_steps,
+    steps_settings,
+)
+from shards.cli.errors import UserError, hub_unreachable, read_hub_cache_only
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 
 if TYPE_CHECKING:  # transformers loads only when a transformers teacher does
@@ -36,22 +53,18 @@ if TYPE_CHECKING:  # transformers loads only when a transformers teacher does
 
 logger = logging.getLogger(__name__)
 
-#: The short side every teacher runs at (the 384 of MiDaS' 384x384 training and of our 512x384 samples).
-TEACHER_SHORT_SIDE = 384
-
 #: Normalisation used when a model folder has no preprocessor_config.json, per transformers model type.
 DEFAULT_NORMALISATION = {
     "dpt": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # the Intel DPT checkpoints were converted with mean = std = 0.5
     "depth_anything": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
 }
-SUPPORTED_MODEL_TYPES = tuple(DEFAULT_NORMALISATION)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 _COMMIT = re.compile(r"snapshots/([0-9a-f]{40})/")
 
 
-class TeacherNotFoundError(UserError, FileNotFoundError):
-    """The teacher's weights are neither in a local folder nor in the Hugging Face cache. The message names the key
-    that sets the teacher, ``key``: ``teacher.model`` in pseudolabel, ``--model`` where a command reads it."""
+class TeacherModelError(UserError):
+    """The model named as the teacher cannot be one. The message names the key that sets the teacher, ``key``:
+    ``teacher.model`` in pseudolabel, ``--model`` where a command reads it."""
 
     def __init__(self, template: str, key: str = "teacher.model") -> None:
         super().__init__(template)
@@ -60,6 +73,18 @@ class TeacherNotFoundError(UserError, FileNotFoundError):
 
     def __str__(self) -> str:
         return self.template.replace("{key}", self.key)
+
+
+class TeacherNotFoundError(TeacherModelError, FileNotFoundError):
+    """The teacher's weights are neither in a local folder nor in the Hugging Face cache."""
+
+
+#: What a teacher may be, for messages.
+ACCEPTED_TEACHERS = (
+    f"a transformers depth model (model_type {', '.join(TEACHER_FAMILIES)}): a hub id such as "
+    "Intel/dpt-hybrid-midas, or a folder written by save_pretrained (config.json with its model_type + the weights); "
+    "or the built-in identity"
+)
 
 
 def missing_teacher_message(model: str) -> str:
@@ -116,11 +141,111 @@ def _tensors(values: Any):
             yield from _tensors(value)
 
 
+# ------------------------------------------------------------------------- each family as its authors run it
+# One named reference per family: the network size its authors' code picks for an input, the kernel that resizes the
+# input to it, and the kernel that resizes the map back. ``teacher.short_side`` overrides only ``size``.
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a family's authors feed their network and return its map (``reference`` names the code followed).
+
+    ``size``: the reference's size parameter (0: the input's own size); ``fit``: how it becomes the network size
+    (:data:`FITS`); ``multiple``: what each side is rounded to; ``input_resize``: ``pil_bicubic`` (transformers'
+    image processor: torch's uint8 bicubic, antialiased, PIL's kernel) or ``cv2_cubic`` (``cv2.INTER_CUBIC`` on the
+    float image, not clamped); ``output_resize``: ``bicubic`` or ``bilinear_align_corners``."""
+
+    reference: str
+    size: int
+    multiple: int
+    fit: str
+    input_resize: str
+    output_resize: str
+
+
+def _to_multiple(value: float, multiple: int, at_least: int = 0) -> int:
+    """``constrain_to_multiple_of`` of MiDaS, Depth Anything and transformers: rounded (half to even), ceiled when
+    that falls below ``at_least``; never below one ``multiple``."""
+    rounded = round(value / multiple) * multiple
+    if rounded < at_least:
+        rounded = math.ceil(value / multiple) * multiple
+    return max(multiple, rounded)
+
+
+def _fit_minimal(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
+    """``keep_aspect_ratio`` of a ``size`` x ``size`` target, scaled as little as possible (DPTImageProcessor, MiDaS'
+    ``resize_method="minimal"``): the short side becomes ``size`` for inputs larger than it."""
+    scale_height, scale_width = size / height, size / width
+    scale = scale_width if abs(1 - scale_width) < abs(1 - scale_height) else scale_height
+    return _to_multiple(height * scale, multiple), _to_multiple(width * scale, multiple)
+
+
+def _fit_lower_bound(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
+    """Depth Anything's ``Resize(keep_aspect_ratio=True, resize_method="lower_bound")``: both sides >= ``size``."""
+    scale = max(size / height, size / width)
+    return _to_multiple(height * scale, multiple, size), _to_multiple(width * scale, multiple, size)
+
+
+#: name -> (height, width, size, multiple) -> the network's (h, w).
+FITS: dict[str, Callable[[int, int, int, int], tuple[int, int]]] = {
+    "minimal": _fit_minimal,
+    "lower_bound": _fit_lower_bound,
+}
+
+#: Each family's reference, by transformers model type.
+RECIPES: dict[str, Recipe] = {
+    "dpt": Recipe(
+        reference="transformers DPTImageProcessor (size 384, keep_aspect_ratio, ensure_multiple_of 32, bicubic) and "
+        "post_process_depth_estimation (bicubic)",
+        size=384, multiple=32, fit="minimal", input_resize="pil_bicubic", output_resize="bicubic",
+    ),
+    "depth_anything": Recipe(
+        reference="Depth-Anything-V2 infer_image (input_size 518, Resize lower_bound, ensure_multiple_of 14, "
+        "cv2.INTER_CUBIC; output bilinear, align_corners=True)",
+        size=518, multiple=14, fit="lower_bound", input_resize="cv2_cubic", output_resize="bilinear_align_corners",
+    ),
+}
+
+#: The input as given (the identity teacher, test teachers).
+AS_GIVEN = Recipe(reference="the input as given", size=0, multiple=1, fit="minimal", input_resize="pil_bicubic",
+                  output_resize="bicubic")
+
+
+def resize_input(images: torch.Tensor, size: tuple[int, int], kernel: str, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, h, w) in [0, 1] on ``device``, by the recipe's input kernel.
+
+    ``pil_bicubic`` resizes the uint8 image (on the CPU: torch's uint8 kernel, the one transformers' processor runs),
+    then scales; ``cv2_cubic`` scales, then resizes the float image with OpenCV's cubic (a = -0.75, not clamped)."""
+    same = tuple(images.shape[1:3]) == size
+    if kernel == "pil_bicubic" and not same:
+        channels_first = images.cpu().permute(0, 3, 1, 2)
+        resized = F.interpolate(channels_first, size, mode="bicubic", antialias=True, align_corners=False)
+        return resized.to(device, non_blocking=True).float().div_(255.0)
+    pixels = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if same:
+        return pixels
+    if kernel == "cv2_cubic":
+        return F.interpolate(pixels, size, mode="bicubic", antialias=False, align_corners=False)
+    raise ValueError(f"unknown input resize {kernel!r}; expected pil_bicubic or cv2_cubic")
+
+
+def resize_output(prediction: torch.Tensor, size: tuple[int, int], kernel: str) -> torch.Tensor:
+    """The network's map (B, h, w) -> (B, H, W) by the recipe's output kernel (not clamped)."""
+    if tuple(prediction.shape[-2:]) == size:
+        return prediction
+    if kernel == "bicubic":
+        return F.interpolate(prediction[:, None], size, mode="bicubic", align_corners=False)[:, 0]
+    if kernel == "bilinear_align_corners":
+        return F.interpolate(prediction[:, None], size, mode="bilinear", align_corners=True)[:, 0]
+    raise ValueError(f"unknown output resize {kernel!r}; expected bicubic or bilinear_align_corners")
+
+
 class Teacher:
     """A depth teacher. ``kind`` is ``relative_inverse_depth`` or ``metric_depth``; ``model_id`` is the hub id or the
     absolute folder; ``revision`` the resolved hub commit, or ``sha256:...`` of a folder's weights.
 
-    ``network`` maps normalised pixels (B, 3, h, w) to (B, h', w'); ``size_multiple`` is what h and w must divide by.
+    ``network`` maps normalised pixels (B, 3, h, w) to (B, h', w'); ``recipe`` says how its family's authors run it
+    (network size, input and output resize); ``short_side`` overrides the recipe's ``size`` (None: the recipe's).
     """
 
     def __init__(
@@ -132,11 +257,12 @@ class Teacher:
         revision: str | None,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
-        size_multiple: int,
+        recipe: Recipe = AS_GIVEN,
         device: str | torch.device = "cpu",
         flip_tta: bool = False,
         precision: str = "auto",
-        short_side: int = TEACHER_SHORT_SIDE,
+        short_side: int | None = None,
+        family: str | None = None,
     ) -> None:
         self.network = network
         self.kind = kind
@@ -145,7 +271,8 @@ class Teacher:
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.size_multiple = size_multiple
+        self.recipe = recipe
+        self.family = family  # the transformers model type, None for a built-in teacher
         self.flip_tta = flip_tta
         self.precision = precision
         self.autocast_dtype = compute_precision(precision, self.device)
@@ -160,18 +287,21 @@ class Teacher:
         self.fixed_batch = batch_size
         self.predict(torch.zeros((1, height, width, 3), dtype=torch.uint8))
 
+    @property
+    def size(self) -> int:
+        """The size parameter that runs: ``short_side`` when given, else the recipe's (DPT 384, Depth Anything 518)."""
+        return self.recipe.size if self.short_side is None else self.short_side
+
+    @property
+    def size_multiple(self) -> int:
+        return self.recipe.multiple
+
     def network_size(self, height: int, width: int) -> tuple[int, int]:
-        """The (h, w) the network runs at for an input of ``height`` x ``width``: short side scaled to
-        ``short_side``, each side floored to ``size_multiple`` (384x512 -> 384x512 for DPT, 378x504 for 14).
-        A ``short_side`` of 0 keeps the input size (the identity teacher)."""
-        if self.short_side == 0:
+        """The (h, w) the network runs at for an input of ``height`` x ``width``, by the recipe's fit: for a 384x512
+        crop, 384x512 for DPT and 518x686 for Depth Anything. A size of 0 keeps the input size."""
+        if self.size == 0:
             return height, width
-        scale = self.short_side / min(height, width)
-        multiple = self.size_multiple
-        return (
-            max(multiple, math.floor(height * scale / multiple) * multiple),
-            max(multiple, math.floor(width * scale / multiple) * multiple),
-        )
+        return FITS[self.recipe.fit](height, width, self.size, self.recipe.multiple)
 
     def precisions(self) -> dict[str, str]:
         """The dtype of each part of the labelling path, as recorded in the manifest: the backbone under autocast
@@ -187,8 +317,14 @@ class Teacher:
             "kind": self.kind,
             "mean": [round(float(v), 6) for v in self.mean.flatten()],
             "std": [round(float(v), 6) for v in self.std.flatten()],
+            "family": self.family,
+            "reference": self.recipe.reference,
+            "size": self.size,
+            "size_fit": self.recipe.fit,
             "size_multiple": self.size_multiple,
             "short_side": self.short_side,
+            "input_resize": self.recipe.input_resize,
+            "output_resize": self.recipe.output_resize,
             "flip_tta": self.flip_tta,
         }
 
@@ -206,12 +342,7 @@ class Teacher:
         """As ``__call__``, but the map stays on the teacher's device (the pipeline codes it there)."""
         check_images(images)
         height, width = images.shape[1:3]
-        pixels = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        net_height, net_width = self.network_size(height, width)
-        if (net_height, net_width) != (height, width):
-            pixels = F.interpolate(pixels, (net_height, net_width), mode="bicubic", antialias=True, align_corners=False)
-            pixels = pixels.clamp_(0.0, 1.0)
-        pixels = (pixels - self.mean) / self.std  # (B, 3, h, w) normalised
+        pixels = self.network_input(images)
         batch = pixels.shape[0]
         if self.fixed_batch and batch < self.fixed_batch:  # one shape for a compiled network: pad, drop later
             pixels = torch.cat([pixels, pixels[-1:].expand(self.fixed_batch - batch, -1, -1, -1)])
@@ -227,10 +358,20 @@ class Teacher:
             prediction = prediction[:batch]
         if self.flip_tta:
             prediction = (prediction[:batch] + prediction[batch:].flip(-1)) / 2
-        if tuple(prediction.shape[-2:]) != (height, width):
-            prediction = F.interpolate(prediction[:, None], (height, width), mode="bicubic", align_corners=False)[:, 0]
-            prediction = prediction.clamp_(min=0.0)  # bicubic overshoot below the ReLU's zero is not a depth
+        return self.network_output(prediction, height, width)
+
+    def network_output(self, prediction: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The network's map (B, h', w') -> the label map (B, ``height``, ``width``), as the family's authors do."""
+        prediction = resize_output(prediction, (height, width), self.recipe.output_resize)
+        if self.kind == METRIC_DEPTH:  # metres are non-negative by definition; a relative map's offset is free
+            prediction = prediction.clamp_(min=0.0)
         return prediction
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> the normalised (B, 3, h, w) the network sees, on the teacher's device."""
+        size = self.network_size(*images.shape[1:3])
+        pixels = resize_input(images, size, self.recipe.input_resize, self.device)
+        return (pixels - self.mean) / self.std
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -253,12 +394,13 @@ def _no_network(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def build_identity_teacher(
-    *, revision=None, device="cpu", flip_tta=False, precision="auto", short_side=TEACHER_SHORT_SIDE
+    *, revision=None, device="cpu", flip_tta=False, precision="auto", short_side=None
 ) -> Teacher:
-    """A network-free teacher whose map is a cheap function of the image: times decode, resize, encode and write."""
+    """A network-free teacher whose map is a cheap function of the image: times decode, resize, encode and write.
+    It sees the input as given (``short_side`` does not apply)."""
     return IdentityTeacher(
         _no_network, kind=RELATIVE_INVERSE_DEPTH, model_id="identity", revision="builtin", mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0), size_multiple=1, device=device, flip_tta=flip_tta, precision="fp32", short_side=0,
+        std=(1.0, 1.0, 1.0), recipe=AS_GIVEN, device=device, flip_tta=flip_tta, precision="fp32",
     )
 
 
@@ -313,9 +455,8 @@ def _normalisation(model: str, revision: str | None, model_type: str) -> tuple[t
 # hybrid embeddings' size check is skipped, (b) the position embeddings are interpolated to the real
 # ``(H / 16, W / 16)`` grid by the model's own ``_resize_pos_embed``, and (c) the neck is told the grid. On square
 # inputs it equals the stock forward (``tests/pseudolabel/test_dpt_grid.py`` proves it for the ViT and the hybrid).
-
-#: DPT inputs must be a multiple of this: 16-pixel patches, then a stride-2 reassemble at the deepest level.
-DPT_SIZE_MULTIPLE = 32
+# DPT inputs must be a multiple of 32 (``RECIPES["dpt"]``): 16-pixel patches, then a stride-2 reassemble at the
+# deepest level.
 
 
 def patch_grid(model: DPTForDepthEstimation, height: int, width: int) -> tuple[int, int]:
@@ -370,9 +511,10 @@ def dpt_depth(model: DPTForDepthEstimation, pixel_values: torch.Tensor) -> torch
 def load_transformers_teacher(
     model: str, *, revision: str | None = None, device: str | torch.device = "cpu", flip_tta: bool = False,
     precision: str = "auto",
-    short_side: int = TEACHER_SHORT_SIDE,
+    short_side: int | None = None,
 ) -> Teacher:
-    """A DPT or Depth Anything checkpoint from a local folder or the hub (cache)."""
+    """A DPT or Depth Anything checkpoint from a local folder or the hub (cache), run as its family's
+    :data:`RECIPES` says (``short_side`` overrides the recipe's size)."""
     from transformers import AutoConfig, AutoModelForDepthEstimation, DPTForDepthEstimation
     from transformers.utils import cached_file
 
@@ -383,16 +525,18 @@ def load_transformers_teacher(
             f"teacher folder {model} does not exist: set {{key}} to a folder holding config.json and the "
             f"weights (written by save_pretrained), or to a hub id such as Intel/dpt-hybrid-midas"
         )
+    if local:
+        _check_teacher_folder(folder, model)
+    elif hub_unreachable() is not None:  # one quick check, not a minute of retries: the cache only from here on
+        read_hub_cache_only()
     source = str(folder.resolve()) if local else model
     try:
         config = AutoConfig.from_pretrained(source, revision=revision)
     except OSError as error:
         raise TeacherNotFoundError(missing_teacher_message(model)) from error
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
-            f"teacher {model!r} is a {config.model_type!r} model; supported: {list(SUPPORTED_MODEL_TYPES)} "
-            f"(e.g. Intel/dpt-hybrid-midas, Intel/dpt-large, depth-anything/Depth-Anything-V2-Small-hf)"
-        )
+    refusal = family_refusal(model, config.model_type)
+    if refusal is not None:
+        raise TeacherModelError(refusal)
     try:
         network_model = AutoModelForDepthEstimation.from_pretrained(source, revision=revision)
     except OSError as error:
@@ -404,22 +548,51 @@ def load_transformers_teacher(
         match = _COMMIT.search(Path(config_path).as_posix()) if config_path else None
         resolved_revision = match.group(1) if match else revision
     network_model = network_model.to(device).eval()
-    run_in_full_precision(network_model.head)  # the head and the map in float32 whatever teacher.precision says
+    if config.model_type in PROCESSOR_FAMILIES:
+        return processor_teacher(
+            network_model, source, revision, resolved_revision, device=device, flip_tta=flip_tta,
+            precision=precision, short_side=short_side,
+        )
+    full_precision_heads(network_model)  # the head and the map in float32 whatever teacher.precision says
     mean, std = _normalisation(source, revision, config.model_type)
-    kind = RELATIVE_INVERSE_DEPTH
+    kind = TEACHER_FAMILIES[config.model_type].kind
     if config.model_type == "depth_anything" and getattr(config, "depth_estimation_type", "relative") == "metric":
         kind = METRIC_DEPTH
     if isinstance(network_model, DPTForDepthEstimation):
         network = _Bound(dpt_depth, network_model)
-        multiple = DPT_SIZE_MULTIPLE
     else:
         network = _Bound(_stock_depth, network_model)
-        multiple = int(config.patch_size)
     logger.info("teacher %s (revision %s, %s) on %s", source, resolved_revision, kind, device)
     return Teacher(
-        network, kind=kind, model_id=source, revision=resolved_revision, mean=mean, std=std, size_multiple=multiple,
-        device=device, flip_tta=flip_tta, precision=precision, short_side=short_side,
+        network, kind=kind, model_id=source, revision=resolved_revision, mean=mean, std=std,
+        recipe=RECIPES[config.model_type], device=device, flip_tta=flip_tta, precision=precision,
+        short_side=short_side, family=config.model_type,
     )
+
+
+def _check_teacher_folder(folder: Path, model: str) -> None:
+    """A local folder holds a transformers model's config.json: a student folder (our ``architecture`` field, which
+    ``distill`` writes) or a folder of no known model stops here, by name, not with transformers' traceback."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise TeacherNotFoundError(f"{{key}} {model} is a folder without config.json; give {ACCEPTED_TEACHERS}")
+    try:
+        record = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TeacherModelError(f"{{key}} {model}: {config_path} is not JSON ({error})") from error
+    if isinstance(record, dict) and "architecture" in record:
+        raise TeacherModelError(
+            f"{{key}} {model} is a student folder (config.json with our 'architecture' field, written by distill), not "
+            f"a teacher: students are scored with python -m distill.evaluate; a teacher is {ACCEPTED_TEACHERS}"
+        )
+    if not isinstance(record, dict) or "model_type" not in record:
+        raise TeacherModelError(
+            f"{{key}} {model}: its config.json has no model_type, so it is not a transformers model; give "
+            f"{ACCEPTED_TEACHERS}"
+        )
+    refusal = family_refusal(model, str(record["model_type"]))
+    if refusal is not None:  # before transformers reads it: an unknown model_type would be its traceback
+        raise TeacherModelError(refusal)
 
 
 def _stock_depth(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -437,6 +610,77 @@ class _Bound:
         return self.function(self.model, pixels)
 
 
+class ProcessorTeacher(Teacher):
+    """A family whose own transformers image processor is the reference (ZoeDepth, Depth Pro, GLPN): ``steps``
+    (:mod:`pseudolabel.families`) do its ``preprocess`` and its ``post_process_depth_estimation`` on the batch."""
+
+    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], *, steps: ProcessorSteps, **options: Any):
+        mean, std = steps.mean or (0.0, 0.0, 0.0), steps.std or (1.0, 1.0, 1.0)
+        super().__init__(network, mean=mean, std=std, **options)
+        self.steps = steps
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.steps.network_size(height, width)
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        return self.steps.prepare(images, self.device)
+
+    def network_output(self, prediction: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.steps.restore(prediction, height, width).clamp_(min=0.0)  # metres: bicubic overshoot below 0
+
+    def info(self) -> dict[str, Any]:
+        """:meth:`Teacher.info`'s fields, the size rule and kernels the processor's, and its settings."""
+        settings = steps_settings(self.steps)
+        reference = f"transformers {settings['processor']} and its post_process_depth_estimation"
+        return {**super().info(), **self.steps.recipe(), "reference": reference, "processor": settings}
+
+
+def processor_teacher(
+    network_model: torch.nn.Module, source: str, revision: str | None, resolved_revision: str | None, *,
+    device: str | torch.device, flip_tta: bool, precision: str, short_side: int | None,
+) -> Teacher:
+    """A ZoeDepth, Depth Pro or GLPN teacher at its image processor's settings (``preprocessor_config.json``, or the
+    processor's defaults where there is none); metric depth in metres."""
+    from transformers import AutoImageProcessor
+
+    model_type = network_model.config.model_type
+    if short_side is not None:
+        raise UserError(
+            f"teacher.short_side {short_side} sets the size of dpt and depth_anything; a {model_type} teacher runs at "
+            f"its image processor's settings (its preprocessor_config.json): leave teacher.short_side unset"
+        )
+    if model_type == "depth_pro" and network_model.fov_model is None:
+        raise TeacherModelError(
+            f"{{key}} {source} is a Depth Pro model without its field-of-view model (use_fov_model false): its depth "
+            f"is in metres only given the camera's focal length, which images to label do not have"
+        )
+    full_precision_heads(network_model)
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, revision=revision)
+    except OSError:  # no preprocessor_config.json: the processor's own defaults, as transformers would use
+        logger.info("%s has no preprocessor_config.json: using the %s processor's defaults", source, model_type)
+        processor = _default_processor(model_type)
+    function = depth_pro_inverse_depth if model_type == "depth_pro" else _stock_depth
+    logger.info("teacher %s (revision %s, %s) on %s", source, resolved_revision, METRIC_DEPTH, device)
+    return ProcessorTeacher(
+        _Bound(function, network_model), steps=processor_steps(model_type, processor), kind=METRIC_DEPTH,
+        model_id=source, revision=resolved_revision, device=device, flip_tta=flip_tta, precision=precision,
+        family=model_type,
+    )
+
+
+def full_precision_heads(network_model: torch.nn.Module) -> None:
+    """Each head of the model's family (:data:`TEACHER_FAMILIES`) runs in float32 (:func:`run_in_full_precision`)."""
+    for head in TEACHER_FAMILIES[network_model.config.model_type].heads:
+        run_in_full_precision(network_model.get_submodule(head))
+
+
+def _default_processor(model_type: str) -> Any:
+    import transformers
+
+    return getattr(transformers, TEACHER_FAMILIES[model_type].processor)()
+
+
 def load_teacher(
     model: str,
     *,
@@ -444,14 +688,14 @@ def load_teacher(
     device: str | torch.device = "cpu",
     flip_tta: bool = False,
     precision: str = "auto",
-    short_side: int = TEACHER_SHORT_SIDE,
+    short_side: int | None = None,
 ) -> Teacher:
     """The teacher named ``model``: a built-in name (``identity``), a hub id or a local folder.
 
-    ``short_side``: the network runs with the input's short side scaled to this (384, MiDaS' resolution), each side
-    floored to the model's multiple. A hub id must already be in the local Hugging Face cache when the hub is
-    unreachable; otherwise this raises :class:`TeacherNotFoundError` saying how to download it. Never substitutes
-    random weights.
+    The network runs as its family's authors run it (:data:`RECIPES`: DPT at short side 384, Depth Anything at
+    lower bound 518); ``short_side`` overrides that size (None: the family's own). A hub id must already be in the
+    local Hugging Face cache when the hub is unreachable; otherwise this raises :class:`TeacherNotFoundError` saying
+    how to download it. Never substitutes random weights.
     """
     builder = BUILTIN_TEACHERS.get(model)
     if builder is not None:

@@ -1,9 +1,10 @@
 """Build a tiny random depth teacher and save it like a downloaded one, for offline smoke runs and tests.
 
-``python -m pseudolabel.tiny_teacher --out DIR [--architecture dpt|dpt_hybrid|depth_anything] [--seed S]`` writes
-``config.json``, ``model.safetensors`` and ``preprocessor_config.json``; ``--teacher.model DIR`` then loads it through
-the same code as a hub id. Its weights are random, so its labels are a fixed random function of the image, not depth:
-it exercises the pipeline, it teaches nothing. The same builder makes real-size teachers with random weights
+``python -m pseudolabel.tiny_teacher --out DIR [--architecture dpt|dpt_hybrid|depth_anything|zoedepth|depth_pro|glpn]
+[--seed S]`` writes ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` (for ZoeDepth, Depth Pro
+and GLPN their own image processor's, at a small size: :data:`TINY_PROCESSORS`); ``--teacher.model DIR`` then loads
+it through the same code as a hub id. Its weights are random, so its labels are a fixed random function of the image,
+not depth: it exercises the pipeline, it teaches nothing. The same builder makes real-size teachers with random weights
 (:data:`REFERENCE_TEACHERS`: the architectures and FLOPs of DPT-Hybrid, DPT-Large and Depth Anything V2), which
 time the pipeline on a GPU without a download (``benchmarks/gpu_suite.py``).
 
@@ -20,9 +21,18 @@ from pathlib import Path
 
 import torch
 
+from pseudolabel.families import TEACHER_FAMILIES
 from pseudolabel.teachers import DEFAULT_NORMALISATION
 
-ARCHITECTURES = ("dpt", "dpt_hybrid", "depth_anything")
+ARCHITECTURES = ("dpt", "dpt_hybrid", "depth_anything", "zoedepth", "depth_pro", "glpn")
+
+#: The image processor settings saved with the tiny ZoeDepth, Depth Pro and GLPN: their defaults but a small size
+#: (the real ZoeDepth runs at 384x512, Depth Pro at 1536x1536) so that a tiny teacher labels in well under a second.
+TINY_PROCESSORS = {
+    "zoedepth": {"size": {"height": 96, "width": 128}, "ensure_multiple_of": 32},
+    "depth_pro": {"size": {"height": 64, "width": 64}},
+    "glpn": {},
+}
 
 
 def tiny_config(architecture: str):
@@ -46,6 +56,8 @@ def tiny_config(architecture: str):
                 num_groups=8,
             ),
         )
+    if architecture in TINY_PROCESSORS:
+        return _tiny_metric_config(architecture)
     if architecture == "depth_anything":
         return DepthAnythingConfig(
             backbone_config=dict(
@@ -56,6 +68,35 @@ def tiny_config(architecture: str):
             patch_size=14,
         )
     raise ValueError(f"unknown tiny teacher architecture {architecture!r}; expected one of {list(ARCHITECTURES)}")
+
+
+def _tiny_metric_config(architecture: str):
+    """Tiny ZoeDepth (BEiT backbone, one bin head), Depth Pro (DINOv2 encoders, with its field-of-view model) and
+    GLPN (four one-layer stages) configs, a few 0.1 M parameters each."""
+    from transformers import DepthProConfig, GLPNConfig, ZoeDepthConfig
+
+    if architecture == "zoedepth":
+        return ZoeDepthConfig(
+            backbone_config=dict(
+                model_type="beit", image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4,
+                num_attention_heads=2, intermediate_size=64, use_relative_position_bias=True,
+                reshape_hidden_states=False, out_features=["stage1", "stage2", "stage3", "stage4"],
+            ),
+            neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, num_relative_features=8, bottleneck_features=16,
+            num_attractors=[4, 2, 2, 1], bin_embedding_dim=8,
+            bin_configurations=[{"n_bins": 8, "min_depth": 0.001, "max_depth": 10.0}],
+        )
+    if architecture == "depth_pro":
+        encoder = dict(model_type="dinov2", image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                       num_attention_heads=2, mlp_ratio=2)
+        return DepthProConfig(
+            patch_size=32, fusion_hidden_size=16, intermediate_hook_ids=[1, 0], intermediate_feature_dims=[8, 8],
+            scaled_images_ratios=[0.5, 1], scaled_images_overlap_ratios=[0.0, 0.5], scaled_images_feature_dims=[16, 8],
+            use_fov_model=True, num_fov_head_layers=1, image_model_config=dict(encoder),
+            patch_model_config=dict(encoder), fov_model_config=dict(encoder),
+        )
+    return GLPNConfig(hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2],
+                      decoder_hidden_size=16, mlp_ratios=[2, 2, 2, 2])
 
 
 #: Real-size teachers: name -> (the hub checkpoint of that architecture, parameters in millions).
@@ -96,8 +137,13 @@ def reference_config(name: str):
     raise ValueError(f"unknown reference teacher {name!r}; expected one of {list(REFERENCE_TEACHERS)}")
 
 
-def last_convolution(model: torch.nn.Module) -> torch.nn.Conv2d:
-    """The convolution that produces the depth map (before the final ReLU)."""
+def last_convolution(model: torch.nn.Module) -> torch.nn.Conv2d | None:
+    """The convolution that produces the depth map before a final ReLU (None: no ReLU ends the map)."""
+    model_type = model.config.model_type
+    if model_type == "depth_pro":
+        return model.head.layers[-2]
+    if model_type in ("zoedepth", "glpn"):  # bins weighted by a softmax, a sigmoid times the maximum depth
+        return None
     head = model.head
     return head.conv3 if hasattr(head, "conv3") else head.head[-2]
 
@@ -121,7 +167,13 @@ def build_random_teacher(config, seed: int = 0) -> torch.nn.Module:
                     module.bias.zero_()
             if hasattr(module, "position_embeddings") and isinstance(module.position_embeddings, torch.nn.Parameter):
                 torch.nn.init.normal_(module.position_embeddings, std=0.1)
-        last_convolution(model).bias.fill_(1.0)
+        last = last_convolution(model)
+        if last is not None:
+            last.bias.fill_(1.0)
+        if getattr(model, "fov_model", None) is not None:  # Depth Pro: 1 / its map is the depth, so no ReLU zeros,
+            last.weight.mul_(0.004)  # and a field of view near 60 degrees, not a random angle
+            model.fov_model.head.layers[-1].weight.mul_(0.01)
+            model.fov_model.head.layers[-1].bias.fill_(60.0)
     return model.eval()
 
 
@@ -135,6 +187,12 @@ def save_teacher(model: torch.nn.Module, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     model_type = model.config.model_type
+    if model_type in TINY_PROCESSORS:
+        import transformers
+
+        processor = getattr(transformers, TEACHER_FAMILIES[model_type].processor)
+        processor(**TINY_PROCESSORS[model_type]).save_pretrained(out_dir)
+        return out_dir
     mean, std = DEFAULT_NORMALISATION[model_type]
     preprocessor = {
         "image_processor_type": "DPTImageProcessor",

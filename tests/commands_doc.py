@@ -86,9 +86,10 @@ def generate() -> str:
         "",
         "Generated from the commands' configs by `python -m tests.commands_doc > docs/commands.md`; "
         "`tests/test_commands.py` fails when this page and the code differ. Every command reads its keys the same "
-        "way: `--key value` on the command line, a YAML file of keys with `--config file.yaml` (later flags "
-        "override it), nested keys with dots (`--data.batch_size 32`), booleans as `--key true` or `--key false`, "
-        "lists as `--key '[a, b]'` or by repeating `--key`. `--print_config` prints the resolved config; the "
+        "way: `--key value` on the command line, a YAML file of keys with `--config file.yaml` (flags on the "
+        "command line override it wherever they stand), nested keys with dots (`--data.batch_size 32`), booleans "
+        "as `--key true` or `--key false`, lists as `--key '[a, b]'` or by repeating `--key`. `--print_config` "
+        "prints the resolved config; the "
         "commands that write an output save it beside it. A mistake in what you give (a missing file, an unknown "
         "key or model) stops with one line on stderr and exit status 2; `DEPTH_DISTILL_DEBUG=1` shows its "
         "traceback.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,22 @@ def test_gpu_suite_runs_every_section_on_tiny_models(tmp_path) -> None:
     labelling = sections["labelling"]
     assert all(labelling[f"workers_{w}"]["labeled"] == labelling["images"] for w in (0, 2))
     assert sections["training"]["distill_loop"]["steps"] == 6
+
+
+def test_the_real_suite_runs_each_teacher_at_its_own_size(tmp_path) -> None:
+    """Without ``--tiny`` the suite gives no ``short_side``: Depth Anything runs at its authors' 518x686 on the
+    384x512 crops (it ran at 378x504 when the suite passed the crop's height), DPT at 384x512."""
+    import argparse
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.gpu_suite import Suite
+    from pseudolabel.teachers import load_teacher
+    from pseudolabel.tiny_teacher import save_tiny_teacher
+
+    suite = Suite(argparse.Namespace(tiny=False, cpu=True, out=str(tmp_path / "suite.json"), label_runs=None))
+    shutil.rmtree(suite.work)  # its scratch folder, unused here
+    height, width = suite.size
+    expected = {"depth_anything": (518, 686), "dpt": (384, 512)}
+    for architecture, size in expected.items():
+        folder = save_tiny_teacher(tmp_path / architecture, architecture)
+        assert load_teacher(str(folder), short_side=suite.short_side).network_size(height, width) == size

@@ -639,6 +639,7 @@ def _main(argv: list[str] | None) -> int:
 def _checked_request(config: BenchmarkConfig) -> tuple[int, int, list[str]]:
     """(width, height, backends) once every model is a student folder and every backend's toolchain is installed;
     else a user error saying what to give or install."""
+    _check_out_file(config.out)
     if not config.model:
         raise UserError("give at least one student folder: --model runs/x/student")
     width, height = parse_size(config.size)
@@ -662,6 +663,17 @@ def _checked_request(config: BenchmarkConfig) -> tuple[int, int, list[str]]:
                 f"--backend {backend} needs {', '.join(absent)}: pip install 'depth-distill[{TOOLCHAINS[format][2]}]'"
             )
     return width, height, backends
+
+
+def _check_out_file(out: str) -> None:
+    """``--out`` names a file that can be written once the timings are done (minutes later): not a folder, nor a path
+    ending in ``/``, nor one under a file."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        raise UserError(f"--out {out} is a folder: name the JSON file to write, e.g. --out {path / 'benchmark.json'}")
+    holder = next(parent for parent in path.absolute().parents if parent.exists())
+    if not holder.is_dir():
+        raise UserError(f"--out {out}: {holder} is a file, so no folder can hold the output")
 
 
 #: ``python -m distill.deploy.benchmark``: one timing in a process of its own (the worker; not a user command).

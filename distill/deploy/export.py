@@ -17,8 +17,12 @@ The phone formats (``tflite`` for LiteRT, ``executorch`` for a ``.pte`` on XNNPA
 2. its parity against PyTorch where its runtime runs here (Core ML's only on macOS), within 1e-3 of the range;
 3. with ``int8``, the int8 file calibrated on ``calibration`` pictures (a folder; generated scenes without one),
    written beside the fp32 one as ``<stem>.int8<suffix>``; with ``validation`` data (anything ``evaluate --data``
-   reads, or an opened frame source) fp32 and int8 are scored under the same protocol, and above
-   ``max_abs_rel_drop`` the int8 file is renamed ``*.failed-gate*`` and :class:`GateError` is raised.
+   reads, or an opened frame source) fp32 and int8 are scored under the same protocol: the int8 file is written as
+   ``<stem>.int8.ungated<suffix>`` and takes its name only when the gate passes; above ``max_abs_rel_drop`` it is
+   renamed ``*.failed-gate*`` and :class:`GateError` is raised, and a gate that crashes or is interrupted removes it.
+
+Every input (the parity pictures, the calibration pictures, the validation data, the output paths) is read or
+checked before the first file is written, so a bad one costs one line, not an export.
 
 A record of all of it goes to ``<out>.json`` (the model card reads it, the runners read the output's kind from it).
 The accuracy gate scores with ``distill.evaluation``, which sits above deploy: it is imported inside the gate's
@@ -35,6 +39,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,7 +65,7 @@ from distill.deploy.runtime import (
 from distill.students import is_student_folder, student_output_kind
 from distill.students.config import STUDENT_SIZE, check_input_size
 from shards.cli.config import Command, parse_size, save_config_beside
-from shards.cli.errors import UserError, run_command
+from shards.cli.errors import UserError, one_line, run_command
 from shards.format import RELATIVE_INVERSE_DEPTH
 
 logger = logging.getLogger(__name__)
@@ -372,6 +377,8 @@ def calibration_pictures(
     """Up to ``count`` pictures from ``folder`` (recursive, sorted) or, without one, ``count`` generated scenes (the
     same on every machine). Real pictures of the deployment domain calibrate better than generated ones."""
     if folder is not None:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"calibration folder {folder}: no such folder (give a folder of pictures)")
         paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise FileNotFoundError(f"no pictures ({', '.join(IMAGE_EXTENSIONS)}) under calibration folder {folder}")
@@ -504,29 +511,73 @@ def abs_rel_gate(
             "abs_rel_int8": scores["int8"], "abs_rel_drop": scores["int8"] - scores["fp32"]}
 
 
+def pending_int8_path(int8_path: Path) -> Path:
+    """``s.int8.onnx`` -> ``s.int8.ungated.onnx``: where an int8 file waits for its accuracy gate. It takes its final
+    name only once the gate passed, so a failed, crashed or interrupted gate leaves nothing that looks shipped."""
+    return int8_path.with_name(int8_path.stem + ".ungated" + int8_path.suffix)
+
+
+def failed_gate_path(int8_path: Path) -> Path:
+    """``s.int8.onnx`` -> ``s.int8.failed-gate.onnx``: an int8 file set aside by its gate, kept for inspection."""
+    return int8_path.with_name(int8_path.stem + ".failed-gate" + int8_path.suffix)
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _move_with_record(source: Path, target: Path) -> None:
+    """Rename a written file and its ``<file>.json`` record (when it has one)."""
+    os.replace(source, target)
+    if _record_path(source).exists():
+        os.replace(_record_path(source), _record_path(target))
+
+
+def _remove_with_record(path: Path) -> None:
+    for item in (path, _record_path(path)):
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink(missing_ok=True)
+
+
 def gate_int8(
     fp32_path: Path, int8_path: Path, validation: Any, max_abs_rel_drop: float = MAX_ABS_REL_DROP,
     protocol: str = "reference", splits: str | None = None, limit: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """The accuracy gate: (the gate's record, the int8 file's path). Above ``max_abs_rel_drop`` the int8 file is
-    renamed ``*.failed-gate*`` (so nothing ships it by mistake) and the returned record says ``passed: false``."""
+    """The accuracy gate on the int8 file written at :func:`pending_int8_path` of ``int8_path``: (the gate's record,
+    the int8 file's path). It is renamed to ``int8_path`` when the gate passes, to ``*.failed-gate*`` (so nothing
+    ships it by mistake, the record saying ``passed: false``) above ``max_abs_rel_drop``, and removed when scoring
+    raises or is interrupted: no outcome but a pass leaves a file under the int8 name."""
+    pending = pending_int8_path(int8_path)
     work = fp32_path.with_name(fp32_path.name + ".validation")
-    gate = abs_rel_gate(fp32_path, int8_path, validation, work, protocol, splits, limit)
+    try:
+        gate = abs_rel_gate(fp32_path, pending, validation, work, protocol, splits, limit)
+    except BaseException:
+        _remove_with_record(pending)
+        raise
     gate.update(max_abs_rel_drop=max_abs_rel_drop, passed=gate["abs_rel_drop"] <= max_abs_rel_drop)
     logger.info("int8 ΔAbsRel %+.4f (fp32 %.4f, int8 %.4f; limit %.4f)", gate["abs_rel_drop"], gate["abs_rel_fp32"],
                 gate["abs_rel_int8"], max_abs_rel_drop)
-    if gate["passed"]:
-        return gate, int8_path
-    failed = int8_path.with_name(int8_path.stem + ".failed-gate" + int8_path.suffix)
-    os.replace(int8_path, failed)
-    return gate, failed
+    final = int8_path if gate["passed"] else failed_gate_path(int8_path)
+    _move_with_record(pending, final)
+    return gate, final
+
+
+def _data_name(validation: Any) -> str:
+    """A validation path as given, or the file or folder an opened frame source reads (its ``describe()``)."""
+    if isinstance(validation, (str, os.PathLike)):
+        return str(validation)
+    described = validation.describe() if hasattr(validation, "describe") else {}
+    where = [described[key] for key in ("folder", "root", "dataset", "labeled_mat", "list") if key in described]
+    return str(where[0]) if where else "the validation data"
 
 
 def gate_message(gate: dict[str, Any], validation: Any, failed: Path) -> str:
     return (
-        f"int8 AbsRel rose by {gate['abs_rel_drop']:.4f} on {validation} (fp32 {gate['abs_rel_fp32']:.4f}, int8 "
-        f"{gate['abs_rel_int8']:.4f}), above the limit {gate['max_abs_rel_drop']}; kept as {failed}. Calibrate on "
-        "pictures of the deployment domain (--calibration), or ship fp32"
+        f"int8 AbsRel rose by {gate['abs_rel_drop']:.4f} on {_data_name(validation)} (fp32 "
+        f"{gate['abs_rel_fp32']:.4f}, int8 {gate['abs_rel_int8']:.4f}), above the limit {gate['max_abs_rel_drop']}; "
+        f"kept as {failed}. Calibrate on pictures of the deployment domain (--calibration), or ship fp32"
     )
 
 
@@ -551,12 +602,18 @@ def export(
     int8_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (a student) to ``format`` at ``out``, check it, quantise and gate it; returns the record
-    also written to ``<out>.json``. Raises :class:`ParityError` or :class:`GateError` when a check fails."""
+    also written to ``<out>.json``. Raises :class:`ParityError` or :class:`GateError` when a check fails.
+
+    The calibration pictures and the validation data (a path or an opened frame source) are read before the first
+    file is written, so a bad one fails at once; the int8 file has its final name only once its gate passed."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     out = Path(out)
     if out.suffix.lower() != SUFFIXES[format]:
         raise ValueError(f"a {format} export is a {SUFFIXES[format]} file, got {out}")
+    pictures = calibration_pictures(calibration, calibration_count, width, height) if int8 else []
+    if int8 and validation is not None:
+        validation = _open_validation(validation, protocol, validation_splits, validation_limit)[0]
     model = model.eval().cpu()
     path = write_format(model, format, out, height, width)
     kind = student_output_kind(model.config) if hasattr(model, "config") else RELATIVE_INVERSE_DEPTH
@@ -568,17 +625,10 @@ def export(
         _write_record(out, record)
         raise ParityError(f"{path} does not match PyTorch: {json.dumps(record['parity']['cases'])}")
     if int8:
-        pictures = calibration_pictures(calibration, calibration_count, width, height)
-        batches = [images_to_batch([picture], width, height) for picture in pictures]
         int8_path = Path(int8_out) if int8_out else int8_path_for(out)
-        int8_path = write_int8(model, format, path, int8_path, height, width, batches)
-        _write_record(int8_path, {**record, "file": str(int8_path), "precision": "int8"})
-        record["int8"] = {"file": str(int8_path), "calibration": str(calibration or "generated scenes"),
-                          "calibration_pictures": len(pictures)}
-        if validation is None:
-            logger.warning("int8 without validation data: its accuracy gate did not run")
-            record["int8"]["gate"] = "not run: no validation data"
-        else:
+        record["int8"] = _export_int8(model, format, path, int8_path, record, pictures, validation is not None)
+        record["int8"]["calibration"] = str(calibration or "generated scenes")
+        if validation is not None:
             gate, int8_path = gate_int8(
                 path, int8_path, validation, max_abs_rel_drop, protocol, validation_splits, validation_limit
             )
@@ -590,6 +640,26 @@ def export(
                               "abs_rel_drop": gate["abs_rel_drop"]})
     _write_record(out, record)
     return record
+
+
+def _export_int8(
+    model: nn.Module, format: str, fp32_path: Path, int8_path: Path, record: dict[str, Any], pictures: list,
+    gated: bool,
+) -> dict[str, Any]:
+    """The int8 file of a phone format and its record beside it (the runners read its kind there); with a gate to
+    come (``gated``) it is written under :func:`pending_int8_path`, and a file left under the final name by an
+    earlier run is removed first. Returns ``record["int8"]``'s start."""
+    _, _, height, width = record["input"]["shape"]
+    target = pending_int8_path(int8_path) if gated else int8_path
+    if gated:
+        _remove_with_record(int8_path)
+    batches = [images_to_batch([picture], width, height) for picture in pictures]
+    written = write_int8(model, format, fp32_path, target, height, width, batches)
+    _write_record(written, {**record, "file": str(written), "precision": "int8"})
+    if not gated:
+        logger.warning("int8 without validation data: its accuracy gate did not run")
+    return {"file": str(written), "calibration_pictures": len(pictures),
+            **({} if gated else {"gate": "not run: no validation data"})}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -611,10 +681,11 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width, height = _checked_request(config)
     network = _load_student(config.model)
+    inputs = _checked_inputs(config, width, height)
     out = Path(config.out)
     if config.format != "onnx":
-        return _export_for_phones(config, network, out, width, height, resolved_yaml)
-    return _export_onnx_file(config, network, out, width, height, resolved_yaml)
+        return _export_for_phones(config, network, out, (width, height), inputs, resolved_yaml)
+    return _export_onnx_file(config, network, out, (width, height), inputs, resolved_yaml)
 
 
 def _checked_request(config: ExportConfig) -> tuple[int, int]:
@@ -630,7 +701,69 @@ def _checked_request(config: ExportConfig) -> tuple[int, int]:
         raise UserError(f"--out {out}: a {config.format} export is a {suffix} file")
     if config.int8 and config.format == "coreml":
         raise UserError("--int8: offered for onnx, tflite and executorch; Core ML files are converted in fp32 only")
+    _check_output_paths(config)
     return width, height
+
+
+def _check_output_paths(config: ExportConfig) -> None:
+    """``--out`` and ``--int8_out`` name two files this export can write: the format's ending, not an existing
+    folder (but an .mlpackage, which is one and is replaced), and no file where a folder of the path must be."""
+    suffix = SUFFIXES[config.format]
+    paths = {"--out": Path(config.out)}
+    if config.int8 and config.int8_out:
+        paths["--int8_out"] = Path(config.int8_out)
+        if paths["--int8_out"].suffix.lower() != suffix:
+            raise UserError(f"--int8_out {config.int8_out}: a {config.format} export is a {suffix} file")
+        if paths["--int8_out"].resolve() == paths["--out"].resolve():
+            raise UserError(f"--int8_out {config.int8_out} is --out: name another file for the int8 model")
+    for flag, path in paths.items():
+        if path.is_dir() and config.format != "coreml":
+            raise UserError(f"{flag} {path} is a folder: name the {suffix} file to write")
+        holder = next(parent for parent in path.absolute().parents if parent.exists())
+        if not holder.is_dir():
+            raise UserError(f"{flag} {path}: {holder} is a file, so no folder can hold the output")
+
+
+@dataclass
+class CheckedInputs:
+    """What the export reads after writing its first file, read before it: int8's calibration pictures (empty
+    without ``--int8``) and the gate's frame source (None without ``--int8 true --validation``)."""
+
+    calibration: list[np.ndarray]
+    validation: Any
+
+
+def _checked_inputs(config: ExportConfig, width: int, height: int) -> CheckedInputs:
+    """Every input read: the parity pictures and, with ``--int8``, the calibration pictures and the validation data
+    (opened as ``evaluate --data`` opens it, one frame read), so a bad one is one line before any file is written."""
+    for picture in config.parity_image:
+        _read_input("--parity_image", picture, load_picture)
+    if not config.int8:
+        return CheckedInputs([], None)
+    calibration = _read_input(
+        "--calibration", config.calibration, lambda folder: calibration_pictures(folder, config.count, width, height)
+    )
+    if config.validation is None:
+        return CheckedInputs(calibration, None)
+    try:
+        source, _ = _open_validation(
+            config.validation, config.protocol, config.validation_splits, config.validation_limit
+        )
+    except (UserError, ValueError, OSError) as error:
+        why = one_line(error).removeprefix(f"--data {config.validation}").lstrip(" :")
+        raise UserError(
+            f"--validation {config.validation} cannot be scored (the int8 gate reads what evaluate --data reads): "
+            f"{why}"
+        ) from error
+    return CheckedInputs(calibration, source)
+
+
+def _read_input(flag: str, value: Any, read: Any) -> Any:
+    """``read(value)``, with an unreadable input a user error naming ``flag``."""
+    try:
+        return read(value)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{flag} {value}: {one_line(error)}") from error
 
 
 def _load_student(model: str) -> nn.Module:
@@ -653,9 +786,11 @@ def _load_student(model: str) -> nn.Module:
 
 
 def _export_onnx_file(
-    config: ExportConfig, network: nn.Module, out: Path, width: int, height: int, resolved_yaml: str
+    config: ExportConfig, network: nn.Module, out: Path, size: tuple[int, int], checked: CheckedInputs,
+    resolved_yaml: str,
 ) -> int:
     """The ONNX file, its parity at batch 1 and 3, and on request its int8 file; 1 when a check fails."""
+    width, height = size
     export_onnx(network, out, height=height, width=width, opset=config.opset)
     save_config_beside(resolved_yaml, out)
     inputs = parity_inputs(height, width, pictures=config.parity_image)
@@ -680,39 +815,43 @@ def _export_onnx_file(
         f"parity OK: worst max |onnx - torch| / range = {report.worst.relative_difference:.2e} "
         f"(tolerance {config.tolerance:.0e}) -> {out}"
     )
-    if config.int8 and not _int8_onnx_file(config, out, inputs, width, height, record):
+    if config.int8 and not _int8_onnx_file(config, out, inputs, checked, record):
         return 1
     _write_record(out, record)
     return 0
 
 
 def _int8_onnx_file(
-    config: ExportConfig, out: Path, inputs: dict[str, list[np.ndarray]], width: int, height: int, record: dict
+    config: ExportConfig, out: Path, inputs: dict[str, list[np.ndarray]], checked: CheckedInputs, record: dict
 ) -> bool:
-    """The int8 ONNX file, how far it moves from fp32, and its accuracy gate when there is validation data; fills
-    ``record["int8"]``. False when the gate fails (the record is written then)."""
+    """The int8 ONNX file, how far it moves from fp32, and its accuracy gate when there is validation data (written
+    under :func:`pending_int8_path` until the gate passed); fills ``record["int8"]``. False when the gate fails (the
+    record is written then)."""
     int8_path = Path(config.int8_out) if config.int8_out else out.with_name(out.stem + ".int8.onnx")
-    calibration = calibration_pictures(config.calibration, config.count, width, height)
-    quantize_int8(out, int8_path, mode=config.int8_mode, calibration=calibration)
+    gated = checked.validation is not None
+    written = pending_int8_path(int8_path) if gated else int8_path
+    if gated:
+        _remove_with_record(int8_path)  # an earlier run's file must not pass for this one's
+    quantize_int8(out, written, mode=config.int8_mode, calibration=checked.calibration)
     real_looking = [picture for name, pictures in inputs.items() if name != "random" for picture in pictures]
-    change = compare_outputs(out, int8_path, real_looking or inputs["random"])
+    change = compare_outputs(out, written, real_looking or inputs["random"])
     record["int8"] = {
-        "onnx": str(int8_path),
+        "onnx": str(written),
         "mode": config.int8_mode,
         "calibration": config.calibration or "generated scenes",
-        "calibration_pictures": len(calibration) if config.int8_mode == "static" else 0,
+        "calibration_pictures": len(checked.calibration) if config.int8_mode == "static" else 0,
         "difference_to_fp32": change,
     }
     print(
-        f"int8 ({config.int8_mode}) -> {int8_path}: max |int8 - fp32| / range = "
+        f"int8 ({config.int8_mode}) -> {written}: max |int8 - fp32| / range = "
         f"{change['max_relative_to_range']:.3f}, mean {change['mean_relative_to_range']:.4f}"
     )
-    if config.validation is None:
+    if not gated:
         record["int8"]["gate"] = "not run: no validation data"
         print("int8 accuracy not checked: give --validation DATA to score fp32 and int8 on it (the gate)")
         return True
     gate, int8_path = gate_int8(
-        out, int8_path, config.validation, config.max_abs_rel_drop, config.protocol,
+        out, int8_path, checked.validation, config.max_abs_rel_drop, config.protocol,
         config.validation_splits, config.validation_limit,
     )
     record["int8"].update(onnx=str(int8_path), gate=gate)
@@ -720,17 +859,19 @@ def _int8_onnx_file(
         _write_record(out, record)
         print(gate_message(gate, config.validation, int8_path), file=sys.stderr)
         return False
-    print(f"int8 gate passed: ΔAbsRel {gate['abs_rel_drop']:+.4f} <= {config.max_abs_rel_drop}")
+    print(f"int8 gate passed: ΔAbsRel {gate['abs_rel_drop']:+.4f} <= {config.max_abs_rel_drop} -> {int8_path}")
     return True
 
 
 def _export_for_phones(
-    config: ExportConfig, model: nn.Module, out: Path, width: int, height: int, resolved_yaml: str
+    config: ExportConfig, model: nn.Module, out: Path, size: tuple[int, int], checked: CheckedInputs,
+    resolved_yaml: str,
 ) -> int:
     """tflite / executorch / coreml through :func:`export`; 1 when a check fails."""
+    width, height = size
     try:
         record = export(
-            model, config.format, out, int8=config.int8, calibration=config.calibration, validation=config.validation,
+            model, config.format, out, int8=config.int8, calibration=config.calibration, validation=checked.validation,
             max_abs_rel_drop=config.max_abs_rel_drop, height=height, width=width, calibration_count=config.count,
             protocol=config.protocol, validation_splits=config.validation_splits,
             validation_limit=config.validation_limit, int8_out=config.int8_out,

@@ -50,8 +50,8 @@ from distill.deploy.runtime import (
 from distill.students import is_student_folder
 from distill.students.config import STUDENT_SIZE
 from shards.cli.config import looks_like_path
-from shards.cli.errors import UserError, one_line
-from shards.format import LABEL_KINDS, METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, SAMPLE_SIZE
+from shards.cli.errors import UserError, hub_unreachable, one_line, read_hub_cache_only
+from shards.format import LABEL_KINDS, METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
 from shards.tools.pictures import colorize_depth
 
 #: What ``predict`` takes; a list of these gives a list of predictions.
@@ -91,9 +91,17 @@ def as_inputs(image: Any) -> tuple[list[InputImage], bool]:
     return _one(image), False
 
 
+class PictureNotFoundError(FileNotFoundError):
+    """A path given to ``predict`` that names no file; the message says what ``predict`` takes."""
+
+
+class NotAPictureError(ValueError):
+    """An input ``predict`` cannot read as a picture: a URL, a folder, a file that is no picture."""
+
+
 def _one(image: Any) -> list[InputImage]:
     if isinstance(image, (str, os.PathLike)):
-        return [InputImage(pixels=load_picture(image))]
+        return [InputImage(pixels=_picture_file(image))]
     if isinstance(image, Image.Image):
         return [InputImage(pixels=picture_to_rgb(image))]
     if isinstance(image, np.ndarray):
@@ -101,6 +109,28 @@ def _one(image: Any) -> list[InputImage]:
     if isinstance(image, torch.Tensor):
         return [InputImage(tensor=single) for single in _float_tensor(image)]
     raise TypeError(f"predict takes {ACCEPTED_INPUTS}; got {type(image).__name__}")
+
+
+def _picture_file(image: str | os.PathLike) -> np.ndarray:
+    """A local picture file as uint8 RGB; a URL, a folder, a missing path or a file PIL cannot read is one error
+    naming the input and what ``predict`` takes (not PIL's or the file system's own)."""
+    text = str(image)
+    if text.startswith(("http://", "https://")):
+        raise NotAPictureError(
+            f"predict reads local picture files, not URLs ({text}): download the picture first; predict takes "
+            f"{ACCEPTED_INPUTS}"
+        )
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise NotAPictureError(f"{text} is a folder: predict takes one picture file per path ({ACCEPTED_INPUTS})")
+    if not path.exists():
+        raise PictureNotFoundError(f"{text}: no such picture file; predict takes {ACCEPTED_INPUTS}")
+    try:
+        return load_picture(path)
+    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError, a truncated file, ...
+        raise NotAPictureError(
+            f"{text} is not a picture this can read ({one_line(error)}); predict takes {ACCEPTED_INPUTS}"
+        ) from error
 
 
 def _rgb_array(array: np.ndarray) -> np.ndarray:
@@ -149,10 +179,9 @@ CONSTANT_MODEL = "constant"
 ACCEPTED_MODELS = (
     "a student folder (config.json with our 'architecture' field + model.safetensors) or its hub id, "
     "an exported .onnx file (or .tflite, .pte), "
-    "a transformers depth model (a folder whose config.json has model_type dpt / depth_anything, or a hub id "
+    "a transformers depth model (a folder whose config.json has a teacher family's model_type, or a hub id "
     f"such as Intel/dpt-hybrid-midas), or '{CONSTANT_MODEL}' (the baseline that predicts one value everywhere)"
 )
-TRANSFORMERS_DEPTH_TYPES = ("dpt", "depth_anything", "glpn", "zoedepth", "depth_pro", "prompt_depth_anything")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -192,9 +221,15 @@ def detect_source(model: str | os.PathLike, revision: str | None = None) -> tupl
         if "architecture" in record:
             return "student", model
         architectures = record.get("architectures") or []
-        if record.get("model_type") in TRANSFORMERS_DEPTH_TYPES or any("DepthEstimation" in a for a in architectures):
-            return "teacher", model
-        raise UserError(f"--model {model} is a folder but not a model this command knows; accepted: {ACCEPTED_MODELS}")
+        from pseudolabel.teachers import TEACHER_FAMILIES  # the one table of teacher families, read lazily (Layout)
+
+        if record.get("model_type") in TEACHER_FAMILIES or any("DepthEstimation" in a for a in architectures):
+            return "teacher", model  # the teacher loader refuses a depth family it does not run, by name
+        families = ", ".join(TEACHER_FAMILIES)
+        raise UserError(
+            f"--model {model} is a folder but not a model this command knows (a teacher's model_type is one of "
+            f"{families}); accepted: {ACCEPTED_MODELS}"
+        )
     if not path.exists() and looks_like_path(model):
         raise UserError(f"--model {model}: no such student folder or model file; accepted: {ACCEPTED_MODELS}")
     if not path.exists() and _HUB_ID.match(model):
@@ -208,6 +243,7 @@ def _hub_source(repo_id: str, revision: str | None) -> tuple[str, str]:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    _check_hub_or_cache(repo_id, revision)
     try:
         config_path = hf_hub_download(repo_id, "config.json", revision=revision)
     except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError):
@@ -217,18 +253,37 @@ def _hub_source(repo_id: str, revision: str | None) -> tuple[str, str]:
     return "teacher", repo_id
 
 
+def _check_hub_or_cache(repo_id: str, revision: str | None) -> None:
+    """One quick check before a library reaches the hub for ``repo_id`` (which retries for a minute): when the hub
+    does not answer, an id in the local cache is read from there (the process goes offline), any other is a user
+    error naming both readings of the name."""
+    from huggingface_hub import try_to_load_from_cache
+
+    unreachable = hub_unreachable()
+    if unreachable is None:
+        return
+    if not isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        raise UserError(
+            f"--model {repo_id} is neither a local path (no such folder) nor reachable on the Hugging Face hub "
+            f"({unreachable}), and it is not in the local cache: give the folder or file of the model (a path "
+            f"starting with ./ if it is one), or run where the hub is reachable; accepted: {ACCEPTED_MODELS}"
+        )
+    read_hub_cache_only()
+
+
 class DepthModel:
     """A depth model behind one call. ``infer``: float (B, 3, height, width) RGB in [0, 1] -> float32 (B, h, w)
     tensor (relative inverse depth, or metres per ``kind``); ``predict``: any picture form at any size ->
-    :class:`DepthPrediction` at that size."""
+    :class:`DepthPrediction` at that size. ``width`` and ``height`` are None for a teacher, which takes each picture
+    at its own size and resizes it, and its map back, as its authors do (:attr:`native_size`)."""
 
     def __init__(
         self,
         name: str,
         source: str,
         kind: str,
-        width: int,
-        height: int,
+        width: int | None,
+        height: int | None,
         forward: Callable[[torch.Tensor], torch.Tensor],
         location: str | None = None,
         runner: Any = None,
@@ -267,7 +322,10 @@ class DepthModel:
             return _constant_model(input_size)
         if source == "teacher":
             if input_size is not None:
-                raise UserError("--size applies to students and constant; teachers run at 512x384")
+                raise UserError(
+                    "--size applies to students and constant; a teacher takes each picture at its own size and "
+                    "runs at its family's own network size (docs/evaluation.md)"
+                )
             return _teacher_model(location, device, revision, precision)
         if source != "student" and precision not in ("auto", "fp32"):
             raise UserError(f"--precision {precision} applies to PyTorch models; an exported file runs as exported")
@@ -282,8 +340,9 @@ class DepthModel:
         return _runner_model(runner, source, location, run_precision)
 
     def infer(self, images: torch.Tensor) -> torch.Tensor:
-        """float (B, 3, height, width) RGB in [0, 1] at the model's size -> float32 (B, height', width') tensor on
-        the CPU. Every caller (predict, evaluate, compare, the predict command) runs the model through here."""
+        """float (B, 3, height, width) RGB in [0, 1] at the model's size (a teacher: any size) -> float32
+        (B, height', width') tensor on the CPU (a teacher: at the input's size). Every caller (predict, evaluate,
+        compare, the predict command) runs the model through here."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"infer takes (B, 3, H, W) RGB, got {tuple(images.shape)}")
         with torch.inference_mode():
@@ -295,18 +354,53 @@ class DepthModel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         inputs, many = as_inputs(image)
-        predictions = []
+        predictions: list[DepthPrediction | None] = [None] * len(inputs)
         for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            maps = self.infer(to_model_batch(chunk, self.width, self.height)).numpy()  # (B, h, w)
-            for item, values in zip(chunk, maps):
-                height, width = item.size
-                resized = resize_prediction(values, width, height, non_negative=self.kind == METRIC_DEPTH)
-                predictions.append(DepthPrediction(resized, self.kind))
+            for positions in self._same_input_size(inputs, range(start, min(start + batch_size, len(inputs)))):
+                chunk = [inputs[position] for position in positions]
+                height, width = chunk[0].size
+                maps = self.infer(to_model_batch(chunk, *self.input_size_for(width, height))).numpy()  # (B, h, w)
+                for position, item, values in zip(positions, chunk, maps):
+                    height, width = item.size
+                    resized = resize_prediction(values, width, height, non_negative=self.kind == METRIC_DEPTH)
+                    predictions[position] = DepthPrediction(resized, self.kind)
         return predictions if many else predictions[0]
 
+    @property
+    def native_size(self) -> bool:
+        """True for a teacher: it takes each picture at its own size and resizes it as its authors do."""
+        return self.width is None
+
+    def input_size_for(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) a picture of ``width`` x ``height`` is given to :meth:`infer` at: the model's size, or the
+        picture's own for a teacher."""
+        return (width, height) if self.native_size else (self.width, self.height)
+
+    def input_label(self) -> str:
+        """The input size as the tables print it: ``256x192``, or what a teacher runs at."""
+        if not self.native_size:
+            return f"{self.width}x{self.height}"
+        info = self.runner.info()  # a teacher: its size rule (pseudolabel.teachers.RECIPES, or its processor's)
+        size = f" {info['size']}" if info["size"] else ""  # 0: the picture's own size, floored to the multiple
+        return f"own ({info['size_fit']}{size}, /{info['size_multiple']})"
+
+    def _same_input_size(self, inputs: list[InputImage], positions: range) -> list[list[int]]:
+        """``positions`` in batches that share an input size: one batch for a fixed-size model, by picture size for
+        a teacher."""
+        if not self.native_size:
+            return [list(positions)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position in positions:
+            groups.setdefault(inputs[position].size, []).append(position)
+        return list(groups.values())
+
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "type": self.source, "kind": self.kind, "input_size": [self.width, self.height]}
+        """The model as reports record it; a teacher's input size is null and ``teacher`` says what runs."""
+        record = {"model": self.name, "type": self.source, "kind": self.kind,
+                  "input_size": None if self.native_size else [self.width, self.height]}
+        if self.source == "teacher":
+            record["teacher"] = self.runner.info()
+        return record
 
     def save_pretrained(self, folder: str | os.PathLike, **card: Any) -> Path:
         """Write a student as a hub-ready folder: ``config.json``, ``model.safetensors`` and a model card
@@ -323,27 +417,29 @@ class DepthModel:
         return push_to_hub(self, repo_id, **options)
 
     def __repr__(self) -> str:
-        return f"DepthModel({self.name!r}, {self.kind}, {self.width}x{self.height})"
+        return f"DepthModel({self.name!r}, {self.kind}, {self.input_label()})"
 
 
 def _teacher_model(model: str, device: str, revision: str | None, precision: str) -> DepthModel:
     # The one crossing into pseudolabel (docs/decisions.md, "Layout"), lazily and here only: a teacher is measured by
     # the code that labels.
-    from pseudolabel.teachers import TeacherNotFoundError, load_teacher
+    from pseudolabel.teachers import TeacherModelError, load_teacher
 
     try:  # ``precision`` is the backbone's; a teacher's head always runs in fp32
         teacher = load_teacher(model, device=pick_device(device), revision=revision, precision=precision)
-    except TeacherNotFoundError as error:
+    except TeacherModelError as error:
         error.key = "--model"  # the commands' name for the model (the pseudolabel stage says teacher.model)
         raise
     kind = METRIC_DEPTH if teacher.kind == METRIC_DEPTH else RELATIVE_INVERSE_DEPTH
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()  # (B, H, W, 3)
+        # The picture at its own size, as the 8-bit pixels it was read as (a picture's x / 255 back to x, exactly);
+        # the teacher resizes it to its network size and its map back to this size, once, as its authors do.
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)  # (B, H, W, 3)
         return torch.as_tensor(teacher(pixels), dtype=torch.float32)
 
-    width, height = SAMPLE_SIZE  # 512x384: the teachers' pseudo-labelling size (docs/decisions.md, "Teachers")
-    return DepthModel(f"teacher:{model}", "teacher", kind, width, height, forward, model, teacher, precision)
+    # no fixed size (docs/evaluation.md, "A teacher's row"): each picture goes in whole
+    return DepthModel(f"teacher:{model}", "teacher", kind, None, None, forward, model, teacher, precision)
 
 
 def load_runner(

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from distill.deploy.model import DepthModel
 from distill.deploy.runtime import IMAGE_EXTENSIONS, Kind, images_to_batch, load_picture, resize_prediction
 from shards.cli.config import Command, parse_size, save_resolved_config
-from shards.cli.errors import UserError, run_command
+from shards.cli.errors import UserError, refuse_filled_folder, run_command
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, LabelError, as_inverse_depth, encode_label_codes
 from shards.tools.pictures import colorize_depth
 
@@ -97,6 +97,9 @@ class PredictConfig:
     """CPU threads (default: the runtime's choice)"""
     kind: Kind | None = None
     """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
+    overwrite: bool = False
+    """write into an --out that already holds files (outputs of the same names are replaced, others stay); without
+    it such a folder is refused before the model is loaded, so no earlier output is lost"""
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,8 @@ def predict_video(model: DepthModel, job: Job, out: Path, options: VideoOptions)
     try:
         with tqdm(total=info.frames or None, desc=job.path.name, unit="frame") as progress:
             for frames in _batches(read_frames(job.path), options.batch_size):
-                predictions = model.infer(torch.from_numpy(images_to_batch(frames, model.width, model.height)))
+                size = model.input_size_for(frames[0].shape[1], frames[0].shape[0])  # a teacher: the frame's own
+                predictions = model.infer(torch.from_numpy(images_to_batch(frames, *size)))
                 predictions = as_inverse_depth(predictions.numpy(), model.kind)  # (B, h, w); metres -> 1 / m
                 for frame, prediction in zip(frames, predictions):
                     if depth_smoother is not None:
@@ -429,6 +433,8 @@ def _main(argv: list[str] | None) -> int:
     config, resolved_yaml = COMMAND.parse(argv)
     if not config.inputs:
         raise UserError("give at least one picture, folder or video to predict (bare words after the keys)")
+    if not config.overwrite:
+        refuse_filled_folder(config.out, "--out", "pass --overwrite true to write over it")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width, height = parse_size(config.size) if config.size else (None, None)
     out = Path(config.out)
@@ -447,7 +453,7 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as error:  # a size the model cannot take
         raise UserError(str(error)) from error
     save_resolved_config(resolved_yaml, out)
-    logger.info("model %s at %dx%d (W x H); %d input(s)", model.name, model.width, model.height, len(jobs))
+    logger.info("model %s, input %s (W x H); %d input(s)", model.name, model.input_label(), len(jobs))
     pictures = [job for job in jobs if not job.is_video]
     processed = predict_pictures(model, pictures, out, config.save_raw, config.batch_size, skipped)
     options = VideoOptions(

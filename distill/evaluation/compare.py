@@ -45,11 +45,18 @@ import torch
 from distill.deploy.benchmark import unique_names
 from distill.deploy.model import CONSTANT_MODEL, DepthModel, detect_source
 from distill.deploy.runtime import Kind
-from distill.evaluation.evaluate import EvaluateConfig, evaluate, evaluate_frames, open_checked, resolve_protocol
+from distill.evaluation.evaluate import (
+    EvaluateConfig,
+    evaluate,
+    evaluate_frames,
+    negative_scale_note,
+    open_checked,
+    resolve_protocol,
+)
 from distill.evaluation.protocols import EIGEN_CROP, EIGEN_FRAME, Protocol, crop_mask, eval_crop, get_protocol
 from distill.students.config import STUDENT_SIZE, check_input_size
 from shards.cli.config import Command, parse_size, save_resolved_config
-from shards.cli.errors import UserError, run_command
+from shards.cli.errors import UserError, refuse_filled_folder, run_command
 from shards.format import RELATIVE_INVERSE_DEPTH
 from shards.tools.pictures import colorize_depth, image_grid, save_picture
 from shards.tools.rgbd import DepthFolder, DepthScaleName
@@ -103,6 +110,9 @@ class CompareConfig:
     """timed matmuls (the median is reported)"""
     picture_frames: int = 4
     """frames of the first data set in compare.png (0: no picture)"""
+    overwrite: bool = False
+    """write into an --out that already holds files (replacing this command's own); without it such a folder is
+    refused before any model is loaded, so no earlier comparison is lost"""
 
 
 # ----------------------------------------------------------------------------------------------------------- the inputs
@@ -439,6 +449,7 @@ def table_values(entry: ModelEntry, datasets: Sequence[str]) -> list[Any]:
     """The raw values of one row, in ``table_columns`` order (None = n/a)."""
     latency = entry.latency or {}
     size = f"{entry.input_size[0]}x{entry.input_size[1]}" if entry.input_size else NOT_AVAILABLE
+    size = entry.notes.get("input_size", size)
     values: list[Any] = [
         entry.name,
         entry.architecture or NOT_AVAILABLE,
@@ -526,6 +537,9 @@ def write_markdown(record: dict[str, Any], header: list[str], cells: list[list[s
                     f"- {entry['name']} on {data_name}: protocol `{result['protocol']['name']}` "
                     f"({result['protocol_note']})"
                 )
+            if result["negative_scale_frames"]:
+                note = negative_scale_note(result["negative_scale_frames"], result["count"])
+                lines.append(f"- {entry['name']} on {data_name}: {note}")
     lines += [
         "",
         "Bold: the best value of each column (lowest; highest for δ1) where at least two models have one. "
@@ -603,6 +617,8 @@ def _main(argv: list[str] | None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config, resolved_yaml = COMMAND.parse(argv)
+    if not config.overwrite:
+        refuse_filled_folder(config.out, "--out", "pass --overwrite true to write over it")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     size = parse_size(config.size)
     out = Path(config.out)
@@ -626,6 +642,8 @@ def _main(argv: list[str] | None) -> int:
     record["table"] = {"header": header, "rows": cells}
     if picture is not None and picture.frames:
         record["picture"] = _save_picture(picture, entries, datasets[0], out / "compare.png")
+    else:
+        (out / "compare.png").unlink(missing_ok=True)  # an earlier run's (--overwrite): not of these models
     (out / "compare.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     (out / "compare.md").write_text(write_markdown(record, header, cells))
     sys.stdout.write(markdown_table(header, cells))
@@ -699,7 +717,9 @@ def _evaluate_model(
     model = DepthModel.from_pretrained(  # scored in fp32, as evaluate scores by default
         entry.model, device=config.device, input_size=input_size, kind=config.kind, precision="fp32"
     )
-    entry.input_size = (model.width, model.height)
+    entry.input_size = None if model.native_size else (model.width, model.height)
+    if model.native_size:  # a teacher takes each frame whole (docs/evaluation.md, "A teacher's row")
+        entry.notes["input_size"] = model.input_label()
     for number, dataset in enumerate(datasets):
         protocol, note = dataset.protocol_for(model.kind)
         out = Path(config.out) / "reports" / folder_name(entry.name) / folder_name(dataset.name)
@@ -716,6 +736,7 @@ def _evaluate_model(
             "metrics": record["metrics"],
             "count": record["count"],
             "frames_without_valid_pixels": record["frames_without_valid_pixels"],
+            "negative_scale_frames": record["negative_scale_frames"],
             "protocol": record["protocol"],
             "protocol_note": note,
             "model": record["model"],

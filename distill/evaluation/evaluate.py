@@ -9,11 +9,14 @@ loop, the report and the command; no part has a user beyond this command and ``c
 The model is recognised by content (:mod:`distill.deploy.model`): an ``.onnx`` file, a student folder, a transformers
 depth model folder or hub id (a teacher), or ``constant``; the data by its form (:func:`open_data`: NYU's ``.mat``, a
 DIODE tree, a ``.txt`` pair list, an ``rgb/`` + ``depth/`` folder, or a ``datasets`` copy). Each frame is resized to the
-model's input size, the prediction resized back to the frame's size, then the protocol
+model's input size, the prediction resized back to the frame's size (a teacher takes the whole frame, and resizes it and
+its map back once, as its authors do: ``metrics.json``'s ``resize`` says which kernels ran), then the protocol
 (:mod:`distill.evaluation.protocols`) aligns it, caps it and scores it per image with ``distill.metrics``; figures are
 averaged over images.
 
-Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means), ``per_image.csv``,
+Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means, and
+``negative_scale_frames``: frames whose least-squares scale would be negative, scored as the best constant instead,
+as stderr says too), ``per_image.csv`` (the scale as applied, and ``negative_scale``),
 ``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png``, ``config.yaml`` (the
 resolved config) and, with ``--save_predictions true``, ``predictions.npz`` (every raw prediction at the frame's size,
 before alignment: the model's output resized with the kernel named in its ``resize`` member, never clamped).
@@ -57,7 +60,14 @@ from distill.evaluation.protocols import (
 )
 from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
 from shards.cli.config import Command, looks_like_path, parse_size, save_resolved_config
-from shards.cli.errors import UserError, one_line, run_command
+from shards.cli.errors import (
+    UserError,
+    hub_unreachable,
+    one_line,
+    read_hub_cache_only,
+    refuse_filled_folder,
+    run_command,
+)
 from shards.format import METRIC_DEPTH, LabelError
 from shards.tools.nyu import DepthFrame, NyuFormatError, NyuSplit
 from shards.tools.pictures import colorize_depth, error_map, image_grid, save_picture
@@ -149,9 +159,9 @@ class ProtocolOptions:
     crop_fraction: str | None = None
     """the pixels scored as fractions of each frame's size: garg, none, or top,bottom,left,right"""
     input_resize: Resize | None = None
-    """frame -> the model's input size"""
+    """frame -> the model's input size (not a teacher's: it takes the whole frame and resizes as its authors do)"""
     output_resize: Resize | None = None
-    """prediction -> the frame's size"""
+    """prediction -> the frame's size (not a teacher's: its own kernel, once)"""
     alignment: Literal["lsq_inverse", "median_depth", "none"] | None = None
     """per-image alignment before the metrics"""
     depth_cap: float | None = None
@@ -224,6 +234,9 @@ class EvaluateConfig(ProtocolOptions, DataOptions, ModelOptions):
     """the output folder (metrics.json, per_image.csv, table_row.md, best_median_worst.png, config.yaml)"""
     save_predictions: bool = False
     """also write predictions.npz (raw, at the frames' size; frames of one size)"""
+    overwrite: bool = False
+    """write into an --out that already holds files (replacing this command's own); without it such a folder is
+    refused before the model is loaded, so no earlier report is lost"""
 
 
 # ------------------------------------------------------------------------------------------------------------- the data
@@ -263,6 +276,16 @@ def open_data(args: DataOptions, protocol: Protocol) -> Any:
         log.info("%s is a folder source: its depth is used as given (protocol depth_source does not apply)", data)
         return DepthFolder(data, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit)
     _check_dataset_name(data)
+    return _open_dataset(args, protocol)
+
+
+def _open_dataset(args: DataOptions, protocol: Protocol) -> HfDepthDataset:
+    """A ``datasets`` copy: a saved folder, or a hub id. For a hub id the hub is checked once first (``datasets``
+    retries an unreachable hub for half a minute): when it does not answer, only the local cache is read."""
+    data = args.data
+    unreachable = None if Path(data).expanduser().is_dir() else hub_unreachable()
+    if unreachable is not None:
+        read_hub_cache_only()
     try:
         return HfDepthDataset(
             data,
@@ -275,6 +298,12 @@ def open_data(args: DataOptions, protocol: Protocol) -> Any:
             limit=args.limit,
         )
     except (ConnectionError, FileNotFoundError) as error:  # datasets' answers for a name it cannot find or reach
+        if unreachable is not None:
+            raise UserError(
+                f"--data {data} is neither a local path (no such file or folder) nor reachable on the Hugging Face "
+                f"hub ({unreachable}), and no copy is cached here: check the path, or run where the hub is reachable; "
+                f"evaluate reads {_FORMS}"
+            ) from error
         raise UserError(
             f"--data {data} is not a local path, and the datasets hub has no copy here ({one_line(error)}): save the "
             f"data set to a folder on a machine with internet (datasets.load_dataset(...).save_to_disk(DIR)) and "
@@ -330,9 +359,10 @@ class BatchResult:
     depth: torch.Tensor  # (B, H, W) float64 predicted metres after the protocol
     target: torch.Tensor  # (B, H, W) ground truth metres
     valid: torch.Tensor  # (B, H, W) bool
-    scale: torch.Tensor  # (B,)
+    scale: torch.Tensor  # (B,) as applied: lsq_inverse holds it at >= 0
     shift: torch.Tensor  # (B,)
     metrics: dict[str, torch.Tensor]  # name -> (B,)
+    negative_scale: torch.Tensor  # (B,) bool: the free fit's scale was negative, scored as the best constant
 
 
 def evaluate_frames(model: DepthModel, protocol: Protocol, frames: Sequence[DepthFrame], device) -> BatchResult:
@@ -341,16 +371,17 @@ def evaluate_frames(model: DepthModel, protocol: Protocol, frames: Sequence[Dept
     target = torch.from_numpy(np.stack([frame.depth for frame in frames])).to(device)
     height, width = target.shape[-2:]
     inputs = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
-    inputs = resize_images(inputs, model.height, model.width, protocol.input_resize).clamp(0.0, 1.0)
+    model_width, model_height = model.input_size_for(width, height)  # a teacher: the frame as it is
+    inputs = resize_images(inputs, model_height, model_width, protocol.input_resize).clamp(0.0, 1.0)
     with torch.inference_mode():
         prediction = model.infer(inputs).to(device=device, dtype=torch.float32)  # (B, h, w)
     # not clamped: a relative prediction's offset is free, so its negative values enter the fit as they are; the
-    # protocol clamps only metric depth (non-negative by definition)
+    # protocol clamps only metric depth (non-negative by definition). A teacher's map is at the frame's size already.
     raw = resize_images(prediction[:, None], height, width, protocol.output_resize)[:, 0]
     valid = valid_mask(protocol, target)
-    depth, scale, shift = predicted_depth(protocol, raw, model.kind, target, valid)
+    depth, scale, shift, negative = predicted_depth(protocol, raw, model.kind, target, valid)
     metrics = batch_depth_metrics(depth, target, valid)
-    return BatchResult(raw, depth, target, valid, scale, shift, metrics)
+    return BatchResult(raw, depth, target, valid, scale, shift, metrics, negative)
 
 
 class PredictionWriter:
@@ -428,13 +459,32 @@ TABLE_COLUMNS = (
 )
 
 
-def table_row(name: str, input_size: tuple[int, int], metrics: dict[str, float], precision: str | None = None) -> str:
-    """A markdown table (header + one row) in the reference table's layout; then the precision, when given."""
+def table_row(name: str, input_size: str, metrics: dict[str, float], precision: str | None = None) -> str:
+    """A markdown table (header + one row) in the reference table's layout (``input_size`` as
+    :meth:`DepthModel.input_label` prints it); then the precision, when given."""
     header = "| Model | Input | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "---|" * (len(TABLE_COLUMNS) + 2)
     values = " | ".join(f"{metrics.get(key, math.nan):.3f}" for _, key in TABLE_COLUMNS)
     note = f"\nPrecision: {precision}.\n" if precision else ""
-    return f"{header}\n{rule}\n| {name} | {input_size[0]}x{input_size[1]} | {values} |\n{note}"
+    return f"{header}\n{rule}\n| {name} | {input_size} | {values} |\n{note}"
+
+
+def resize_kernels(model: DepthModel, protocol: Protocol) -> dict[str, str]:
+    """The kernels that took each frame to the model's input and its output back to the frame's size: the
+    protocol's, or a teacher's own (its authors' resizes, inside the teacher: docs/evaluation.md, "A teacher's row")."""
+    if model.native_size:
+        info = model.runner.info()
+        return {"input": f"teacher: {info['input_resize']}", "output": f"teacher: {info['output_resize']}"}
+    return {"input": protocol.input_resize, "output": protocol.output_resize}
+
+
+def negative_scale_note(negative: int, scored: int) -> str:
+    """The line that counts the frames scored as a constant because their free fit had a negative scale (evaluate's
+    stderr, compare's stderr and compare.md): the usual cause is a model's kind, metres read as inverse depth."""
+    return (
+        f"{negative} of {scored} frames fit a negative scale: the output looks like depth, not inverse depth; "
+        "see --kind"
+    )
 
 
 def evaluate(
@@ -447,12 +497,18 @@ def evaluate(
     device: torch.device | str = "cpu",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every frame of ``source``; write the outputs into ``out``; return the ``metrics.json`` record."""
+    """Evaluate every frame of ``source``; write the outputs into ``out``; return the ``metrics.json`` record.
+
+    Files of this command's own names that this run may not write (an earlier run's predictions or picture, in a
+    folder written over with ``--overwrite``) are removed first, so the folder never mixes two runs."""
     out.mkdir(parents=True, exist_ok=True)
+    for name in ("predictions.npz", "best_median_worst.png"):
+        (out / name).unlink(missing_ok=True)
     count = len(source)
     if count == 0:
         raise ValueError("the data source holds no frames")
-    writer = PredictionWriter(out / "predictions.npz", count, protocol.output_resize) if save_predictions else None
+    resize = resize_kernels(model, protocol)
+    writer = PredictionWriter(out / "predictions.npz", count, resize["output"]) if save_predictions else None
     started = time.perf_counter()
     rows = _score_source(model, source, protocol, batch_size, device, writer)
     seconds = time.perf_counter() - started
@@ -463,12 +519,17 @@ def evaluate(
     scored = [row for row in rows if not math.isnan(row["abs_rel"])]
     if len(scored) < count:
         log.warning("%d of %d frames have no valid pixel under the protocol: left out", count - len(scored), count)
+    negative = sum(1 for row in scored if row["negative_scale"])
+    if negative:
+        log.warning("%s: %s", model.name, negative_scale_note(negative, len(scored)))
     record = {
         "protocol": protocol.to_dict(),
         "model": model.describe(),
+        "resize": resize,
         "data": source.describe(),
         "count": len(scored),
         "frames_without_valid_pixels": count - len(scored),
+        "negative_scale_frames": negative,
         "metrics": means,
         "averaging": "mean over images of per-image metrics",
         "seconds": seconds,
@@ -528,6 +589,7 @@ def _score_batch(
                 "valid_pixels": int(valid_pixels[row_number]),
                 "scale": float(result.scale[row_number]),
                 "shift": float(result.shift[row_number]),
+                "negative_scale": bool(result.negative_scale[row_number]),
             }
             row.update({name: float(result.metrics[name][row_number]) for name in DEPTH_METRICS})
             rows.append(row)
@@ -543,7 +605,7 @@ def _write_report(
         table = csv.DictWriter(file, fieldnames=list(rows[0]))
         table.writeheader()
         table.writerows(rows)
-    (out / "table_row.md").write_text(table_row(model.name, (model.width, model.height), means, model.precision))
+    (out / "table_row.md").write_text(table_row(model.name, model.input_label(), means, model.precision))
 
 
 def _draw_best_median_worst(
@@ -569,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     config, resolved_yaml = COMMAND.parse(argv)
+    if not config.overwrite:
+        refuse_filled_folder(config.out, "--out", "pass --overwrite true to write over it")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = pick_device(config.device)
     input_size = parse_size(config.size) if config.size else None
@@ -599,7 +663,7 @@ def _main(argv: list[str] | None) -> int:
         if hasattr(source, "close"):
             source.close()
     log.info("%s", json.dumps(record["metrics"]))
-    sys.stdout.write(table_row(model.name, (model.width, model.height), record["metrics"]))
+    sys.stdout.write(table_row(model.name, model.input_label(), record["metrics"]))
     return 0
 
 

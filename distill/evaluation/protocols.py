@@ -7,8 +7,9 @@ made. Presets (``PRESETS``):
   0 < d < 10 m inside the Eigen crop ``[45:471, 41:601]`` (rows, columns of 480x640, end-exclusive); input resized
   bicubically to the model's size, prediction resized bicubically back to 640x480 (not clamped); per image,
   least-squares scale and shift of the predicted inverse depth onto the ground truth's inverse depth over the valid
-  pixels (``distill.align.aligned_depth``, which training validation uses too); the aligned inverse depth clamped
-  to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
+  pixels, the scale held at >= 0 (``distill.align.solve_nonnegative_scale_shift``: a frame whose best scale is
+  negative, depth read as inverse depth, scores as the best constant; training validation keeps the free fit); the
+  aligned inverse depth clamped to >= 1/10 (a 10 m cap) and inverted; metrics per image at full resolution.
 - ``common``: in-painted depth (``depths``), 1e-3 < d < 10 m, Eigen crop; alignment as ``reference``.
 - ``midas``: as ``common`` without the crop (MiDaS / PyDNet).
 - ``median``: as ``common``, but the prediction turned into depth and scaled by median(gt) / median(pred);
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from distill.align import aligned_depth, fit_median_scale
+from distill.align import capped_depth, fit_median_scale, solve_nonnegative_scale_shift
 from shards.format import LABEL_KINDS, METRIC_DEPTH, as_inverse_depth, inverse_depth
 from shards.tools.rgbd import DEPTH_SCALES, DIODE_SCENES
 
@@ -217,15 +218,16 @@ def _to_depth(prediction: torch.Tensor, kind: str) -> torch.Tensor:
 
 def predicted_depth(
     protocol: Protocol, prediction: torch.Tensor, kind: str, target: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply the protocol's alignment and caps to a batch of predictions at ground-truth size.
 
     ``prediction`` (B, H, W): relative inverse depth, or metres when ``kind == "metric_depth"``, as resized and
     never clamped before: relative inverse depth has a free offset, so negative values are signal and enter the
     fit as they are; only metric depth, non-negative by definition, is clamped at 0 (its inverse floored). ``target``
     (B, H, W) metres; ``valid`` from :func:`valid_mask`. Returns predicted depth in metres (B, H, W, float64,
-    positive wherever the metrics look), and the per-image scale and shift (B,) that were applied (1 and 0 when
-    none; for ``median_depth`` the scale multiplies depth).
+    positive wherever the metrics look), the per-image scale and shift (B,) that were applied (1 and 0 when none;
+    for ``median_depth`` the scale multiplies depth; ``lsq_inverse`` holds the scale at >= 0), and (B,) bool: the
+    frames whose free fit had a negative scale and were scored as the best constant instead (``lsq_inverse`` only).
     """
     if kind not in LABEL_KINDS:
         raise ValueError(f"prediction kind must be one of {LABEL_KINDS}, got {kind!r}")
@@ -234,10 +236,12 @@ def predicted_depth(
     batch = prediction.shape[0]
     scale = torch.ones(batch, dtype=torch.float64, device=prediction.device)
     shift = torch.zeros_like(scale)
+    negative = torch.zeros(batch, dtype=torch.bool, device=prediction.device)
     if protocol.alignment == "lsq_inverse":
         target_inverse = inverse_depth(target, valid)
         inverse = as_inverse_depth(prediction, kind)
-        depth, scale, shift = aligned_depth(inverse, target_inverse, valid, protocol.depth_cap)
+        scale, shift, negative = solve_nonnegative_scale_shift(inverse, target_inverse, valid)
+        depth = capped_depth(inverse, scale, shift, protocol.depth_cap)
     elif protocol.alignment == "median_depth":
         depth = _to_depth(prediction, kind)
         scale = fit_median_scale(depth, target, valid)
@@ -246,4 +250,4 @@ def predicted_depth(
         depth = _to_depth(prediction, kind).clamp(max=protocol.depth_cap)
     if protocol.min_prediction is not None:
         depth = depth.clamp(min=protocol.min_prediction)
-    return depth, scale, shift
+    return depth, scale, shift, negative

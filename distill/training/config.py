@@ -8,10 +8,19 @@ read and checked before the training code loads (the student section's check imp
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+import yaml
+
 from distill.students.config import STUDENT_SIZE, StudentConfig, check_input_size
+
+logger = logging.getLogger(__name__)
+
+#: The longest learning-rate warm-up, as a share of ``train.steps``: a longer ``optim.warmup_steps`` is cut to it, so
+#: that a short run (``--train.steps 30`` with the reference recipe's 1000-step warm-up) still trains at its peak rate.
+MAX_WARMUP_SHARE = 0.05
 
 
 @dataclass
@@ -124,7 +133,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW's (beta1, beta2)"""
     warmup_steps: int = 1000
-    """steps of linear warm-up from 0 to lr"""
+    """steps of linear warm-up from 0 to lr, at most 5% of train.steps (MAX_WARMUP_SHARE: a short run trains at its
+    peak lr; the run's config.yaml shows the steps used)"""
     min_lr_ratio: float = 0.01
     """the cosine decay ends at lr * min_lr_ratio"""
     clip_grad_norm: float | None = 1.0
@@ -143,12 +153,19 @@ class TrainConfig:
     """seeds the student's initialisation, the data order and the augmentation"""
     ema_decay: float | None = 0.999
     """None: no EMA; otherwise validation and the saved student use the EMA weights"""
+    ema_warmup_power: float | None = 0.75
+    """the EMA decay ramps up with the run as 1 - (1 + step)^-power, capped at ema_decay (timm's ModelEmaV3 warm-up;
+    0.75 reaches 0.999 near step 10k), so a short run's EMA follows its training; null: ema_decay from step 1"""
     channels_last: bool = True
     """train in channels-last memory format (faster convolutions on GPU)"""
     max_consecutive_nonfinite: int = 100
     """stop with an error after this many skipped steps in a row"""
     stop_after: int | None = None
     """checkpoint and stop after this many steps in this run (time-limited jobs)"""
+
+    def __post_init__(self) -> None:
+        if self.ema_warmup_power is not None and self.ema_warmup_power <= 0:
+            raise ValueError(f"train.ema_warmup_power must be > 0 (null: no warm-up), got {self.ema_warmup_power}")
 
 
 @dataclass
@@ -203,7 +220,9 @@ class DistillConfig:
     """"latest" (newest complete checkpoint in OUTPUT_DIR) or a checkpoint folder"""
 
     def __post_init__(self) -> None:
-        """Checks across sections, so a recipe that cannot train stops before any data is read."""
+        """Checks across sections, so a recipe that cannot train stops before any data is read; the warm-up cut to
+        its share of the run (``MAX_WARMUP_SHARE``)."""
+        self.optim.warmup_steps = min(self.optim.warmup_steps, int(MAX_WARMUP_SHARE * self.train.steps))
         if self.loss.coarse_weight > 0 and not self.student.coarse_head:
             raise ValueError("loss.coarse_weight > 0 needs student.coarse_head: true (an RT-MonoDepth student)")
         if self.student.coarse_head and self.loss.coarse_weight == 0:
@@ -211,3 +230,16 @@ class DistillConfig:
                 "student.coarse_head: true without loss.coarse_weight > 0 trains a head nothing uses (and several "
                 "processes stop on its missing gradients): set loss.coarse_weight, or coarse_head false"
             )
+
+
+def resolved_as_used(config: DistillConfig, resolved_yaml: str) -> str:
+    """The resolved config with the values the run uses where the config changed what was given (the warm-up cut to
+    ``MAX_WARMUP_SHARE`` of the run), said in the log, so the run's config.yaml tells how it was trained."""
+    values = yaml.safe_load(resolved_yaml)
+    given = values["optim"]["warmup_steps"]
+    if given == config.optim.warmup_steps:
+        return resolved_yaml
+    logger.warning("optim.warmup_steps %d is more than %.0f%% of train.steps %d: warming up over %d steps", given,
+                   100 * MAX_WARMUP_SHARE, config.train.steps, config.optim.warmup_steps)
+    values["optim"]["warmup_steps"] = config.optim.warmup_steps
+    return yaml.safe_dump(values, sort_keys=False)

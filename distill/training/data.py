@@ -285,9 +285,55 @@ class TrainLoader:
         self.reads = reads
 
     def __iter__(self) -> Iterator[dict]:
-        for batch in self.loader:
+        for batch in worker_batches(self.loader):
             self.reads.record(batch.pop(READS_FIELD))
             yield batch
+
+
+def worker_batches(loader: DataLoader) -> Iterator[dict]:
+    """The loader's batches, its workers shut down however the reading ends (finished, closed, or failed), and a
+    worker's exception raised with the worker's own message (:func:`worker_error`).
+
+    The workers ignore SIGTERM (:func:`ignore_stop_signals`): a loader still running when the process exits (held by
+    an exception's traceback) leaves multiprocessing's exit handler joining its workers for ever. Close this generator
+    (or let it finish) to end them; torch's own clean-up is the iterator's ``_shutdown_workers``, what its
+    ``__del__`` calls."""
+    batches = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as error:
+                rebuilt = worker_error(error)
+                if rebuilt is error:
+                    raise
+                raise rebuilt from error
+            yield batch
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # absent without workers
+        if shutdown is not None:
+            shutdown()
+
+
+def worker_error(error: Exception) -> Exception:
+    """torch raises a worker's exception again in the training process as its type with the worker's whole traceback
+    as the message (``Caught X in DataLoader worker process 0. Original Traceback ...``); this returns the same type
+    with the worker's own message (the traceback's last line), so that a user error stays one line. Any other error,
+    or one whose type cannot be rebuilt from a message, is returned as it is."""
+    text = str(error)
+    if not (text.startswith("Caught ") and "in DataLoader worker process" in text.partition("\n")[0]):
+        return error
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    _, found, message = text.rpartition(f"\n{name}: ")
+    if not found:
+        return error
+    try:
+        return kind(message.rstrip("\n"))  # the traceback's text ends with a newline
+    except Exception:  # an exception type that takes more than a message
+        return error
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -335,18 +381,27 @@ class TrainBatches:
         self.micro_steps = config.epoch_steps * accumulation
         self.reads = ReadTally()
         self._epoch: int | None = None
+        self._batches: Iterator[dict] | None = None  # the epoch's reader (a generator: closing it ends its workers)
         self._iterator: Iterator[dict] | None = None
 
     def next(self, step: int) -> dict:
         epoch, offset = divmod(step, self.config.epoch_steps)
         if epoch != self._epoch:
+            self.close()
             loader = build_train_loader(self.config, self.seed, epoch, self.micro_steps, self.reads)
             skip = offset * self.accumulation
             if skip:
                 logger.info("resuming inside data epoch %d: reading and discarding %d batches", epoch, skip)
-            self._iterator = itertools.islice(iter(loader), skip, self.micro_steps)
+            self._batches = iter(loader)
+            self._iterator = itertools.islice(self._batches, skip, self.micro_steps)
             self._epoch = epoch
         return batch_in_space(send_to_device(next(self._iterator), self.device), self.space)
+
+    def close(self) -> None:
+        """End the current epoch's loader workers: at each new epoch, and when the run ends, however it ends."""
+        if self._batches is not None:
+            self._batches.close()
+        self._batches = self._iterator = self._epoch = None
 
 
 def batch_in_space(batch: dict, space: str) -> dict:

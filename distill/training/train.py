@@ -19,6 +19,7 @@ step count included, where ``found_inf`` is 1. The loss parts and skip counters 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, gather_object, send_to_device, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, send_to_device, set_seed
 from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
@@ -42,8 +43,16 @@ from distill.metrics import inverse_depth_metrics, mean_metrics
 from distill.students import create_student, save_student, student_output_kind
 from distill.training.checkpoint import TrainState, remove_partial_checkpoints, resolve_resume, save_checkpoint
 from distill.training.config import DistillConfig
-from distill.training.data import TrainBatches, batch_in_space, build_val_loader, log_data_integrity, postfix
+from distill.training.data import (
+    TrainBatches,
+    batch_in_space,
+    build_val_loader,
+    log_data_integrity,
+    postfix,
+    worker_batches,
+)
 from distill.training.losses import build_loss
+from shards.cli.errors import UserError, refuse_filled_folder
 from shards.format import RELATIVE_INVERSE_DEPTH, as_inverse_depth, inverse_depth
 from shards.tools.pictures import colorize_depth, image_grid
 
@@ -75,6 +84,17 @@ class WarmupCosine:
             return (step + 1) / (self.warmup + 1)
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_ema(model: nn.Module, decay: float | None, warmup_power: float | None) -> ModelEmaV3 | None:
+    """The EMA of the weights (None without ``decay``): with ``warmup_power``, timm's warm-up ramps the decay as
+    ``1 - (1 + step)^-power`` up to ``decay``, so the EMA of a run shorter than ``1 / (1 - decay)`` steps follows the
+    training instead of staying near the first step's weights."""
+    if not decay:
+        return None
+    if warmup_power is None:
+        return ModelEmaV3(model, decay=decay)
+    return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=warmup_power)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -242,30 +262,42 @@ def _train(accelerator: Accelerator, config: DistillConfig, resolved_yaml: str |
     _prepare_output(accelerator, config, resolved_yaml, output_dir)
     run = TrainingRun(accelerator, config, output_dir)
     stop_signum: int | None = None
-    with StopSignal() as stop:
-        while run.state.step < config.train.steps:
-            batch, prediction = run.step()
-            log_step = run.state.step % config.log.every == 0 or run.state.step == config.train.steps
-            if log_step:
-                run.log()
-            run.log_examples(batch, prediction)
-            run.validate()
-            stopping = run.agree_to_stop(stop, log_step)
-            run.checkpoint(stopping)
-            if stopping:
-                stop_signum = stop.received
-                logger.warning("stopped at step %d; continue with --resume latest", run.state.step)
-                break
-    run.progress.close()
+    try:
+        with StopSignal() as stop:
+            while run.state.step < config.train.steps:
+                batch, prediction = run.step()
+                log_step = run.state.step % config.log.every == 0 or run.state.step == config.train.steps
+                if log_step:
+                    run.log()
+                run.log_examples(batch, prediction)
+                run.validate()
+                stopping = run.agree_to_stop(stop, log_step)
+                run.checkpoint(stopping)
+                if stopping:
+                    stop_signum = stop.received
+                    logger.warning("stopped at step %d; continue with --resume latest", run.state.step)
+                    break
+    finally:  # on every way out, an error included: a loader left running keeps the process from exiting
+        run.batches.close()
+        run.progress.close()
     return run.finish(stop_signum)
 
 
 def _prepare_output(
     accelerator: Accelerator, config: DistillConfig, resolved_yaml: str | None, output_dir: Path
 ) -> None:
-    """Checks that need no model, the output folder (resolved config written, half-saved checkpoints removed), and
-    the run's first log lines."""
+    """Checks that need no model, the output folder (refused when it holds something and the run does not resume;
+    resolved config written, half-saved checkpoints removed), and the run's first log lines."""
     config.data.train_sets()  # fail early, on every rank, with the fix in the message
+    refusal = None
+    if accelerator.is_main_process and config.resume is None:  # one look, before any rank writes there
+        try:
+            refuse_filled_folder(output_dir, "--output.dir", "pass --resume latest to continue the run there")
+        except UserError as error:
+            refusal = str(error)
+    refusal = broadcast_object_list([refusal])[0]  # every rank stops together (none waits at a barrier)
+    if refusal is not None:
+        raise UserError(refusal)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if resolved_yaml is not None:
@@ -288,7 +320,7 @@ class TrainingRun:
         set_seed(config.train.seed)
         self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
         model = create_student(config.student).to(accelerator.device, memory_format=self.memory_format)
-        self.ema = ModelEmaV3(model, decay=config.train.ema_decay) if config.train.ema_decay else None
+        self.ema = build_ema(model, config.train.ema_decay, config.train.ema_warmup_power)
         optimizer = build_optimizer(
             model, config.optim.lr, tuple(config.optim.betas), config.optim.weight_decay, accelerator.device
         )
@@ -482,8 +514,9 @@ def validate(
     keys: list[str] = []
     per_image: dict[str, list[float]] = {}
     grid = None
-    with torch.no_grad(), accelerator.autocast():
-        for batch in build_val_loader(config.data):
+    reader = contextlib.closing(worker_batches(build_val_loader(config.data)))  # its workers end however it ends
+    with torch.no_grad(), accelerator.autocast(), reader as batches:
+        for batch in batches:
             batch = batch_in_space(send_to_device(batch, accelerator.device), "inverse_depth")
             prediction = as_inverse_depth(model(batch["image"]).float(), student_output_kind(config.student))
             target, valid = batch["target"], batch["valid"]

@@ -31,13 +31,17 @@ from shards.cli.errors import UserError, one_line
 
 Config = TypeVar("Config")
 
+#: The flag naming a YAML file of keys; every one is read before the other flags (:func:`expand_list_flags`).
+CONFIG_FLAG = "--config"
+
 # Field descriptions come from the string literal under each dataclass field (docstring-parser reads them).
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 def build_parser(schema: type, prog: str, description: str) -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of keys; later flags override it")
+    parser.add_argument(CONFIG_FLAG, action=ActionConfigFile,
+                        help="a YAML file of keys; flags on the command line override it wherever they stand")
     parser.add_class_arguments(schema, nested_key=None, fail_untyped=True)
     return parser
 
@@ -145,10 +149,13 @@ def list_keys(schema: type) -> set[str]:
 
 
 def expand_list_flags(argv: Sequence[str], schema: type, positional: str | None = None) -> list[str]:
-    """``argv`` as jsonargparse reads lists: a repeated list flag (``--model A --model B``) appends
-    (``--model+ A --model+ B``), and a bare word fills the ``positional`` list key (``shards verify DIR``)."""
+    """``argv`` as jsonargparse reads it: every ``--config FILE`` (or ``--config=FILE``) first, in its order, so that a
+    flag overrides the files wherever it stands (jsonargparse applies arguments left to right, and a file read after a
+    flag would silently undo it); a repeated list flag (``--model A --model B``) appends (``--model+ A --model+ B``);
+    a bare word fills the ``positional`` list key (``shards verify DIR``)."""
     lists = list_keys(schema)
     tokens = list(argv)
+    configs: list[str] = []
     out: list[str] = []
     position = 0
     while position < len(tokens):
@@ -166,10 +173,13 @@ def expand_list_flags(argv: Sequence[str], schema: type, positional: str | None 
                 out.append(flag)  # jsonargparse says it expects a value
                 continue
             value, position = tokens[position], position + 1
+        if flag == CONFIG_FLAG:
+            configs += [flag, value]
+            continue
         if flag[2:] in lists and not value.lstrip().startswith("["):
             flag += "+"
         out += [flag, value]
-    return out
+    return configs + out
 
 
 def parse_size(text: str, key: str = "--size") -> tuple[int, int]:

@@ -60,3 +60,36 @@ def refuse_filled_folder(folder: str | Path, flag: str, fix: str) -> None:
     if entries:
         shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
         raise UserError(f"{flag} {path} already holds {shown}: choose an empty folder, or {fix}")
+
+
+#: Seconds the one check of the Hugging Face hub waits for an answer.
+HUB_CHECK_TIMEOUT = 5.0
+
+
+def hub_unreachable(timeout: float = HUB_CHECK_TIMEOUT) -> str | None:
+    """Why the Hugging Face hub cannot be reached, from one request without retries; None when it answers, or when
+    ``HF_HUB_OFFLINE`` is set (the libraries then read the local cache without trying the hub).
+
+    huggingface_hub retries a refused or timed-out request with backoff, some 25-70 s of warnings per file before it
+    gives up; a command that is about to read a name that could be a hub id checks once, here, instead."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.is_offline_mode():
+        return None
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - refused, no DNS, timed out, TLS: any of them means no answer
+        return f"{constants.ENDPOINT}: {one_line(error) or type(error).__name__}"
+    return None
+
+
+def read_hub_cache_only() -> None:
+    """From now on the Hugging Face libraries of this process read their local cache only, as with
+    ``HF_HUB_OFFLINE=1``: once the hub did not answer, a hub id already downloaded still loads, and nothing retries."""
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:  # it copies the setting when imported
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True

@@ -53,7 +53,7 @@ class ShowConfig:
     shards: list[str]
     """folders, brace patterns, globs, comma lists or urls of shards; bare words on the command line"""
     out: str
-    """the picture to write (.png; its config <out>.config.yaml beside it)"""
+    """the picture to write (.png or .jpg; its config <out>.config.yaml beside it)"""
     count: int = 16
     """samples drawn"""
     cell_height: int = 192
@@ -124,6 +124,9 @@ class ScenesConfig:
     """add sensor-like holes (invalid pixels, stored as 0)"""
 
 
+#: What ``show --out`` may end in: the picture formats its grid is written as.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
 #: The commands whose bare words are shard folders (``python -m shards verify DIR``).
 POSITIONAL = {"verify": "shards", "repair": "shards", "show": "shards"}
 
@@ -184,6 +187,10 @@ def _repair(config: RepairConfig, resolved_yaml: str) -> int:
 def _show(config: ShowConfig, resolved_yaml: str) -> int:
     from shards.tools.pictures import show_samples
 
+    suffix = Path(config.out).suffix.lower()
+    if suffix not in PICTURE_SUFFIXES:  # checked before any shard is read
+        said = f"ends in {suffix}, not a picture extension" if suffix else "has no picture extension"
+        raise UserError(f"--out {config.out} {said}: use .png or .jpg")
     path = show_samples(config.shards, count=config.count, out=config.out, cell_height=config.cell_height)
     save_config_beside(resolved_yaml, path)
     print(f"wrote {path}")

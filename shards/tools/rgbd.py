@@ -13,10 +13,14 @@ integer depth is ``value / depth_scale`` metres, float depth is metres, 0 / nega
   default (holes invalid), in-painted depth as an option.
 
 What is wrong with the input as a whole stops the import before anything is written, with the file named: a
-malformed list line, a listed file or a DIODE mask that is missing, a tree outside its layout, no frames. What is
-wrong with one frame is a reject, by reason, in the stats json and the summary (an unreadable file, sizes that
-differ, implausible depth, no valid pixel), except that when the first frames checked all have implausible depth the
-scale or units are wrong for every frame and the import stops (``UNITS_PROBE_FRAMES``).
+malformed list line, a listed file or a DIODE mask that is missing, a tree outside its layout, no frames, two folders
+of which no file pairs (swapped, or named apart: ``x.jpg`` with ``x.mm.png``). What is wrong with one frame is a
+reject, by reason, in the stats json and the summary (an unreadable file, sizes that differ, implausible depth, no
+valid pixel), except that when the first frames checked all have implausible depth (the scale or units are wrong for
+every frame) or all could not be read (images and depth maps swapped) the import stops (``UNITS_PROBE_FRAMES``).
+
+The evaluation's sources read with a depth scale refuse an implausible frame by the same check, naming the depth
+scale used and the named ones that would fit (:func:`check_scaled_depth`).
 
 Every sample is resized and cropped to 512x384 as docs/decisions.md, "The sample", fixes it: scale by ``max(512 / W,
 384 / H)``, then crop (centre, or random with a seed). The image is resampled bicubically with antialiasing; depth
@@ -76,9 +80,9 @@ REJECT_UNREADABLE = "unreadable"
 REJECT_DUPLICATE_KEY = "duplicate_key"
 REJECT_IMPLAUSIBLE_DEPTH = "implausible_depth"
 
-#: When this many frames (or all, if fewer) have been checked, none written and all had implausible depth, the
-#: import stops: a wrong depth scale or unit spoils every frame, and rejecting 85,000 KITTI frames one by one helps
-#: no one. A few odd frames later in a set stay counted rejects.
+#: When this many frames (or all, if fewer) have been checked, none written and all had implausible depth (or all
+#: could not be read), the import stops: a wrong depth scale or unit (or swapped folders) spoils every frame, and
+#: rejecting 85,000 KITTI frames one by one helps no one. A few odd frames later in a set stay counted rejects.
 UNITS_PROBE_FRAMES = 5
 
 
@@ -264,6 +268,7 @@ def write_frames(
                 continue
             except (OSError, ValueError) as error:
                 _reject(writer, summary, job.source, REJECT_UNREADABLE, error)
+                _probe_units(summary, REJECT_UNREADABLE, error, len(jobs))
                 continue
             try:
                 sample = metric_sample(
@@ -272,7 +277,7 @@ def write_frames(
                 )
             except LabelError as error:
                 _reject(writer, summary, job.source, error.reason, error)
-                _probe_units(summary, error, len(jobs))
+                _probe_units(summary, error.reason, error, len(jobs))
                 continue
             writer.write(sample)
             summary.written += 1
@@ -280,14 +285,23 @@ def write_frames(
     return summary
 
 
-def _probe_units(summary: ImportSummary, error: LabelError, total: int) -> None:
-    """Stop when the first frames checked all had implausible depth (see ``UNITS_PROBE_FRAMES``)."""
-    implausible = len(summary.rejects.get(REJECT_IMPLAUSIBLE_DEPTH, ()))
-    if error.reason != REJECT_IMPLAUSIBLE_DEPTH or summary.written or implausible < min(UNITS_PROBE_FRAMES, total):
+#: The reject reasons that, for every one of the first frames checked, mean the input is wrong as a whole.
+_WHOLE_INPUT_REASONS = {
+    REJECT_IMPLAUSIBLE_DEPTH: "have implausible depth, so the depth scale or units are wrong for the whole input, "
+    "not for one frame.",
+    REJECT_UNREADABLE: "could not be read, so the input is wrong as a whole, not one frame: are the images and the "
+    "depth maps swapped?",
+}
+
+
+def _probe_units(summary: ImportSummary, reason: str, error: Exception, total: int) -> None:
+    """Stop when the first frames checked all had implausible depth, or could not be read (see
+    ``UNITS_PROBE_FRAMES``): nothing is written, where the whole set would have been rejected frame by frame."""
+    count = len(summary.rejects.get(reason, ()))
+    if reason not in _WHOLE_INPUT_REASONS or summary.written or count < min(UNITS_PROBE_FRAMES, total):
         return
     raise NyuFormatError(
-        f"stopped: the first {implausible} frame(s) checked all have implausible depth, so the depth scale or "
-        f"units are wrong for the whole input, not for one frame. Last: {error}"
+        f"stopped: the first {count} frame(s) checked all {_WHOLE_INPUT_REASONS[reason]} Last: {error}"
     )
 
 
@@ -382,7 +396,22 @@ def pair_folders(images: Path, depths: Path, summary: ImportSummary) -> list[Rgb
         if stem not in image_index:
             for path in depth_paths:
                 summary.reject(path.relative_to(depths).as_posix(), REJECT_NO_IMAGE)
+    if not pairs:
+        raise NyuFormatError(
+            f"no pairs: no image under --images {images} (e.g. {_example(images, image_index)}) has a depth map "
+            f"under --depths {depths} (e.g. {_example(depths, depth_index)}) of the same relative path without "
+            f"extension (a/0001.jpg with a/0001.png); images are {', '.join(IMAGE_SUFFIXES)}, depth maps "
+            f"{', '.join(DEPTH_SUFFIXES)}: are the two folders swapped, or do the names differ beyond the extension?"
+        )
     return [pairs[key] for key in sorted(pairs)]
+
+
+def _example(root: Path, index: dict[str, list[Path]]) -> str:
+    """One file name under ``root`` for a message: the first indexed one, else the first file of any kind."""
+    if index:
+        return next(iter(sorted(index.items())))[1][0].relative_to(root).as_posix()
+    other = next((path for path in sorted(root.rglob("*")) if path.is_file()), None)
+    return "no file at all" if other is None else f"{other.relative_to(root).as_posix()}, not of these kinds"
 
 
 def _pair_job(key: str, source: str, image: Path, depth: Path, depth_scale: float) -> FrameJob:
@@ -621,6 +650,52 @@ def check_same_size(image: np.ndarray, depth: np.ndarray, where: str) -> None:
         )
 
 
+def integer_depth_file(path: Path) -> bool:
+    """Whether a depth file holds integer codes (which a depth scale divides), not float metres."""
+    if Path(path).suffix.lower() == ".npy":
+        return bool(np.issubdtype(np.load(path, mmap_mode="r", allow_pickle=False).dtype, np.integer))
+    with Image.open(path) as picture:
+        return picture.mode in _INTEGER_MODES
+
+
+def depth_scale_hint(depth: np.ndarray, depth_scale: float, limits: DepthLimits) -> str:
+    """For integer depth read with ``depth_scale`` into implausible metres: the median it gave, and each scale of
+    :data:`DEPTH_SCALES` that would put the frame inside ``limits``, with the median it would give (the user knows
+    the scene: a room is metres, a table top tenths), or that none would."""
+    values = depth[np.isfinite(depth) & (depth > 0)].astype(np.float64)
+    median, highest = float(np.median(values)), float(values.max())
+    said = f"median valid depth {median:.3g} m with --depth_scale {depth_scale:g}"
+    fitting: dict[float, list[str]] = {}
+    for name, scale in DEPTH_SCALES.items():
+        ratio = depth_scale / scale
+        if limits.min_median < median * ratio <= limits.max_median and highest * ratio < limits.max_depth:
+            fitting.setdefault(scale, []).append(name)
+    if not fitting:
+        return f"{said}, and no named depth scale ({_named_scales()}) fits: give the files' units per metre"
+    tries = ", ".join(
+        f"{scale:g} ({', '.join(names)}) {median * depth_scale / scale:.3g} m" for scale, names in fitting.items()
+    )
+    return f"{said}; the --depth_scale values that fit, with the median each gives: {tries}"
+
+
+def _named_scales() -> str:
+    return ", ".join(f"{name} {scale:g}" for name, scale in DEPTH_SCALES.items())
+
+
+def check_scaled_depth(
+    depth: np.ndarray, where: str, limits: DepthLimits, depth_scale: float | None, integer: Callable[[], bool]
+) -> None:
+    """:func:`shards.tools.nyu.check_metric_depth` for a frame the evaluation reads with a depth scale: when the
+    frame is refused and its values were integer codes (``integer()``, asked only then), the one-line refusal also
+    names the depth scale used and the one that would fit (:func:`depth_scale_hint`)."""
+    try:
+        check_metric_depth(depth, where, limits)
+    except NyuFormatError as error:
+        if depth_scale is None or not integer():
+            raise
+        raise NyuFormatError(f"{error}. {depth_scale_hint(depth, depth_scale, limits)}") from None
+
+
 # ------------------------------------------------------------------------------------------------ pair lists
 
 
@@ -705,7 +780,8 @@ class PairList:
     def __getitem__(self, position: int) -> DepthFrame:
         pair = self.pairs[position]
         image, depth = read_rgbd(pair.image, pair.depth, self.depth_scale)
-        check_metric_depth(depth, f"{pair.depth} ({self.list_path}:{pair.line})", self.limits)
+        where = f"{pair.depth} ({self.list_path}:{pair.line})"
+        check_scaled_depth(depth, where, self.limits, self.depth_scale, partial(integer_depth_file, pair.depth))
         return DepthFrame(image, depth, position, key_from_relative_path(pair.name))
 
     def describe(self) -> dict[str, Any]:
@@ -741,8 +817,9 @@ class DepthFolder:
 
     def __getitem__(self, position: int) -> DepthFrame:
         stem = self.stems[position]
-        image, depth = read_rgbd(self._images[stem], self._depths[stem], self.depth_scale)
-        check_metric_depth(depth, str(self._depths[stem]), INDOOR_DEPTH)
+        path = self._depths[stem]
+        image, depth = read_rgbd(self._images[stem], path, self.depth_scale)
+        check_scaled_depth(depth, str(path), INDOOR_DEPTH, self.depth_scale, partial(integer_depth_file, path))
         return DepthFrame(image, depth, position, stem)
 
     def describe(self) -> dict[str, Any]:
@@ -812,7 +889,8 @@ class HfDepthDataset:
         where = f"dataset {self.name} row {position} column {self.depth_column}"
         depth = to_metres(values.squeeze(), self.depth_scale, where)
         check_same_size(image, depth, where)
-        check_metric_depth(depth, where)
+        integer = bool(np.issubdtype(values.dtype, np.integer))
+        check_scaled_depth(depth, where, INDOOR_DEPTH, self.depth_scale, lambda: integer)
         return DepthFrame(image, depth, position, f"{self.split}_{position:06d}")
 
     def describe(self) -> dict[str, Any]:

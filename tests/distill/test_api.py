@@ -95,6 +95,29 @@ def test_bad_inputs_say_what_is_accepted(saved: Path, image, error, words: str) 
         model.predict(image)
 
 
+def test_paths_predict_cannot_read_say_what_it_takes(saved: Path, tmp_path: Path) -> None:
+    """A missing path, a URL, a folder or a file that is no picture: one clear error naming the input and what
+    ``predict`` takes, not the file system's or PIL's own."""
+    from distill.deploy.model import NotAPictureError, PictureNotFoundError
+
+    model = DepthModel.from_pretrained(saved, input_size=(96, 64))
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    cases = [
+        (tmp_path / "missing.jpg", PictureNotFoundError, "no such picture file"),
+        ("https://example.com/room.jpg", NotAPictureError, "not URLs (https://example.com/room.jpg)"),
+        ("http://example.com/room.jpg", NotAPictureError, "download the picture first"),
+        (tmp_path, NotAPictureError, "is a folder"),
+        (tmp_path / "notes.jpg", NotAPictureError, "is not a picture this can read"),
+    ]
+    for image, error, words in cases:
+        with pytest.raises(error) as raised:
+            model.predict(image)
+        message = str(raised.value)
+        assert words in message and str(image) in message and "a picture file path, a PIL image" in message
+        assert "\n" not in message
+    assert issubclass(PictureNotFoundError, FileNotFoundError) and issubclass(NotAPictureError, ValueError)
+
+
 def test_an_older_student_folder_still_loads(trained_student: Path, tmp_path: Path) -> None:
     """Version 1 folders, before the card and the informative keys: only the config fields and the weights."""
     old = tmp_path / "old"

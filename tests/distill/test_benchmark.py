@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -116,6 +117,24 @@ def test_a_phone_runtime_without_its_toolchain_names_the_extra(tmp_path, capsys:
     argv = ["--model", str(student), "--out", str(tmp_path / "b.json"), "--backend", "litert_fp32", *TINY_RUN]
     assert benchmark.main(argv) == 2
     assert "pip install 'depth-distill[litert]'" in capsys.readouterr().err
+
+
+def test_an_out_folder_is_refused_before_any_timing(tmp_path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """``--out folder/`` (an existing folder, or a path ending in /): one line before anything runs, not an
+    IsADirectoryError once the timings are done; checked first, so even a missing model is not reached."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    torch.manual_seed(0)
+    config = tiny_student_config()
+    student = save_student(create_student(config), config, tmp_path / "tiny")
+    for out in ("results", "results/", "new/"):
+        for model in (str(student), "no_such_student"):
+            assert benchmark.main(["--model", model, "--out", out, *TINY_RUN]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"python -m distill.benchmark: error: --out {out} is a folder: name the JSON file to write, "
+                           f"e.g. --out {Path(out) / 'benchmark.json'}"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results", "tiny"]
+    assert not any((tmp_path / "results").iterdir())
 
 
 def test_every_backend_name_means_the_same_thing_everywhere() -> None:

@@ -4,6 +4,7 @@ reads every sample once."""
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import pickle
 
 import numpy as np
@@ -18,6 +19,7 @@ from distill.training.data import (
     build_val_loader,
     centre_box,
     resize_crop,
+    worker_batches,
 )
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta
 from shards.reader import EvalSplitError, build_pipeline
@@ -179,6 +181,20 @@ def test_training_and_validation_refuse_an_evaluation_split(tmp_path, meta: dict
     assert len(_batches(_config(str(tmp_path), allow_eval_split=True), count=1)) == 1
     allowed = _config("unused", val=str(tmp_path), allow_eval_split=True)
     assert sum(len(batch["key"]) for batch in build_val_loader(allowed, workers=0)) == 4
+
+
+def test_a_worker_error_keeps_its_own_message_and_ends_the_workers(tmp_path) -> None:
+    """Issue 24: torch raises a worker's exception with the worker's whole traceback as its message, and a loader left
+    running keeps the process from exiting (its workers ignore SIGTERM). Read through ``worker_batches``, the error
+    is the worker's own one line and no worker is left."""
+    write_scene_shards(tmp_path, METRIC_DEPTH, shards=1, prefix="nyutest", meta={"eval_split": "nyu_test"})
+    config = _config(str(tmp_path), val=str(tmp_path), num_workers=1)
+    for reader in (worker_batches(build_val_loader(config)), iter(build_train_loader(config, 0, 0, 2))):
+        with pytest.raises(EvalSplitError) as raised:
+            next(reader)
+        assert str(raised.value).startswith(f"{tmp_path}/nyutest-000-000000.tar: sample ")
+        assert "\n" not in str(raised.value) and "Traceback" not in str(raised.value)
+        assert multiprocessing.active_children() == []
 
 
 def test_missing_shards_say_what_to_set() -> None:

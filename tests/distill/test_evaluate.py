@@ -62,6 +62,8 @@ def _reference_protocol_numpy(prediction: np.ndarray, depth: np.ndarray) -> dict
     valid &= (depth > 0) & (depth < 10)
     design = np.stack([prediction[valid], np.ones(valid.sum())], axis=1).astype(np.float64)
     (scale, shift), *_ = np.linalg.lstsq(design, 1.0 / depth[valid].astype(np.float64), rcond=None)
+    if scale < 0:  # issue 24: the scale is held at >= 0, so such a frame gets the best constant
+        scale, shift = 0.0, float(np.mean(1.0 / depth[valid].astype(np.float64)))
     predicted = 1.0 / np.maximum(scale * prediction[valid] + shift, 0.1)
     d = depth[valid]
     return {
@@ -130,7 +132,8 @@ def test_tiny_teacher_is_measured_by_the_same_command(nyu: dict, tmp_path: Path)
 
     folder = save_tiny_teacher(tmp_path / "tiny-dpt", "dpt")
     record = _run(folder, nyu, tmp_path / "out", "--limit", "1")
-    assert record["model"]["type"] == "teacher" and record["model"]["input_size"] == [512, 384]
+    assert record["model"]["type"] == "teacher" and record["model"]["input_size"] is None  # each frame whole
+    assert record["model"]["teacher"]["size"] == 384 and record["resize"]["output"] == "teacher: bicubic"
     assert record["model"]["kind"] == "relative_inverse_depth"
     assert record["protocol"]["alignment"] == "lsq_inverse" and record["count"] == 1
     assert 0 < record["metrics"]["abs_rel"] < 1

@@ -227,3 +227,69 @@ def test_a_phone_format_without_its_toolchain_says_what_to_install(tiny_folder: 
         pytest.skip("litert-torch is installed here: the export runs (tests/deploy_runtimes)")
     assert export.main(["--model", str(tiny_folder), "--format", "tflite", "--out", str(tmp_path / "s.tflite")]) == 2
     assert "pip install 'depth-distill[litert]'" in capsys.readouterr().err
+
+
+def test_int8_validation_that_cannot_be_scored_stops_before_any_file(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--validation photos/`` (pictures without depth): one line and exit 2 before the fp32 export, not an int8 file
+    left behind after the export ran."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(2):
+        Image.fromarray(render_scene(seed, width=96, height=64).image).save(photos / f"p{seed}.jpg")
+    out = tmp_path / "out" / "s.onnx"
+    argv = ["--model", str(tiny_folder), "--size", "96x64", "--int8", "true", "--validation", str(photos)]
+    assert export.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"python -m distill.export: error: --validation {photos} cannot be")
+    assert "evaluate --data" in err[0] and "none of the forms" in err[0]
+    assert not out.parent.exists() and not list(tmp_path.rglob("*.onnx*"))  # no s.onnx, no s.int8.onnx, no record
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--calibration", "no_such_folder", "no such folder"),
+        ("--parity_image", "missing.jpg", "missing.jpg"),
+        ("--int8_out", "s.int8.tflite", "a onnx export is a .onnx file"),
+    ],
+)
+def test_every_export_input_is_checked_before_the_first_file(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    flag: str, value: str, message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", str(tiny_folder), "--size", "96x64", "--int8", "true", "--out", "out/s.onnx", flag, value]
+    assert export.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"python -m distill.export: error: {flag}") and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError("scoring crashed"), KeyboardInterrupt()])
+def test_an_interrupted_gate_leaves_no_int8_file(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interruption: BaseException
+) -> None:
+    """The int8 file waits for its gate under another name: a gate that raises (or is interrupted) leaves no
+    ``*.int8.onnx``, not even one an earlier run left there, and the fp32 file that passed parity stays."""
+    from shards.tools.scenes import write_scene_folder
+
+    write_scene_folder(tmp_path / "val", count=2, seed=4000, width=128, height=96)
+    scored: list[Path] = []
+
+    def interrupted(fp32_path: Path, int8_path: Path, *args, **kwargs) -> dict:
+        scored.append(int8_path)
+        assert int8_path.is_file() and not int8_path.name.endswith(".int8.onnx")
+        raise interruption
+
+    monkeypatch.setattr(export, "abs_rel_gate", interrupted)
+    out = tmp_path / "out" / "s.onnx"
+    out.parent.mkdir()
+    (out.parent / "s.int8.onnx").write_bytes(b"an earlier run's int8 file")
+    argv = ["--model", str(tiny_folder), "--size", "96x64", "--int8", "true", "--count", "2"]
+    with pytest.raises(type(interruption)):
+        export.main([*argv, "--validation", str(tmp_path / "val"), "--out", str(out)])
+    assert scored == [out.parent / "s.int8.ungated.onnx"]
+    assert sorted(path.name for path in out.parent.iterdir() if "int8" in path.name) == []
+    assert out.is_file()

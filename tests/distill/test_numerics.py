@@ -64,7 +64,7 @@ def test_a_large_offset_with_a_small_spread_is_fitted_not_called_constant(offset
     prediction = (offset + 0.01 / depth).float()
     protocol = get_protocol("reference", crop=None)
     valid = valid_mask(protocol, depth)
-    aligned, scale, _ = predicted_depth(protocol, prediction, "relative_inverse_depth", depth, valid)
+    aligned, scale, _, _ = predicted_depth(protocol, prediction, "relative_inverse_depth", depth, valid)
     assert float(scale[0]) == pytest.approx(100.0, rel=1e-4)
     assert float(batch_depth_metrics(aligned, depth.double(), valid)["abs_rel"][0]) < 1e-3  # float32 rounding only
     validation = inverse_depth_metrics(prediction, torch.where(valid, 1.0 / depth, 0.0), valid, metric_label=True)
@@ -106,7 +106,7 @@ def test_evaluation_and_validation_score_one_prediction_alike() -> None:
     prediction = 0.7 / depth - 0.2 + 0.05 * torch.randn(depth.shape, generator=generator)  # not exact: real error
     protocol = get_protocol("reference", crop=None)
     valid = valid_mask(protocol, depth)
-    aligned, _, _ = predicted_depth(protocol, prediction, "relative_inverse_depth", depth, valid)
+    aligned, _, _, _ = predicted_depth(protocol, prediction, "relative_inverse_depth", depth, valid)
     evaluation = batch_depth_metrics(aligned, depth.double(), valid)
     validation = inverse_depth_metrics(
         prediction, torch.where(valid, 1.0 / depth, 0.0), valid, metric_label=True, depth_cap=protocol.depth_cap

@@ -204,3 +204,25 @@ def test_name_clashes_never_overwrite(models: dict, picture_folder: Path, tmp_pa
     argv = ["--model", str(models["onnx"]), str(picture_folder / "room.png"), str(other / "room.png")]
     assert predict.main([*argv, "--out", str(out)]) == 0
     assert _size(out / "room_depth.png") == PICTURES["room.png"] and _size(out / "room_2_depth.png") == (40, 30)
+
+
+def test_a_filled_out_folder_is_refused_unless_overwrite(
+    models: dict, picture_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A second run into the same ``--out`` would replace the first run's maps: refused in one line listing what is
+    there, the maps untouched, unless ``--overwrite true``."""
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(render_scene(9, width=40, height=30).image).save(other / "room.png")
+    out = tmp_path / "out"
+    model = ["--model", str(models["onnx"]), "--out", str(out)]
+    assert predict.main([*model, str(picture_folder / "room.png")]) == 0
+    first = (out / "room_depth.png").read_bytes()
+    capsys.readouterr()
+    assert predict.main([*model, str(other / "room.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"python -m distill.predict: error: --out {out} already holds config.yaml, room_depth.png: choose "
+                   "an empty folder, or pass --overwrite true to write over it"]
+    assert (out / "room_depth.png").read_bytes() == first and _size(out / "room_depth.png") == PICTURES["room.png"]
+    assert predict.main([*model, str(other / "room.png"), "--overwrite", "true"]) == 0
+    assert _size(out / "room_depth.png") == (40, 30)

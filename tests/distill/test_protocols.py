@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from distill.align import aligned_depth
 from distill.evaluation.protocols import (
     EIGEN_CROP,
     GARG_CROP,
@@ -18,6 +19,7 @@ from distill.evaluation.protocols import (
     valid_mask,
 )
 from distill.metrics import batch_depth_metrics
+from shards.format import inverse_depth
 from shards.tools.rgbd import DIODE_SCENES
 
 
@@ -81,26 +83,54 @@ def test_lsq_alignment_recovers_a_known_scale_and_shift_exactly() -> None:
     depth, valid = _scene()
     scale, shift = torch.tensor([2.0, 0.25], dtype=torch.float64), torch.tensor([0.1, -0.3], dtype=torch.float64)
     prediction = (1.0 / depth - shift.view(-1, 1, 1)) / scale.view(-1, 1, 1)  # 1/depth = scale * pred + shift
-    predicted, got_scale, got_shift = predicted_depth(
+    predicted, got_scale, got_shift, negative = predicted_depth(
         PRESETS["reference"], prediction, "relative_inverse_depth", depth, valid
     )
     torch.testing.assert_close(got_scale, scale)
     torch.testing.assert_close(got_shift, shift)
     torch.testing.assert_close(predicted[valid], depth[valid])
+    assert not negative.any()
+
+
+def test_depth_read_as_inverse_depth_scores_as_a_constant_and_a_right_frame_is_unchanged() -> None:
+    """Issue 24: metres read as relative inverse depth fit a negative scale; evaluation holds the scale at >= 0, so
+    that frame scores as the best constant (1 / mean(1/d)) and is marked; the frame beside it, the right way round,
+    keeps the free fit's figures exactly, and the shared free fit (losses, validation) still turns the first round."""
+    depth, valid = _scene(3)
+    prediction = torch.stack([depth[0], 0.5 / depth[1] + 2.0])  # frame 0: metres; frame 1: inverse depth
+    predicted, scale, shift, negative = predicted_depth(
+        PRESETS["reference"], prediction, "relative_inverse_depth", depth, valid
+    )
+    assert negative.tolist() == [True, False]
+    d = depth[0][valid[0]].numpy()
+    assert float(scale[0]) == 0.0 and float(shift[0]) == pytest.approx(np.mean(1.0 / d), rel=1e-12)
+    constant, _, _, _ = predicted_depth(
+        PRESETS["reference"], torch.ones_like(depth), "relative_inverse_depth", depth, valid
+    )
+    torch.testing.assert_close(predicted[0], constant[0])
+    free, free_scale, _ = aligned_depth(prediction, inverse_depth(depth, valid), valid, 10.0)
+    assert float(free_scale[0]) < 0 and float(free_scale[1]) == pytest.approx(2.0)
+    torch.testing.assert_close(predicted[1], free[1])
+    got = batch_depth_metrics(predicted, depth, valid)
+    turned = batch_depth_metrics(free, depth, valid)
+    assert float(got["abs_rel"][0]) > float(turned["abs_rel"][0])  # no better than a constant, worse than turned
 
 
 def test_aligned_inverse_depth_is_capped_at_ten_metres() -> None:
     depth = torch.tensor([[[2.0, 4.0, 20.0, 1.0]]], dtype=torch.float64)
     valid = torch.ones_like(depth, dtype=torch.bool)
-    predicted, _, _ = predicted_depth(Protocol(crop=None), 1.0 / depth, "relative_inverse_depth", depth, valid)
+    predicted, _, _, _ = predicted_depth(Protocol(crop=None), 1.0 / depth, "relative_inverse_depth", depth, valid)
     assert predicted[0, 0].tolist() == pytest.approx([2.0, 4.0, 10.0, 1.0])
 
 
 def test_constant_prediction_under_the_reference_protocol() -> None:
     depth, valid = _scene(1)
     prediction = torch.full_like(depth, 0.7)
-    predicted, scale, _ = predicted_depth(PRESETS["reference"], prediction, "relative_inverse_depth", depth, valid)
+    predicted, scale, _, negative = predicted_depth(
+        PRESETS["reference"], prediction, "relative_inverse_depth", depth, valid
+    )
     got = batch_depth_metrics(predicted, depth, valid)
+    assert not negative.any()  # a constant's zero scale is not a negative one
     for image in range(2):
         # Independently: the best constant inverse depth is the mean of 1/d, so the prediction is its inverse.
         d = depth[image][valid[image]].numpy()
@@ -115,7 +145,7 @@ def test_median_scaling_in_depth() -> None:
     depth = torch.tensor([[[1.0, 2.0, 3.0, 40.0]]], dtype=torch.float64)
     valid = torch.tensor([[[True, True, True, False]]])
     prediction = torch.tensor([[[0.5, 0.25, 0.2, 0.01]]], dtype=torch.float64)  # inverse: depths 2, 4, 5, 100
-    predicted, scale, _ = predicted_depth(PRESETS["median"], prediction, "relative_inverse_depth", depth, valid)
+    predicted, scale, _, _ = predicted_depth(PRESETS["median"], prediction, "relative_inverse_depth", depth, valid)
     assert float(scale[0]) == pytest.approx(2.0 / 4.0)  # median(gt) / median(pred) over the valid pixels
     assert predicted[0, 0].tolist() == pytest.approx([1.0, 2.0, 2.5, 10.0])  # 100 * .5 capped at 10
 
@@ -123,7 +153,7 @@ def test_median_scaling_in_depth() -> None:
 def test_metric_predictions_are_only_clamped() -> None:
     depth = torch.ones(1, 1, 3, dtype=torch.float64)
     prediction = torch.tensor([[[0.0, 3.0, 12.0]]], dtype=torch.float64)
-    predicted, scale, shift = predicted_depth(
+    predicted, scale, shift, _ = predicted_depth(
         PRESETS["metric"], prediction, "metric_depth", depth, torch.ones_like(depth, dtype=torch.bool)
     )
     assert predicted[0, 0].tolist() == pytest.approx([1e-3, 3.0, 10.0])
@@ -132,7 +162,7 @@ def test_metric_predictions_are_only_clamped() -> None:
 
 def test_lsq_on_a_metric_prediction_aligns_its_inverse() -> None:
     depth, valid = _scene(2)
-    predicted, _, _ = predicted_depth(PRESETS["reference"], 3.0 * depth, "metric_depth", depth, valid)
+    predicted, _, _, _ = predicted_depth(PRESETS["reference"], 3.0 * depth, "metric_depth", depth, valid)
     torch.testing.assert_close(predicted[valid], depth[valid])
 
 

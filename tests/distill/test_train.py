@@ -11,19 +11,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
-from distill.cli import main
+from distill.cli import COMMAND, main
 from distill.students import ARCHITECTURES, create_student, load_student
 from distill.training import train as train_module
 from distill.training.checkpoint import COMPLETE_MARKER, list_checkpoints
-from distill.training.config import DistillConfig, LossConfig
+from distill.training.config import MAX_WARMUP_SHARE, DistillConfig, LossConfig
 from distill.training.data import EvalTransform, batch_in_space, collate_samples
 from distill.training.losses import build_loss
 from shards.cli.config import load_config
+from shards.format import METRIC_DEPTH
 from shards.reader import build_pipeline
-from tests.distill.conftest import TINY_STUDENT, tiny_student_config, torch_threads
-from tests.launch import launch_machines, wait_all
+from tests.distill.conftest import TINY_STUDENT, tiny_student_config, torch_threads, write_scene_shards
+from tests.launch import launch_machines, machine_environment, wait_all
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "distill").glob("*.yaml"))
@@ -306,3 +309,95 @@ def test_the_loop_reads_the_host_only_at_log_and_check_steps(tmp_path, relative_
     quiet = [reads_per_step[step] for step in (1, 2, 3, 4, 5, 7, 8, 9, 11)]
     assert quiet == [0] * 9, reads_per_step
     assert reads_per_step[6] >= 1 and reads_per_step[10] >= 1  # the log at 6, the stop check at 10
+
+
+def test_flags_before_the_config_file_win(tmp_path) -> None:
+    """Issue 24: ``--output.dir A --config configs/distill/demo.yaml`` trains into A, not the recipe's
+    ``demo_out/distill`` (the flag stands before the file, which used to override it)."""
+    recipe = REPO / "configs" / "distill" / "demo.yaml"
+    assert load_config(DistillConfig, recipe).output.dir == "demo_out/distill"
+    wanted = str(tmp_path / "mine")
+    for argv in (["--output.dir", wanted, "--config", str(recipe)], ["--output.dir", wanted, f"--config={recipe}"],
+                 ["--config", str(recipe), "--output.dir", wanted]):
+        config, resolved = COMMAND.parse(argv)
+        assert config.output.dir == wanted and yaml.safe_load(resolved)["output"]["dir"] == wanted, argv
+        assert config.train.steps == 400  # the file's other keys still apply
+
+
+def _short_run_argv(output: Path, train: Path, *extra: str) -> list[str]:
+    """A tiny student for 30 steps with the reference recipe's warm-up (1000 steps) and EMA decay (0.999)."""
+    return [
+        "--student.encoder", TINY_STUDENT["encoder"], "--student.pretrained", "false",
+        "--student.decoder_widths", json.dumps(TINY_STUDENT["decoder_widths"]),
+        "--data.train", str(train), "--data.size", "[64, 64]", "--data.batch_size", "4", "--data.num_workers", "0",
+        "--data.shuffle_buffer", "8", "--data.epoch_steps", "10", "--train.steps", "30", "--log.every", "1",
+        "--log.images_every", "0", "--log.tensorboard", "false", "--checkpoint.every", "1000",
+        "--output.dir", str(output), *extra,
+    ]
+
+
+def _distance(weights: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> float:
+    """L2 distance of the learned weights (BatchNorm running statistics left out) from ``start``."""
+    keys = [k for k, v in start.items() if v.is_floating_point() and "running_" not in k]
+    return float(torch.cat([(weights[k].float() - start[k].float()).flatten() for k in keys]).norm())
+
+
+def test_a_short_run_trains_at_its_peak_rate_and_its_ema_follows(tmp_path, relative_shards) -> None:
+    """Issue 24: ``--train.steps 30`` with the 1000-step warm-up and EMA decay 0.999 used to end at lr 3e-5 with the
+    saved (EMA) student near its random start. The warm-up is cut to 5% of the run, the EMA warms up with the run,
+    and config.yaml says so."""
+    output = tmp_path / "run"
+    assert main(_short_run_argv(output, relative_shards)) == 0
+    resolved = yaml.safe_load((output / "config.yaml").read_text())
+    assert resolved["optim"]["warmup_steps"] == int(MAX_WARMUP_SHARE * 30) == 1  # the steps used, not the 1000 given
+    assert resolved["train"]["ema_decay"] == 0.999 and resolved["train"]["ema_warmup_power"] == 0.75
+    rates = {r["step"]: r["train/lr"] for r in _jsonl(output / "metrics.jsonl")}
+    peak = resolved["optim"]["lr"]
+    assert max(rates.values()) == pytest.approx(peak, rel=0.05)  # was 3.1e-5: the warm-up never ended
+    assert rates[15] > 0.4 * peak  # half-way through the cosine, not a thirtieth of the warm-up
+    set_seed(0)  # as the run seeds before building the student: its initial weights
+    start = create_student(tiny_student_config()).state_dict()
+    raw = load_file(output / "checkpoints" / "step_00000030" / "model.safetensors")
+    ema, _ = load_student(output / "student")
+    moved, raw_moved = _distance(ema.state_dict(), start), _distance(raw, start)
+    assert raw_moved > 0.1 and moved > 0.5 * raw_moved, (moved, raw_moved)  # was 0.12x with a constant decay
+
+
+def test_an_output_folder_holding_a_run_is_refused_unless_resuming(tmp_path, relative_shards, capsys) -> None:
+    """Issue 24: a second run into the same --output.dir used to write its checkpoints beside the first run's and
+    replace its student; it is refused before anything is written, naming what is there, unless --resume."""
+    output = tmp_path / "run"
+    assert main(_argv(output, relative_shards, "--train.steps", "2", "--checkpoint.every", "2")) == 0
+    student = (output / "student" / "model.safetensors").read_bytes()
+    before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    capsys.readouterr()
+    assert main(_argv(output, relative_shards, "--train.steps", "3", "--checkpoint.every", "3")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"distill.py: error: --output.dir {output} already holds ")
+    assert "checkpoints/" in err[0] and "student/" in err[0] and "--resume latest" in err[0]
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == before  # nothing written
+    assert (output / "student" / "model.safetensors").read_bytes() == student
+    assert main(_argv(output, relative_shards, "--train.steps", "3", "--resume", "latest")) == 0
+    assert [p.name for p in list_checkpoints(output)] == ["step_00000002", "step_00000003"]
+
+
+@pytest.mark.parametrize("role", ["train", "val"])
+def test_an_error_in_a_loader_worker_ends_the_run_with_its_own_line(tmp_path, relative_shards, role: str) -> None:
+    """Issue 24: test-split shards in --data.train or --data.val with loader workers: the run printed the worker's
+    whole traceback as its "one line" and then waited on the worker for ever. It ends at once, exit 2, the
+    worker's own message as one line."""
+    test_split = tmp_path / "nyu_test"
+    write_scene_shards(test_split, METRIC_DEPTH, shards=1, prefix="nyutest", meta={"eval_split": "nyu_test"})
+    train, val = (test_split, None) if role == "train" else (relative_shards, test_split)
+    argv = _argv(tmp_path / "run", train, "--train.steps", "2", "--data.num_workers", "1", val=val)
+    try:
+        done = subprocess.run([sys.executable, "distill.py", *argv], cwd=REPO, env=machine_environment(),
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"distill.py still running after 120 s: {expired.stderr}")
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    reader = "training" if role == "train" else "validation"
+    assert errors[0].startswith(f"distill.py: error: {test_split}/nyutest-000-000000.tar: sample ")
+    assert f"evaluation split 'nyu_test', which {reader} does not read" in errors[0]
+    assert "Traceback" not in done.stderr and "DataLoader worker" not in done.stderr

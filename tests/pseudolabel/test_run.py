@@ -190,7 +190,7 @@ def _nan_or_luminance(pixels: torch.Tensor) -> torch.Tensor:
 
 def _faulty_teacher(**options) -> Teacher:
     return Teacher(_nan_or_luminance, kind=RELATIVE_INVERSE_DEPTH, model_id="faulty", revision="1",
-                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), size_multiple=1, short_side=0)
+                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # the input as given
 
 
 def test_non_finite_and_constant_maps_are_rejected(tmp_path, monkeypatch):

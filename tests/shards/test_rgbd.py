@@ -236,3 +236,53 @@ def test_refuses_an_output_that_already_holds_shards_of_the_prefix(scene_folder,
     assert main(argv) == 2
     assert "already holds 1 shard(s) named rgbd-*.tar" in capsys.readouterr().err
     assert main([*argv, "--prefix", "second"]) == 0
+
+
+def _photos_as_jpeg(scene_folder, folder):
+    """The scenes' pictures as .jpg (what a camera writes), beside the 16-bit .png depth maps."""
+    folder.mkdir()
+    for path in sorted((scene_folder / "rgb").glob("*.png")):
+        Image.open(path).convert("RGB").save(folder / f"{path.stem}.jpg", quality=95)
+    return folder
+
+
+@pytest.mark.parametrize("photos", ["jpg", "png"])
+def test_swapped_folders_stop_with_both_named_and_write_nothing(scene_folder, tmp_path, capsys, photos):
+    """Issue 24: --images and --depths swapped wrote 0 samples with exit 0. With .jpg photos nothing pairs (the depth
+    folder holds no depth file): one line naming both folders and a file of each. With .png photos every pair reads
+    a colour picture as depth: the probe stops after the first frames, naming the swap."""
+    rgb = _photos_as_jpeg(scene_folder, tmp_path / "rgb") if photos == "jpg" else scene_folder / "rgb"
+    depth = scene_folder / "depth"
+    out = tmp_path / "out"
+    argv = ["import-rgbd", "--images", str(depth), "--depths", str(rgb), "--depth_scale", "1000", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    if photos == "jpg":
+        assert f"--images {depth} (e.g. scene_000010.png)" in err
+        assert f"--depths {rgb} (e.g. scene_000010.jpg, not of these kinds)" in err and "swapped" in err
+    else:
+        assert "the first 5 frame(s) checked all could not be read" in err and "swapped" in err
+        assert "depth image is mode 'RGB'" in err
+    assert not out.exists() or not any(out.iterdir())
+    argv = ["import-rgbd", "--images", str(rgb), "--depths", str(depth), "--depth_scale", "1000", "--out", str(out)]
+    assert main(argv) == 0  # the right way round: every frame
+    assert read_stats(out / "rgbd-000-000000.tar")["count"] == 6
+
+
+def test_names_that_differ_beyond_the_extension_do_not_pair(tmp_path, capsys):
+    """Issue 24: x.jpg with x.mm.png wrote 0 samples with exit 0; now one line names both folders and both files."""
+    images, depths = tmp_path / "images", tmp_path / "depths"
+    images.mkdir()
+    depths.mkdir()
+    scene = render_scene(3, 64, 48)
+    Image.fromarray(scene.image).save(images / "x.jpg")
+    Image.fromarray((scene.depth * 1000).astype(np.uint16)).save(depths / "x.mm.png")
+    out = tmp_path / "out"
+    code = main(["import-rgbd", "--images", str(images), "--depths", str(depths), "--depth_scale", "1000",
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"no pairs: no image under --images {images} (e.g. x.jpg)" in err
+    assert f"--depths {depths} (e.g. x.mm.png)" in err and "names differ beyond the extension" in err
+    assert not out.exists()

@@ -50,3 +50,19 @@ def test_show_with_fewer_samples_than_asked(shard_set, tmp_path):
     assert difference < 3
     assert locate(grid, _small_image("s0/001", 1, (43, 32)))[:2] == (top + 36, left)
     assert grid.shape[0] < top + 2 * 36 + 32  # no room for a third row
+
+
+def test_show_refuses_an_out_without_a_picture_extension_before_reading(shard_set, tmp_path, monkeypatch, capsys):
+    """``--out grid``: one line naming the fix, before any shard is read (a missing shard set is not reached)."""
+    monkeypatch.chdir(tmp_path)
+    paths = shard_set((2,))
+    said = {"grid": "has no picture extension", "grid.pdf": "ends in .pdf, not a picture extension"}
+    for out in said:
+        for spec in (str(paths[0]), "no_such_shards"):
+            assert main(["show", spec, "--out", out]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"python -m shards show: error: --out {out} {said[out]}: use .png or .jpg"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["shards"]  # no grid, no config beside it
+    assert main(["show", str(paths[0]), "--out", "grid.jpg", "--cell_height", "32"]) == 0
+    with Image.open(tmp_path / "grid.jpg") as picture:
+        assert picture.format == "JPEG" and picture.height > 2 * 32
