@@ -15,6 +15,9 @@ others every time a sample is made or checked:
   lists every member in tar order with its size and sha256 (the json members included), so a tar that stops early,
   a member that vanished or moved, and a damaged json are all seen, and where. A shard written before (no
   ``format_version``) carries neither: only its structure and its decoders can be checked.
+- **Several labels** (format version 3): one label per teacher, the first at ``<key>.depth16.<codec>`` as before,
+  teacher ``i >= 1`` at ``<key>.depth16_<i>.<codec>`` (:func:`label_member`), each described by one entry of the
+  json's ``labels`` list (:class:`LabelRecord`). Records of versions 1 and 2 read as one label.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import io
 import json
 import posixpath
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,10 +66,13 @@ VALID_CODE_STEPS = LAST_VALID_CODE - FIRST_VALID_CODE  # 65534 intervals between
 MASK_POLICY = "code_0_is_invalid"
 
 #: Version of the shard format, in every sample json and stats json. 2 added the checksums (each sample json holds
-#: the sha256 of its other members; each stats json lists every member with its size and sha256). A record without
-#: the field was written before it (version 1: no checksums) and still reads.
-FORMAT_VERSION = 2
+#: the sha256 of its other members; each stats json lists every member with its size and sha256); 3 added several
+#: labels per sample (the json's ``labels`` list, members ``depth16_<i>.<codec>``). A record without the field was
+#: written before 2 (version 1: no checksums) and still reads, as does every version 2 record.
+FORMAT_VERSION = 3
 LEGACY_FORMAT_VERSION = 1
+CHECKSUMS_FORMAT_VERSION = 2  # the first version with checksums
+LABELS_FORMAT_VERSION = 3  # the first version with the ``labels`` list
 
 #: Reject reasons for labels (pseudolabel adds its own for inputs).
 REJECT_NO_VALID_PIXELS = "no_valid_pixels"
@@ -183,6 +190,90 @@ def decode_label_codes(codes: np.ndarray, label_range: tuple[float, float]) -> t
     return values, valid
 
 
+LABEL_MEMBER = re.compile(r"^(?P<stem>depth16)(?:_(?P<index>[1-9][0-9]*))?\.(?P<ext>[a-z0-9]+)$")
+
+
+def label_member(codec: str, index: int) -> str:
+    """The member extension of label ``index`` under ``codec``: the first label keeps the codec's own name
+    (``depth16.dzst``), so readers of one label keep working; label ``i >= 1`` is ``depth16_<i>.<ext>``
+    (``label_member("depth16.dzst", 1) == "depth16_1.dzst"``)."""
+    label_codec(codec)  # refuses an unknown codec
+    if not isinstance(index, int) or index < 0:
+        raise ValueError(f"a label index is an integer >= 0, got {index!r}")
+    if index == 0:
+        return codec
+    stem, ext = codec.split(".", 1)
+    return f"{stem}_{index}.{ext}"
+
+
+def parse_label_member(name: str) -> tuple[str, int] | None:
+    """The inverse of :func:`label_member`: ``"depth16_1.dzst"`` -> ``("depth16.dzst", 1)``; None for a name that is
+    not a label member of a known codec (``jpg``, ``depth16_0.dzst``, ``depth16.bmp``)."""
+    match = LABEL_MEMBER.match(name)
+    if match is None:
+        return None
+    codec = f"{match['stem']}.{match['ext']}"
+    if codec not in LABEL_CODECS:
+        return None
+    return codec, int(match["index"] or 0)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; expected one of {LABEL_KINDS}")
+
+
+@dataclass
+class LabelRecord:
+    """One label of a sample as its json's ``labels`` list holds it: the member extension (:func:`label_member`),
+    the teacher that made it (None for sensor ground truth), its kind and the range that undoes its codes."""
+
+    member: str
+    teacher: str | None
+    kind: str
+    label_range: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        _check_kind(self.kind)
+
+    @classmethod
+    def from_record(cls, entry: Any) -> LabelRecord:
+        """Parse one entry strictly: exactly these four fields, a label member name, a two-number range."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(entry, dict) or set(entry) != set(names):
+            found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise ValueError(f"a labels entry holds exactly {names}, got {found}: a damaged or foreign record")
+        if parse_label_member(str(entry["member"])) is None:
+            raise ValueError(f"labels entry names {entry['member']!r}, not a label member (depth16[_<i>].<codec>)")
+        label_range = entry["label_range"]
+        if not isinstance(label_range, (list, tuple)) or len(label_range) != 2:
+            raise ValueError(f"labels entry {entry['member']!r} has label_range {label_range!r}, not [min, max]")
+        return cls(str(entry["member"]), entry["teacher"], entry["kind"], tuple(label_range))
+
+
+@dataclass(frozen=True)
+class ExtraLabel:
+    """A label after the first, as the writer takes it: uint16 codes and their range (:func:`encode_label_codes`),
+    its kind and its teacher. :meth:`from_depth` makes one from a float map."""
+
+    codes: np.ndarray
+    label_range: tuple[float, float]
+    kind: str
+    teacher: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_kind(self.kind)
+
+    @classmethod
+    def from_depth(
+        cls, depth: np.ndarray, kind: str, teacher: str | None = None, valid: np.ndarray | None = None
+    ) -> ExtraLabel:
+        """A float (H, W) map (0 / non-finite / outside ``valid`` = invalid) -> its codes; raises :class:`LabelError`
+        for a map that cannot be stored, as the first label does."""
+        codes, label_range = encode_label_codes(depth, valid)
+        return cls(codes, label_range, kind, teacher)
+
+
 @dataclass
 class SampleMeta:
     """The json record of one sample. Every field is written; a writer's own fields go into ``extra``."""
@@ -204,10 +295,10 @@ class SampleMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION  # LEGACY_FORMAT_VERSION for a record written without the field
     sha256: dict[str, str] = field(default_factory=dict)  # member extension -> hex digest (filled by the writer)
+    labels: list[LabelRecord] = field(default_factory=list)  # every label, the first one's equal to the fields above
 
     def __post_init__(self) -> None:
-        if self.kind not in LABEL_KINDS:
-            raise ValueError(f"unknown label kind {self.kind!r}; expected one of {LABEL_KINDS}")
+        _check_kind(self.kind)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True).encode("utf-8")
@@ -216,7 +307,8 @@ class SampleMeta:
     def from_json(cls, data: bytes | str | dict) -> SampleMeta:
         """Parse a record strictly: every field the writers have always written must be present, and a field this
         version does not know is an error, never moved to ``extra`` (writers put their own fields into ``extra``,
-        so an unknown top-level name is a damaged one, e.g. ``depth]codec``, whose value would silently be lost)."""
+        so an unknown top-level name is a damaged one, e.g. ``depth]codec``, whose value would silently be lost).
+        A record of version 1 or 2 has no ``labels``: its one label is derived from the top-level fields."""
         record = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
         if not isinstance(record, dict):
             raise ValueError(f"the sample json is a {type(record).__name__}, not a record")
@@ -227,6 +319,8 @@ class SampleMeta:
                 " a newer writer made it (upgrade this package) or the field is damaged"
             )
         known = {f.name: f for f in dataclasses.fields(cls)}
+        if version < LABELS_FORMAT_VERSION:
+            known.pop("labels")  # a version 2 record holding it is damaged (its version or the name)
         unknown = sorted(set(record) - set(known))
         if unknown:
             hints = [_closest(name, known) for name in unknown]
@@ -241,7 +335,35 @@ class SampleMeta:
                 record[name] = tuple(record[name])
         if not isinstance(record.get("extra", {}), dict) or not isinstance(record.get("sha256", {}), dict):
             raise ValueError("the sample json's extra and sha256 fields must be records")
+        if version < LABELS_FORMAT_VERSION:
+            record["labels"] = [LabelRecord(record["depth_codec"], record["teacher"], record["kind"],
+                                            record["label_range"])]
+        else:
+            record["labels"] = _parse_labels(record)
         return cls(**record)
+
+    def first_label(self) -> LabelRecord:
+        """The record of the first label, as the top-level fields describe it."""
+        return LabelRecord(self.depth_codec, self.teacher, self.kind, self.label_range)
+
+
+def _parse_labels(record: dict[str, Any]) -> list[LabelRecord]:
+    """The ``labels`` list of a version 3 record: one entry per label, entry ``i`` at member
+    ``label_member(depth_codec, i)``, the first equal to the top-level fields."""
+    entries = record["labels"]
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"the sample json's labels must be a non-empty list, got {entries!r}")
+    labels = [LabelRecord.from_record(entry) for entry in entries]
+    codec = record["depth_codec"]
+    for index, label in enumerate(labels):
+        if parse_label_member(label.member) != (codec, index):
+            raise ValueError(f"labels entry {index} names member {label.member!r}; the json's codec {codec!r} "
+                             f"puts label {index} at {label_member(codec, index)!r}")
+    first = LabelRecord(codec, record["teacher"], record["kind"], record["label_range"])
+    if labels[0] != first:
+        raise ValueError(f"the first labels entry {dataclasses.asdict(labels[0])} differs from the top-level fields "
+                         f"{dataclasses.asdict(first)}: a damaged record")
+    return labels
 
 
 #: Marks of evaluation data in the ``extra`` of samples imported before ``eval_split`` existed: (field, value, split).
@@ -264,11 +386,24 @@ def _closest(name: str, known: dict[str, Any]) -> str:
 
 
 @dataclass
+class DecodedLabel:
+    """One label of a sample, decoded: ``depth`` float32 (H, W), inverse depth or metres per ``kind``, 0 where
+    invalid; ``valid`` bool (H, W); ``member`` its extension (``depth16_1.dzst``)."""
+
+    teacher: str | None
+    kind: str
+    depth: np.ndarray
+    valid: np.ndarray
+    member: str
+
+
+@dataclass
 class DepthSample:
     """One decoded sample: what the reader yields and the writer takes.
 
-    ``image``: uint8 (H, W, 3) RGB. ``depth``: float32 (H, W), inverse depth or metres per ``meta.kind``,
-    0 where invalid. ``valid``: bool (H, W).
+    ``image``: uint8 (H, W, 3) RGB. ``depth``: float32 (H, W), the first label, inverse depth or metres per
+    ``meta.kind``, 0 where invalid. ``valid``: bool (H, W). ``labels``: every label decoded, the first holding the
+    same arrays as ``depth`` and ``valid`` (empty for a sample built by hand).
     """
 
     key: str
@@ -276,6 +411,19 @@ class DepthSample:
     depth: np.ndarray
     valid: np.ndarray
     meta: SampleMeta
+    labels: list[DecodedLabel] = field(default_factory=list)
+
+
+def label_names(labels: Sequence[LabelRecord | DecodedLabel]) -> list[str]:
+    """A name per label for people and dict keys: its teacher id (``ground_truth`` for none), ``#<index>`` added
+    where an earlier label has the same name."""
+    names: list[str] = []
+    for index, label in enumerate(labels):
+        name = label.teacher if label.teacher is not None else "ground_truth"
+        while name in names:
+            name = f"{name}#{index}"
+        names.append(name)
+    return names
 
 
 JSON_MEMBER = "json"
@@ -318,12 +466,13 @@ def seal_sample(sample: Mapping[str, Any]) -> tuple[dict[str, Any], list[MemberR
 
 
 def expected_members(stats: Mapping[str, Any] | None) -> dict[str, list[MemberRecord]] | None:
-    """Key -> its member records, in tar order, from a stats json of format 2; None for an older one."""
-    if not stats or stats.get("format_version", LEGACY_FORMAT_VERSION) < FORMAT_VERSION:
+    """Key -> its member records, in tar order, from a stats json of format 2 or later; None for an older one."""
+    if not stats or stats.get("format_version", LEGACY_FORMAT_VERSION) < CHECKSUMS_FORMAT_VERSION:
         return None
     listed = stats.get("members")
     if not isinstance(listed, list):
-        raise ValueError("stats json of format 2 without its members list: the stats json is damaged")
+        raise ValueError(f"stats json of format {stats.get('format_version')} without its members list: the stats "
+                         "json is damaged")
     by_key: dict[str, list[MemberRecord]] = {}
     for entry in listed:
         name, size, sha = entry
@@ -333,7 +482,7 @@ def expected_members(stats: Mapping[str, Any] | None) -> dict[str, list[MemberRe
 
 
 def expected_count(stats: Mapping[str, Any] | None, members: Mapping[str, Any] | None) -> int | None:
-    """Samples a shard should hold: its members list's keys (format 2) or its stats ``count`` (format 1)."""
+    """Samples a shard should hold: its members list's keys (format 2 on) or its stats ``count`` (format 1)."""
     if members is not None:
         return len(members)
     if stats and isinstance(stats.get("count"), int):
@@ -513,13 +662,31 @@ def label_codec(extension: str) -> LabelCodec:
         raise ValueError(f"unknown label codec {extension!r}; known: {sorted(LABEL_CODECS)}") from None
 
 
-def find_label_member(raw: dict) -> str:
-    """The label's member extension in a raw sample; exactly one must be present."""
-    found = [name for name in raw if name in LABEL_CODECS]
+def find_label_member(raw: Mapping[str, Any]) -> str:
+    """The first label's member extension in a raw sample (index 0, ``depth16.<codec>``); exactly one must be
+    present, whatever labels follow it."""
+    found = [name for name in raw if (parsed := parse_label_member(name)) is not None and parsed[1] == 0]
     if len(found) != 1:
         members = sorted(k for k in raw if not k.startswith("__"))
-        raise ValueError(f"sample {raw.get('__key__')!r} holds {len(found)} label members (members: {members})")
+        raise ValueError(f"sample {raw.get('__key__')!r} holds {len(found)} first label members (members: {members})")
     return found[0]
+
+
+def label_members(raw: Mapping[str, Any]) -> list[str]:
+    """Every label member extension in a raw sample, sorted by codec and index."""
+    return sorted((name for name in raw if parse_label_member(name) is not None), key=parse_label_member)
+
+
+def decode_depth16(data: bytes, member: str, label_range: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """One label member's bytes -> (float32 (H, W) values, 0 where invalid; bool (H, W) valid mask). ``member``: its
+    extension (``depth16.dzst``, ``depth16_1.npy`` ...); ``label_range``: its entry's range in the json.
+    docs/shards.md gives the same function with no project import (numpy, zstandard, PIL), for plain WebDataset
+    pipelines; ``tests/shards/test_public_reader.py`` checks the two agree on every codec."""
+    parsed = parse_label_member(member)
+    if parsed is None:
+        raise ValueError(f"{member!r} is not a label member (depth16[_<i>].<codec>, codecs {sorted(LABEL_CODECS)})")
+    codes = label_codec(parsed[0]).decode(data)
+    return decode_label_codes(codes, (float(label_range[0]), float(label_range[1])))
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -537,18 +704,30 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 def sample_members(
     key: str, jpg: bytes, codes: np.ndarray, label_range: tuple[float, float], meta: SampleMeta,
-    codec: str = DEFAULT_LABEL_CODEC,
+    codec: str = DEFAULT_LABEL_CODEC, more_labels: Sequence[ExtraLabel] = (),
 ) -> dict[str, bytes | str]:
     """One sample's WebDataset members from an encoded JPEG and label codes already computed (the pseudo-labeller
-    makes the JPEG in a DataLoader worker and the codes beside the teacher). Fills the meta's label fields."""
+    makes the JPEG in a DataLoader worker and the codes beside the teacher). The first label is the meta's teacher's
+    and kind's; ``more_labels`` are the next teachers' (members ``depth16_1.<codec>`` ...). Fills the meta's label
+    fields and its ``labels`` list."""
     check_key(key)
-    if codes.dtype != np.uint16 or codes.ndim != 2:
-        raise ValueError(f"label codes are uint16 (H, W), got {codes.dtype} {codes.shape} for {key!r}")
+    for index, label_codes in enumerate([codes, *(extra.codes for extra in more_labels)]):
+        if label_codes.dtype != np.uint16 or label_codes.ndim != 2 or label_codes.shape != codes.shape:
+            raise ValueError(f"label {index} of {key!r} is {label_codes.dtype} {label_codes.shape}; labels are uint16 "
+                             f"(H, W), all of one size ({codes.shape})")
     label = label_codec(codec)
     meta.label_range = (float(label_range[0]), float(label_range[1]))
     meta.depth_codec = label.extension
     meta.size = (int(codes.shape[1]), int(codes.shape[0]))
-    return {"__key__": key, "jpg": jpg, label.extension: label.encode(codes), "json": meta.to_json()}
+    meta.labels = [meta.first_label()]
+    members: dict[str, bytes | str] = {"__key__": key, "jpg": jpg, label.extension: label.encode(codes)}
+    for index, extra in enumerate(more_labels, start=1):
+        member = label_member(codec, index)
+        extra_range = (float(extra.label_range[0]), float(extra.label_range[1]))
+        meta.labels.append(LabelRecord(member, extra.teacher, extra.kind, extra_range))
+        members[member] = label.encode(extra.codes)
+    members["json"] = meta.to_json()
+    return members
 
 
 def encode_sample(
@@ -558,31 +737,56 @@ def encode_sample(
     meta: SampleMeta,
     valid: np.ndarray | None = None,
     codec: str = DEFAULT_LABEL_CODEC,
+    more_labels: Sequence[ExtraLabel] = (),
 ) -> dict[str, bytes | str]:
-    """One sample as WebDataset members. Raises ``LabelError`` for labels that cannot be stored."""
+    """One sample as WebDataset members. Raises ``LabelError`` for labels that cannot be stored. ``more_labels``:
+    the next teachers' labels (:meth:`ExtraLabel.from_depth` makes one from a float map)."""
     check_key(key)
     if image.shape[:2] != depth.shape:
         raise ValueError(f"image {image.shape[:2]} and label {depth.shape} differ in size for {key!r}")
     codes, label_range = encode_label_codes(depth, valid)
-    return sample_members(key, encode_jpeg(image, meta.jpeg_quality), codes, label_range, meta, codec)
+    jpg = encode_jpeg(image, meta.jpeg_quality)
+    return sample_members(key, jpg, codes, label_range, meta, codec, more_labels)
 
 
-def decode_label(raw: dict) -> tuple[np.ndarray, np.ndarray, SampleMeta]:
-    """Raw members -> (float32 label, bool valid mask, metadata), without touching the image."""
-    meta = SampleMeta.from_json(raw["json"])
-    extension = find_label_member(raw)
-    codes = label_codec(extension).decode(raw[extension])
+def _decode_labels(raw: Mapping[str, Any], meta: SampleMeta, first_only: bool) -> list[DecodedLabel]:
+    """The labels the json lists, decoded (only the first with ``first_only``); the sample's label members must be
+    exactly those the json lists, each of the json's size."""
+    listed = [label.member for label in meta.labels]
+    present = label_members(raw)
+    if sorted(listed) != sorted(present):
+        raise ValueError(f"sample {raw.get('__key__')!r} holds label members {present}, its json lists {listed}")
     expected = (meta.size[1], meta.size[0])
-    if codes.shape != expected:
-        raise ValueError(f"label of {raw.get('__key__')!r} is {codes.shape}, its json says {expected}")
-    depth, valid = decode_label_codes(codes, meta.label_range)
-    return depth, valid, meta
+    decoded = []
+    for label in meta.labels[:1] if first_only else meta.labels:
+        depth, valid = decode_depth16(raw[label.member], label.member, label.label_range)
+        if depth.shape != expected:
+            raise ValueError(f"label .{label.member} of {raw.get('__key__')!r} is {depth.shape}, its json says "
+                             f"{expected}")
+        decoded.append(DecodedLabel(label.teacher, label.kind, depth, valid, label.member))
+    return decoded
 
 
-def decode_sample(raw: dict) -> DepthSample:
-    """Raw WebDataset members -> :class:`DepthSample`. Raises on any inconsistency; the reader's handler counts it."""
-    depth, valid, meta = decode_label(raw)
+def decode_labels(raw: Mapping[str, Any]) -> list[DecodedLabel]:
+    """Raw members -> every label of the sample, in the json's order (the first is the one readers of one label
+    see), without touching the image."""
+    return _decode_labels(raw, SampleMeta.from_json(raw["json"]), first_only=False)
+
+
+def decode_label(raw: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, SampleMeta]:
+    """Raw members -> (float32 first label, its bool valid mask, metadata), without touching the image."""
+    meta = SampleMeta.from_json(raw["json"])
+    (first,) = _decode_labels(raw, meta, first_only=True)
+    return first.depth, first.valid, meta
+
+
+def decode_sample(raw: Mapping[str, Any], all_labels: bool = True) -> DepthSample:
+    """Raw WebDataset members -> :class:`DepthSample`. Raises on any inconsistency; the reader's handler counts it.
+    ``all_labels=False`` decodes only the first label (``labels`` then holds it alone): a reader that trains on the
+    first teacher need not pay for the others' decoding."""
+    meta = SampleMeta.from_json(raw["json"])
+    labels = _decode_labels(raw, meta, first_only=not all_labels)
     image = decode_jpeg(raw["jpg"])
-    if image.shape[:2] != depth.shape:
-        raise ValueError(f"image {image.shape[:2]} and label {depth.shape} differ for {raw.get('__key__')!r}")
-    return DepthSample(key=raw["__key__"], image=image, depth=depth, valid=valid, meta=meta)
+    if image.shape[:2] != labels[0].depth.shape:
+        raise ValueError(f"image {image.shape[:2]} and label {labels[0].depth.shape} differ for {raw.get('__key__')!r}")
+    return DepthSample(raw["__key__"], image, labels[0].depth, labels[0].valid, meta, labels)

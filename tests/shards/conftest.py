@@ -39,10 +39,11 @@ def write_shard(
 
 
 def legacy_json(data: bytes) -> bytes:
-    """A sample json as written before format version 2: no ``format_version``, no ``sha256``."""
+    """A sample json as written before format version 2: no ``format_version``, no ``sha256``, no ``labels``."""
     record = json.loads(data)
     record.pop("format_version", None)
     record.pop("sha256", None)
+    record.pop("labels", None)
     return json.dumps(record, sort_keys=True).encode()
 
 

@@ -62,9 +62,10 @@ def test_a_damaged_field_name_is_an_error_not_extra():
 
 def test_a_record_written_before_format_2_reads():
     record = json.loads(scene_members("k/a", 0)["json"])
-    del record["format_version"], record["sha256"]
+    del record["format_version"], record["sha256"], record["labels"]
     meta = SampleMeta.from_json(json.dumps(record))
     assert meta.format_version == LEGACY_FORMAT_VERSION and meta.sha256 == {}
+    assert meta.labels == [meta.first_label()] and meta.labels[0].member == DEFAULT_LABEL_CODEC
 
 
 def test_a_record_written_before_eval_split_reads_unmarked():
