@@ -20,6 +20,7 @@ SourceKind = Literal["auto", "folder", "list", "datasets", "shards"]
 CropMode = Literal["center", "random"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Kind = Literal["relative_inverse_depth", "metric_depth"]  # shards.format.LABEL_KINDS, as a config option's type
 SOURCE_KINDS = get_args(SourceKind)
 CROP_MODES = get_args(CropMode)
 PRECISIONS = get_args(Precision)
@@ -72,10 +73,15 @@ class PreprocessConfig:
 
 @dataclass
 class TeacherConfig:
-    """The teacher: a hub id or a local folder (config.json + weights), or ``identity`` for pipeline timing."""
+    """The teacher: a hub id or a local folder (config.json + weights), an exported depth file, or ``identity`` for
+    pipeline timing."""
 
     model: str = "Intel/dpt-hybrid-midas"
-    """a hub id, a local folder (config.json + weights), or identity (pipeline timing, no network)"""
+    """a hub id, a local folder (config.json + weights), an exported depth file (.onnx, .tflite, .pte), or identity
+    (pipeline timing, no network)"""
+    kind: Kind | None = None
+    """what a teacher file outputs, relative_inverse_depth or metric_depth: required when the file does not say
+    (our exports do); other teachers say it themselves"""
     revision: str | None = None
     """hub branch, tag or commit; the resolved commit goes into the manifest"""
     flip_tta: bool = False

@@ -516,6 +516,7 @@ def _run(accelerator: Accelerator, config: PseudolabelConfig, resolved_yaml: str
     teacher = load_teacher(
         config.teacher.model, revision=config.teacher.revision, device=accelerator.device,
         flip_tta=config.teacher.flip_tta, precision=config.teacher.precision, short_side=config.teacher.short_side,
+        kind=config.teacher.kind,
     )
     if config.runtime.compile_teacher:
         teacher.compile(config.runtime.batch_size, config.preprocess.height, config.preprocess.width)

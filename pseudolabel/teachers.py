@@ -1,8 +1,9 @@
 """Teachers: a depth model that turns uint8 RGB crops into float relative inverse depth (or metric depth).
 
 ``load_teacher(model)`` takes a built-in name (``identity``, for timing the pipeline without a network), a hub id
-(``Intel/dpt-hybrid-midas``, ``Intel/dpt-large``, ``depth-anything/Depth-Anything-V2-Small-hf``) or a local folder
-holding a transformers depth model (``config.json`` + weights). Every teacher has the same call:
+(``Intel/dpt-hybrid-midas``, ``Intel/dpt-large``, ``depth-anything/Depth-Anything-V2-Small-hf``), a local folder
+holding a transformers depth model (``config.json`` + weights), or an exported depth file (``.onnx``, ``.tflite``,
+``.pte``: :class:`FileTeacher`, run by the runners ``DepthModel`` uses). Every teacher has the same call:
 ``teacher(images)`` with uint8 (B, H, W, 3) -> float32 (B, H, W) on the CPU, at the input size.
 
 Inside, each family runs as its authors run it (:data:`RECIPES`, one named reference each), at native aspect: DPT as
@@ -59,6 +60,9 @@ DEFAULT_NORMALISATION = {
     "depth_anything": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
 }
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+#: Endings of the exported depth files a teacher may be (``distill.deploy.runtime.EXPORTED_SUFFIXES``, the runners'
+#: own list; a test keeps the two equal, since this module may not import distill at its top).
+TEACHER_FILE_SUFFIXES = (".onnx", ".tflite", ".pte")
 _COMMIT = re.compile(r"snapshots/([0-9a-f]{40})/")
 
 
@@ -83,6 +87,7 @@ class TeacherNotFoundError(TeacherModelError, FileNotFoundError):
 ACCEPTED_TEACHERS = (
     f"a transformers depth model (model_type {', '.join(TEACHER_FAMILIES)}): a hub id such as "
     "Intel/dpt-hybrid-midas, or a folder written by save_pretrained (config.json with its model_type + the weights); "
+    "an exported depth file (.onnx, .tflite, .pte); "
     "or the built-in identity"
 )
 
@@ -237,7 +242,10 @@ def resize_output(prediction: torch.Tensor, size: tuple[int, int], kernel: str) 
         return F.interpolate(prediction[:, None], size, mode="bicubic", align_corners=False)[:, 0]
     if kernel == "bilinear_align_corners":
         return F.interpolate(prediction[:, None], size, mode="bilinear", align_corners=True)[:, 0]
-    raise ValueError(f"unknown output resize {kernel!r}; expected bicubic or bilinear_align_corners")
+    if kernel == "bilinear":
+        shrinking = size[0] < prediction.shape[-2] or size[1] < prediction.shape[-1]
+        return F.interpolate(prediction[:, None], size, mode="bilinear", align_corners=False, antialias=shrinking)[:, 0]
+    raise ValueError(f"unknown output resize {kernel!r}; expected bicubic, bilinear or bilinear_align_corners")
 
 
 class Teacher:
@@ -406,6 +414,110 @@ def build_identity_teacher(
 
 #: Teachers that are not transformers checkpoints, by name. Anything else is a hub id or a folder.
 BUILTIN_TEACHERS: dict[str, Callable[..., Teacher]] = {"identity": build_identity_teacher}
+
+
+# ---------------------------------------------------------------------------------------- an exported file as teacher
+# A depth model the user has as a file (.onnx, .tflite, .pte) runs through the runners DepthModel uses
+# (``distill.deploy.exported``: input size, layout and quantisation read from the file), reached lazily through the
+# one crossing from pseudolabel into distill (docs/decisions.md, "Teachers"). A file cannot always say what it
+# outputs; then ``teacher.kind`` must: a metric map stored as relative would be a wrong label no later check catches.
+
+#: How a file teacher is fed and read back: the crop as it is when the file's size is free; else stretched to the
+#: file's fixed size (bicubic, aspect not kept), the map resized back bilinearly.
+FILE_RECIPE = Recipe(
+    reference="the file's own runtime (ONNX Runtime, LiteRT, ExecuTorch) as DepthModel runs it: a fixed-size file "
+    "gets the crop stretched bicubically to its size (aspect not kept), its map resized back bilinearly",
+    size=0, multiple=1, fit="file", input_resize="pil_image_bicubic", output_resize="bilinear",
+)
+
+
+class FileTeacher(Teacher):
+    """An exported depth file run by its format's runner (numpy in and out, on the CPU): ``network_size`` is the
+    file's fixed size (the crop's own when the graph's size is free); the crop reaches it as ``DepthModel`` feeds a
+    picture (``images_to_batch``: PIL's bicubic on the uint8 image, ``pil_image_bicubic``) and the map comes back
+    bilinearly (:data:`FILE_RECIPE`)."""
+
+    def __init__(self, runner: Any, *, kind: str, model_id: str, revision: str, flip_tta: bool = False) -> None:
+        super().__init__(
+            _RunnerNetwork(runner), kind=kind, model_id=model_id, revision=revision, mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0), recipe=FILE_RECIPE, device="cpu", flip_tta=flip_tta, precision="fp32",
+        )
+        self.runner = runner
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(height, width) the file takes, or None when its size is free (a dynamic ONNX graph)."""
+        return None if getattr(self.runner, "dynamic", False) else (self.runner.height, self.runner.width)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.fixed_size or (height, width)
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> float32 (B, 3, h, w) in [0, 1] at the file's size, as DepthModel feeds it."""
+        from distill.deploy.exported import images_to_batch  # the same crossing as the runner's (Teachers)
+
+        height, width = self.network_size(*images.shape[1:3])
+        return torch.from_numpy(images_to_batch(list(images.cpu().numpy()), width, height))
+
+    def compile(self, batch_size: int, height: int, width: int) -> None:
+        raise UserError("runtime.compile_teacher applies to PyTorch teachers; a teacher file runs as exported: "
+                        "leave runtime.compile_teacher false")
+
+    def precisions(self) -> dict[str, str]:
+        return {"backbone": "as exported", "head": "as exported", "output": "float32"}
+
+    def info(self) -> dict[str, Any]:
+        """:meth:`Teacher.info`'s fields, and the file's own: its format, runtime and fixed size (W, H; null: free)."""
+        fixed = self.fixed_size
+        return {
+            **super().info(),
+            "format": Path(self.model_id).suffix.lstrip(".").lower(),
+            "runtime": self.runner.name.split(":", 1)[0],
+            "file_size": None if fixed is None else [fixed[1], fixed[0]],
+        }
+
+
+class _RunnerNetwork:
+    """A runner (numpy float32 (B, 3, h, w) in [0, 1] -> (B, h', w')) as a teacher's network on torch tensors."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.runner(pixels.float().cpu().numpy()).astype("float32", copy=False))
+
+
+def _file_revision(path: Path) -> str:
+    """``sha256:<16 hex>`` of the file's bytes, so a changed file under the same name is noticed on resume."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def load_file_teacher(
+    model: str, *, kind: str | None, flip_tta: bool = False, precision: str = "auto", short_side: int | None = None
+) -> Teacher:
+    """An exported file as a teacher. ``kind`` states what it outputs; required when the file does not say (our
+    exports do), refused in one line without it; it must agree with a file that says."""
+    from distill.deploy.exported import open_exported  # the one crossing into distill (docs/decisions.md, Teachers)
+
+    if short_side is not None:
+        raise UserError(f"teacher.short_side {short_side} sets the size of dpt and depth_anything; a teacher file "
+                        "runs at its own size: leave teacher.short_side unset")
+    if precision not in ("auto", "fp32"):
+        raise UserError(f"teacher.precision {precision} applies to PyTorch teachers; a teacher file runs as "
+                        "exported: leave teacher.precision auto")
+    path = Path(model).expanduser()
+    try:
+        runner = open_exported(path, kind=kind, model_key="teacher.model", kind_key="teacher.kind", assume_kind=False)
+    except ImportError as error:  # the file's runtime is an extra; the message names the install
+        raise UserError(f"teacher.model {model}: {error}") from error
+    logger.info("teacher file %s (%s, %s, %dx%d%s)", path, runner.name, runner.kind, runner.width, runner.height,
+                ", size free" if getattr(runner, "dynamic", False) else "")
+    return FileTeacher(runner, kind=runner.kind, model_id=str(path.resolve()), revision=_file_revision(path),
+                       flip_tta=flip_tta)
 
 
 def _folder_revision(folder: Path) -> str | None:
@@ -689,17 +801,30 @@ def load_teacher(
     flip_tta: bool = False,
     precision: str = "auto",
     short_side: int | None = None,
+    kind: str | None = None,
 ) -> Teacher:
-    """The teacher named ``model``: a built-in name (``identity``), a hub id or a local folder.
+    """The teacher named ``model``: a built-in name (``identity``), an exported file (``.onnx``, ``.tflite``,
+    ``.pte``), a hub id or a local folder.
 
     The network runs as its family's authors run it (:data:`RECIPES`: DPT at short side 384, Depth Anything at
     lower bound 518); ``short_side`` overrides that size (None: the family's own). A hub id must already be in the
     local Hugging Face cache when the hub is unreachable; otherwise this raises :class:`TeacherNotFoundError` saying
-    how to download it. Never substitutes random weights.
+    how to download it. Never substitutes random weights. ``kind`` states what a file teacher outputs (required when
+    the file does not say); for any other teacher it must be what the teacher outputs, or None.
     """
+    if Path(model).suffix.lower() in TEACHER_FILE_SUFFIXES:
+        return load_file_teacher(model, kind=kind, flip_tta=flip_tta, precision=precision, short_side=short_side)
     builder = BUILTIN_TEACHERS.get(model)
     if builder is not None:
-        return builder(revision=revision, device=device, flip_tta=flip_tta, precision=precision, short_side=short_side)
-    return load_transformers_teacher(
-        model, revision=revision, device=device, flip_tta=flip_tta, precision=precision, short_side=short_side
-    )
+        teacher = builder(revision=revision, device=device, flip_tta=flip_tta, precision=precision,
+                          short_side=short_side)
+    else:
+        teacher = load_transformers_teacher(
+            model, revision=revision, device=device, flip_tta=flip_tta, precision=precision, short_side=short_side
+        )
+    if kind is not None and kind != teacher.kind:
+        raise UserError(
+            f"teacher.kind {kind}: {model} outputs {teacher.kind} (its config says so); teacher.kind states what a "
+            f"teacher file outputs when the file does not say: leave it unset for {model}"
+        )
+    return teacher

@@ -5,7 +5,7 @@ Each folder is a layer (``shards/`` the sample contract, ``shards/cli/`` what ev
 the tools on shards, ``pseudolabel/``, ``distill/students/``, ``distill/training/``, ``distill/deploy/``,
 ``distill/evaluation/``, ``demo/``); ``distill``'s own top level holds the entry points (the Python API, the
 commands) and, named here, the shared numerics (``align``, ``metrics``). What the folders cannot say is the order
-between them, :data:`ALLOWED`, and the two crossings allowed only inside a function, :data:`LAZY_CROSSINGS`. No
+between them, :data:`ALLOWED`, and the crossings allowed only inside a function, :data:`LAZY_CROSSINGS`. No
 module imports itself back through others (no import circle).
 """
 
@@ -45,10 +45,12 @@ ALLOWED = {
     "demo": {"distill", "distill.training", "distill.evaluation", "distill.deploy", "distill.students",
              "distill.numerics", "pseudolabel", *_SHARED},
 }
-#: Crossings allowed only inside a function, as (importing module, imported module): the one between the stages (a
-#: teacher is run by the code that labels), and the export command's int8 accuracy gate, which scores with evaluation.
+#: Crossings allowed only inside a function, as (importing module, imported module): the two between the stages (a
+#: teacher is run by the code that labels; a teacher file is run by the runners that deploy files), and the export
+#: command's int8 accuracy gate, which scores with evaluation.
 LAZY_CROSSINGS = {
     ("distill.deploy.model", "pseudolabel.teachers"),
+    ("pseudolabel.teachers", "distill.deploy.exported"),
     ("distill.deploy.export", "distill.evaluation.evaluate"),
     ("distill.deploy.export", "distill.evaluation.protocols"),
 }
@@ -268,6 +270,21 @@ def test_the_teacher_crossing_is_allowed_lazily_and_in_one_module_only(tmp_path:
     assert len(violations) == 2, violations
     assert any(v.startswith("distill/evaluation/evaluate.py") for v in violations)
     assert any(v.startswith("distill/deploy/runtime.py") for v in violations)
+
+
+def test_a_teacher_file_reaches_the_runners_lazily_and_from_teachers_only(tmp_path: Path) -> None:
+    lazy = "def load():\n    from distill.deploy.exported import open_exported\n"
+    _write(tmp_path, {
+        "pseudolabel/teachers.py": lazy,
+        "pseudolabel/run.py": lazy,
+        "pseudolabel/plan.py": "from distill.deploy.exported import open_exported\n",
+        "distill/deploy/exported.py": "",
+        "distill/deploy/runtime.py": "",
+        "pseudolabel/families.py": "def f():\n    from distill.deploy.runtime import OnnxRunner\n",
+    })
+    violations = layering_violations(tmp_path)
+    assert len(violations) == 3, violations
+    assert not any(v.startswith("pseudolabel/teachers.py") for v in violations)
 
 
 def test_the_accuracy_gate_reaches_evaluation_lazily_and_from_export_only(tmp_path: Path) -> None:

@@ -34,11 +34,11 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from distill.deploy.exported import open_exported
 from distill.deploy.runtime import (
     EXPORTED_SUFFIXES,
     PRECISIONS,
     DepthRunner,
-    OnnxRunner,
     TorchRunner,
     images_to_batch,
     load_picture,
@@ -312,9 +312,9 @@ class DepthModel:
     ) -> DepthModel:
         """Load ``model`` (see the module's docstring for the forms). ``input_size`` (W, H) sets a student folder's
         input size (default 256x192; exported files carry theirs); ``kind`` states the output of an exported file
-        that does not say (``relative_inverse_depth`` is assumed otherwise); ``threads`` caps CPU threads;
-        ``precision`` (PyTorch models only): ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16`` or
-        ``fp16`` autocast (a teacher's head stays fp32); an exported file runs as exported."""
+        that does not say (``relative_inverse_depth`` is assumed otherwise, and a warning says so); ``threads`` caps
+        CPU threads; ``precision`` (PyTorch models only): ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``,
+        ``bf16`` or ``fp16`` autocast (a teacher's head stays fp32); an exported file runs as exported."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         source, location = detect_source(model, revision)
@@ -451,27 +451,13 @@ def load_runner(
     precision: str = "auto",
     kind: str | None = None,
 ) -> DepthRunner:
-    """A student folder (``config.json`` + ``model.safetensors``) or an exported file (``EXPORTED_SUFFIXES``) -> a
-    runner. ``precision`` applies to a student folder (an exported file runs as exported); ``kind`` states the
-    output of a file that does not say what it outputs; anything else is a user error naming ``--model``."""
+    """A student folder (``config.json`` + ``model.safetensors``) or an exported file (``EXPORTED_SUFFIXES``, opened by
+    :func:`distill.deploy.exported.open_exported`) -> a runner. ``precision`` applies to a student folder (an exported
+    file runs as exported); ``kind`` states the output of a file that does not say what it outputs (without it
+    ``relative_inverse_depth`` is assumed, and a warning says so); anything else is a user error naming ``--model``."""
     path = Path(model)
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        try:
-            return OnnxRunner.open(path, width=width, height=height, threads=threads, kind=kind)
-        except ImportError:
-            raise
-        except ValueError as error:  # our checks: the graph's names, or a size the export does not have
-            raise UserError(f"--model {model}: {error}") from error
-        except Exception as error:  # onnxruntime's own errors for a file that is not a model: InvalidProtobuf, ...
-            raise UserError(f"--model {model}: not a readable ONNX model ({one_line(error)[:300]})") from error
-    if path.is_file() and path.suffix.lower() == ".tflite":
-        from distill.deploy.litert import TfliteRunner
-
-        return TfliteRunner(path, width=width, height=height, threads=threads, kind=kind)
-    if path.is_file() and path.suffix.lower() == ".pte":
-        from distill.deploy.executorch_pte import PteRunner
-
-        return PteRunner(path, width=width, height=height, threads=threads, kind=kind)
+    if path.is_file() and path.suffix.lower() in EXPORTED_SUFFIXES:  # says which kind it assumed, where it must
+        return open_exported(path, width=width, height=height, threads=threads, kind=kind)
     if path.is_dir() and is_student_folder(path):
         if threads:
             torch.set_num_threads(threads)

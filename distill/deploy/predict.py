@@ -96,7 +96,8 @@ class PredictConfig:
     threads: int | None = None
     """CPU threads (default: the runtime's choice)"""
     kind: Kind | None = None
-    """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
+    """what an exported file outputs when it does not say: relative_inverse_depth or metric_depth (without it
+    relative_inverse_depth is assumed, and a warning says so)"""
     overwrite: bool = False
     """write into an --out that already holds files (outputs of the same names are replaced, others stay); without
     it such a folder is refused before the model is loaded, so no earlier output is lost"""

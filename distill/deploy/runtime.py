@@ -5,7 +5,9 @@ exported ``.onnx`` (ONNX Runtime), ``.tflite`` (LiteRT) or ``.pte`` (ExecuTorch)
 is decided by :func:`distill.deploy.model.load_runner`. The contract: input sides are multiples of the encoder's
 stride (``distill.students.config.check_input_size``), the graph's input is ``image`` and its output
 ``inverse_depth``, and the output's ``kind`` (``relative_inverse_depth`` or ``metric_depth``) is what the file states
-(our exports write it), else what the caller says (:func:`resolve_kind`).
+(our exports write it), else what the caller says (:func:`resolve_kind`); a file that says nothing is named by one
+sentence (:func:`unknown_kind_message`). Files from elsewhere run too: the ONNX runner reads its input's name,
+layout and type from the graph, the LiteRT runner its layout and quantisation.
 
 Export (parity), predict, evaluation and the benchmark workers share the pre- and post-processing, so it is the same
 everywhere: RGB uint8 -> resized bicubically to the model's size -> float [0, 1] (B, 3, H, W); the model returns
@@ -57,13 +59,24 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 
 def resolve_kind(path: str | os.PathLike, stated: str | None, given: str | None) -> str:
     """The kind of an exported file's output: what the file states (our exports do), else what the caller gives
-    (``kind``), else relative inverse depth (published depth models mostly are). The two disagreeing: an error."""
+    (``kind``), else relative inverse depth (published depth models mostly are; whoever opens the file says so, or
+    refuses: :func:`distill.deploy.exported.open_exported`). The two disagreeing: an error."""
     for value in (stated, given):
         if value is not None and value not in LABEL_KINDS:
             raise ValueError(f"{path}: output kind must be one of {LABEL_KINDS}, got {value!r}")
     if stated and given and stated != given:
         raise ValueError(f"{path} states that it outputs {stated}, but {given} was given; drop the kind option")
     return stated or given or RELATIVE_INVERSE_DEPTH
+
+
+def unknown_kind_message(path: str | os.PathLike, key: str) -> str:
+    """The one sentence for a model file that does not say what it outputs, ``key`` naming the option that says it
+    (``--kind``, ``teacher.kind``, ``kind=``): pseudolabel refuses with it (a metric map stored as relative would be
+    a wrong label no check catches), evaluate, predict and ``DepthModel`` add the kind they assume."""
+    return (
+        f"{path} does not say what it outputs (no '{KIND_KEY}' in its metadata or in {Path(path).name}.json): set "
+        f"{key} relative_inverse_depth (a relative model, larger = nearer) or metric_depth (metres)"
+    )
 
 
 def recorded_kind(path: Path) -> str | None:
@@ -229,11 +242,18 @@ def onnx_session(
     return ort.InferenceSession(model, sess_options=options, providers=providers)
 
 
+#: ONNX tensor element types a runner feeds and reads: float pictures in [0, 1], or raw 8-bit pixels.
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
+
+
 @dataclass
 class OnnxRunner:
-    """An exported student run by ONNX Runtime. The input size comes from the graph (the export fixes H and W);
-    ``width`` / ``height`` are used only for a graph whose spatial axes are dynamic. Idle threads do not spin: the
-    runner shares its process with PyTorch work (resizing, metrics), and spinning pools fight over the cores."""
+    """An exported depth model run by ONNX Runtime. Everything is read from the graph: its one input (our export
+    names it ``image``; any name is taken), the layout (N, 3, H, W) or (N, H, W, 3), the element type (float RGB in
+    [0, 1], or raw uint8 pixels), the size (``dynamic`` when H and W are free: then ``width`` / ``height``, default
+    256x192, are the size it is run at), and the output (``inverse_depth`` in our export, else the one output).
+    Idle threads do not spin: the runner shares its process with PyTorch work (resizing, metrics), and spinning pools
+    fight over the cores."""
 
     path: Path
     width: int
@@ -241,6 +261,12 @@ class OnnxRunner:
     name: str
     session: Any
     kind: str = RELATIVE_INVERSE_DEPTH  # from the graph's "prediction" metadata (our export writes it)
+    stated_kind: str | None = None  # what the file itself says it outputs (None: it does not say)
+    dynamic: bool = False  # H and W are free in the graph
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    channels_last: bool = False
+    input_type: Any = np.float32
 
     @classmethod
     def open(
@@ -252,11 +278,17 @@ class OnnxRunner:
         kind: str | None = None,
     ) -> OnnxRunner:
         session = onnx_session(path, threads=threads, spinning=False)
-        inputs = session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
-            names = [i.name for i in inputs]
-            raise ValueError(f"{path}: expected one input named {INPUT_NAME!r} (our export), found {names}")
-        graph_height, graph_width = inputs[0].shape[2:4]
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{path}: a depth model has one input (a picture batch), found {[i.name for i in inputs]}")
+        shape, element = inputs[0].shape, inputs[0].type
+        if len(shape) != 4 or 3 not in (shape[1], shape[3]) or element not in _ONNX_TYPES:
+            raise ValueError(
+                f"{path}: input {inputs[0].name} {element} {shape} is not an RGB picture batch (N, 3, H, W) or "
+                f"(N, H, W, 3) of float or uint8"
+            )
+        channels_last = shape[3] == 3 and shape[1] != 3
+        graph_height, graph_width = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
         graph_width = graph_width if isinstance(graph_width, int) else None
         graph_height = graph_height if isinstance(graph_height, int) else None
         if (width and graph_width and width != graph_width) or (height and graph_height and height != graph_height):
@@ -264,13 +296,40 @@ class OnnxRunner:
                 f"{path} was exported for {graph_width}x{graph_height} (W x H); export again with "
                 f"--size {width or graph_width}x{height or graph_height} to run at that size"
             )
+        dynamic = graph_width is None or graph_height is None
         final_width = graph_width or width or STUDENT_SIZE[0]
         final_height = graph_height or height or STUDENT_SIZE[1]
-        check_input_size(final_width, final_height)
-        stated = session.get_modelmeta().custom_metadata_map.get(KIND_KEY)
-        name = f"onnx:{Path(path).name}"
-        return cls(Path(path), final_width, final_height, name, session, resolve_kind(path, stated, kind))
+        if dynamic:  # a size we choose keeps the students' contract; a fixed graph's size is the file's own
+            check_input_size(final_width, final_height)
+        names = [output.name for output in outputs]
+        output_name = OUTPUT_NAME if OUTPUT_NAME in names else names[0]
+        stated = session.get_modelmeta().custom_metadata_map.get(KIND_KEY) or recorded_kind(Path(path))
+        return cls(
+            Path(path), final_width, final_height, f"onnx:{Path(path).name}", session,
+            resolve_kind(path, stated, kind), stated, dynamic, inputs[0].name, output_name, channels_last,
+            _ONNX_TYPES[element],
+        )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
-        return output[:, 0]  # (B, H, W)
+        """float32 (B, 3, H, W) in [0, 1] -> float32 (B, h, w); raw pixels for an 8-bit input (x * 255, rounded)."""
+        values = np.asarray(batch, dtype=np.float32)
+        if self.channels_last:
+            values = values.transpose(0, 2, 3, 1)
+        if self.input_type == np.uint8:
+            values = np.clip(np.rint(values * 255.0), 0, 255)
+        (output,) = self.session.run(
+            [self.output_name], {self.input_name: np.ascontiguousarray(values, dtype=self.input_type)}
+        )
+        return single_maps(np.asarray(output, dtype=np.float32), self.path)
+
+
+def single_maps(output: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """A runtime's output for a batch of B pictures, (B, 1, h, w), (B, h, w) or (B, h, w, 1) -> (B, h, w); the map
+    may be smaller than the input (it is resized later)."""
+    if output.ndim == 4 and output.shape[1] == 1:
+        return output[:, 0]
+    if output.ndim == 4 and output.shape[3] == 1:
+        return output[..., 0]
+    if output.ndim == 3:
+        return output
+    raise ValueError(f"{path}: output of shape {output.shape} is not one depth map per picture")

@@ -109,7 +109,8 @@ class ModelOptions:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """fp32: no autocast on any device; bf16 / fp16: autocast (students and a teacher's backbone); the report says"""
     kind: Kind | None = None
-    """what an exported file outputs when it does not say: relative_inverse_depth (assumed) or metric_depth"""
+    """what an exported file outputs when it does not say: relative_inverse_depth or metric_depth (without it
+    relative_inverse_depth is assumed, and a warning says so)"""
 
 
 @dataclass(kw_only=True)
