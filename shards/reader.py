@@ -203,6 +203,11 @@ class SkipCounter:
         """Samples not delivered: skipped + lost."""
         return self.skipped + self.lost
 
+    @property
+    def delivered(self) -> int:
+        """Samples yielded: read minus skipped (every skipped sample was read first)."""
+        return self.read - self.skipped
+
     def skip(self, url: str | None, key: str | None, reason: str, detail: object) -> None:
         self.skipped_by_reason[reason] += 1
         self.shards[url or "?"] += 1
@@ -226,6 +231,13 @@ class SkipCounter:
             "read": self.read, "skipped": dict(self.skipped_by_reason), "lost": dict(self.lost_by_reason),
             "shards": dict(self.shards),
         }
+
+    def __str__(self) -> str:
+        def reasons(counter: Counter) -> str:
+            return f" ({', '.join(f'{reason} {n}' for reason, n in sorted(counter.items()))})" if counter else ""
+
+        return (f"read {self.read}, delivered {self.delivered}, skipped {self.skipped}"
+                f"{reasons(self.skipped_by_reason)}, lost {self.lost}{reasons(self.lost_by_reason)}")
 
     def _check(self, detail: object) -> None:
         if self.limit is not None and self.count > self.limit:

@@ -47,8 +47,8 @@ class RepairConfig:
 
 @dataclass(kw_only=True)
 class ShowConfig:
-    """Draw a grid of the first samples: one row per sample (its key on the left), the image beside its label
-    colour-mapped."""
+    """Draw a grid of the first samples: one row per sample (its key on the left), the image beside each teacher's
+    label colour-mapped (a column per teacher)."""
 
     shards: list[str]
     """folders, brace patterns, globs, comma lists or urls of shards; bare words on the command line"""

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shards.format import RELATIVE_INVERSE_DEPTH, DepthSample
-from shards.reader import build_pipeline
+from shards.format import RELATIVE_INVERSE_DEPTH
+from shards.public_reader import Sample, samples
 
 #: Colour map of depth and inverse depth (near = warm); metric depth uses its reverse, ``turbo_r``.
 DEPTH_COLORMAP = "turbo"
@@ -358,27 +358,43 @@ def draw_grid(
     return grid
 
 
-def sample_row(sample: DepthSample) -> list[np.ndarray]:
-    """[image, colour-mapped label] of one sample, both uint8 (H, W, 3); the label's colour bar names its kind."""
-    inverse = sample.meta.kind == RELATIVE_INVERSE_DEPTH
-    units = "relative inverse depth" if inverse else "depth (m)"
-    return [sample.image, colorize_depth(sample.depth, sample.valid, inverse=inverse, units=units)]
+def sample_row(sample: Sample) -> list[np.ndarray]:
+    """[image, one colour-mapped label per teacher] of one sample, all uint8 (H, W, 3); each label's colour bar names
+    its kind."""
+    row = [sample.image]
+    for name, values in sample.labels.items():
+        inverse = sample.kinds[name] == RELATIVE_INVERSE_DEPTH
+        units = "relative inverse depth" if inverse else "depth (m)"
+        row.append(colorize_depth(values, sample.masks[name], inverse=inverse, units=units))
+    return row
+
+
+def label_titles(samples: Sequence[Sample]) -> list[str]:
+    """Column titles: "image", then "label" for one label, or each teacher's name when every sample has the same
+    teachers (else "label 1", "label 2", ...)."""
+    names = list(samples[0].labels)
+    most = max(len(sample.labels) for sample in samples)
+    if most == 1:
+        return ["image", "label"]
+    if all(list(sample.labels) == names for sample in samples):
+        return ["image", *names]
+    return ["image", *(f"label {index}" for index in range(1, most + 1))]
 
 
 def show_samples(
     spec: str | Sequence[str], count: int = 16, out: str | Path = "grid.png", cell_height: int = 192
 ) -> Path:
-    """Draw the first ``count`` samples of the shard set ``spec`` (in shard order) into ``out`` (a PNG)."""
+    """Draw the first ``count`` samples of the shard set ``spec`` (in shard order) into ``out`` (a PNG): a row per
+    sample, a column per teacher."""
     if count < 1:
         raise ValueError(f"--n must be at least 1, got {count}")
-    pipeline = build_pipeline(spec, training=False, split=False)
-    samples = list(itertools.islice(iter(pipeline), count))
-    if not samples:
+    drawn = list(itertools.islice(iter(samples(spec)), count))
+    if not drawn:
         raise ValueError(f"no readable sample in {spec!r}")
     grid = image_grid(
-        [sample_row(sample) for sample in samples],
-        titles=["image", "label"],
-        row_labels=[sample.key for sample in samples],
+        [sample_row(sample) for sample in drawn],
+        titles=label_titles(drawn),
+        row_labels=[sample.key for sample in drawn],
         cell_height=cell_height,
     )
     out = Path(out)

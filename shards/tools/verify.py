@@ -2,11 +2,12 @@
 
 The reader skips and counts what it cannot decode, so a broken shard set would train quietly on fewer samples;
 this is the full check before that happens. Per shard: the tar reads to its end-of-archive marker, its stats json
-exists (a shard without one is unfinished), its count matches, and (format 2) every member it lists is present with
-its size and sha256, in order; the stats json matches the sha256 its run's summary recorded. Per sample: its members'
-sha256 match; members are exactly ``jpg``, one known label codec and ``json``; the json parses strictly; the label
-decodes to 16-bit codes that span 1..65535 as the encoder writes them (an 8-bit label cannot), its range is finite,
-its values are finite; image, label and json agree in size. Across shards: every key is unique. Every damaged and
+exists (a shard without one is unfinished), its count matches, and (format 2 on) every member it lists is present
+with its size and sha256, in order; the stats json matches the sha256 its run's summary recorded. Per sample: its
+members' sha256 match; members are exactly ``jpg``, one first label of a known codec, the further labels its json
+lists (``depth16_<i>.<codec>``, format 3) and ``json``; the json parses strictly; each label decodes to 16-bit codes
+that span 1..65535 as the encoder writes them (an 8-bit label cannot), its range is finite, its values are finite;
+image, labels and json agree in size. Across shards: every key is unique. Every damaged and
 every missing sample is named; each shard reports samples expected, intact, damaged and missing.
 """
 
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from shards.format import (
+    CHECKSUMS_FORMAT_VERSION,
     FIRST_VALID_CODE,
-    FORMAT_VERSION,
     LABEL_CODECS,
     LAST_VALID_CODE,
     SampleMeta,
@@ -34,6 +35,8 @@ from shards.format import (
     decode_jpeg,
     decode_label_codes,
     label_codec,
+    label_members,
+    parse_label_member,
 )
 from shards.reader import ShardCheck, TarSample, expand_shard_urls, is_local, load_stats, open_stream, tar_samples
 from shards.writer import (
@@ -76,6 +79,7 @@ class ShardResult:
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> samples
     kinds: Counter = field(default_factory=Counter)
     codecs: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)  # labels per sample -> samples
     rejects: Counter = field(default_factory=Counter)  # from the stats json, by reason
     problems: list[Problem] = field(default_factory=list)
     expected: int | None = None  # samples the stats json promises (None without one)
@@ -102,6 +106,7 @@ class VerifyReport:
     sizes: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
     codecs: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)  # labels per sample -> samples
     rejects: Counter = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     expected: int = 0
@@ -128,15 +133,16 @@ class VerifyReport:
         lines += [
             f"shards {self.shards}, samples {self.samples}, bytes {self.bytes} "
             f"({self.bytes / max(self.samples, 1) / 1024:.1f} KiB per sample)",
-            f"sizes: {counts(sizes)}; kinds: {counts(self.kinds)}; label codecs: {counts(self.codecs)}",
+            f"sizes: {counts(sizes)}; label kinds: {counts(self.kinds)}; label codecs: {counts(self.codecs)}; "
+            f"labels per sample: {counts(self.labels)}",
             f"rejects (from stats): {counts(self.rejects)}",
             f"samples expected {self.expected}, intact {self.intact}, damaged {self.damaged}, missing {self.missing}",
         ]
         if self.without_checksums:
             lines.append(
                 f"no checksums: {self.without_checksums} of {self.shards} shard(s) were written before format version "
-                f"{FORMAT_VERSION}; their structure and labels were checked, a changed byte that still decodes cannot "
-                "be seen (python -m shards repair DIR --out NEW writes them with checksums)"
+                f"{CHECKSUMS_FORMAT_VERSION}; their structure and labels were checked, a changed byte that still "
+                "decodes cannot be seen (python -m shards repair DIR --out NEW writes them with checksums)"
             )
         lines += [
             f"{'OK' if self.ok else 'FAILED'}: {len(self.problems)} problem(s)",
@@ -144,37 +150,36 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def format_problems(
-    sample: TarSample, kinds: Counter | None = None, codecs: Counter | None = None, sizes: Counter | None = None
-) -> list[str]:
-    """What breaks the format's rules in one sample (members, record, label, image, sizes); counts its kind, codec
-    and size into the counters given."""
+def format_problems(sample: TarSample, result: ShardResult | None = None) -> list[str]:
+    """What breaks the format's rules in one sample (members, record, labels, image, sizes); counts its label kinds,
+    codec, size and number of labels into ``result``'s counters."""
     problems: list[str] = []
     extensions = Counter(name[len(sample.key) + 1 :] for name, _ in sample.members)
     problems += [f"member .{name} appears twice" for name, n in extensions.items() if n > 1]
-    _check_sample(sample.raw(""), problems.append, kinds if kinds is not None else Counter(),
-                  codecs if codecs is not None else Counter(), sizes if sizes is not None else Counter())
+    counts = result if result is not None else ShardResult(url="")
+    _check_sample(sample.raw(""), problems.append, counts.kinds, counts.codecs, counts.sizes, counts.labels)
     return problems
 
 
-def _check_members(raw: dict[str, Any], problem: Callable[[str], None]) -> str | None:
-    """The key and the member names; returns the label member's extension, or None when the sample has no single
-    label, jpg and json to check further."""
+def _check_members(raw: dict[str, Any], problem: Callable[[str], None]) -> list[str] | None:
+    """The key and the member names; returns the label members (the first label first), or None when the sample has
+    no first label, jpg and json to check further."""
     try:
         check_key(raw["__key__"])
     except ValueError as error:
         problem(str(error))
     members = {name for name in raw if not name.startswith("__")}
-    labels = sorted(members & set(LABEL_CODECS))
+    labels = label_members(raw)
+    firsts = [name for name in labels if parse_label_member(name)[1] == 0]
     missing = [name for name in ("jpg", "json") if name not in members]
-    unknown = sorted(members - set(LABEL_CODECS) - {"jpg", "json"})
+    unknown = sorted(members - set(labels) - {"jpg", "json"})
     if missing:
         problem(f"missing member(s) {missing}; members are {sorted(members)}")
-    if len(labels) != 1:
-        problem(f"holds {len(labels)} label members {labels}; expected exactly one of {sorted(LABEL_CODECS)}")
+    if len(firsts) != 1:
+        problem(f"holds {len(firsts)} label members {firsts}; expected exactly one of {sorted(LABEL_CODECS)}")
     if unknown:
         problem(f"unknown member(s) {unknown}: not part of the format")
-    return None if missing or len(labels) != 1 else labels[0]
+    return None if missing or len(firsts) != 1 else firsts + [name for name in labels if name not in firsts]
 
 
 def _check_label(codes: np.ndarray, label_range: Sequence[float], problem: Callable[[str], None]) -> None:
@@ -182,14 +187,14 @@ def _check_label(codes: np.ndarray, label_range: Sequence[float], problem: Calla
     values."""
     valid = codes != 0
     if not valid.any():
-        problem("label has no valid pixel (every code is 0)")
+        problem("no valid pixel (every code is 0)")
     else:
         low_code, high_code = int(codes[valid].min()), int(codes[valid].max())
         if high_code <= 255:
-            problem(f"label codes span only {low_code}..{high_code}: an 8-bit label stored in a 16-bit member")
+            problem(f"codes span only {low_code}..{high_code}: an 8-bit label stored in a 16-bit member")
         elif (low_code, high_code) != (FIRST_VALID_CODE, LAST_VALID_CODE):
             problem(
-                f"label codes span {low_code}..{high_code}, the encoder writes {FIRST_VALID_CODE}..{LAST_VALID_CODE}:"
+                f"codes span {low_code}..{high_code}, the encoder writes {FIRST_VALID_CODE}..{LAST_VALID_CODE}:"
                 " the label was rescaled or cut after encoding"
             )
     low, high = (float(value) for value in label_range)
@@ -200,34 +205,58 @@ def _check_label(codes: np.ndarray, label_range: Sequence[float], problem: Calla
     else:
         values, _ = decode_label_codes(codes, (low, high))
         if not np.isfinite(values).all():
-            problem("decoded label holds non-finite values")
+            problem("decoded values are not all finite")
+
+
+def _check_labels(raw: dict[str, Any], present: list[str], meta: SampleMeta, problem: Callable[[str], None]
+                  ) -> tuple[int, int] | None:
+    """Every label the json lists: present, decoding to uint16 codes the encoder could have written, all of one
+    size; returns that size (width, height), or None when no label decodes. Problems name the member."""
+    listed = [label.member for label in meta.labels]
+    for name in present:
+        if name not in listed:
+            problem(f"label member .{name} is not listed in its json's labels {listed}")
+    sizes = set()
+    for label in meta.labels:
+        if label.member not in present:
+            problem(f"label member .{label.member} is missing (its json lists it)")
+            continue
+        codec = parse_label_member(label.member)[0]
+        try:
+            codes = label_codec(codec).decode(raw[label.member])
+        except Exception as error:  # any decoder failure is a finding about this sample, not a crash
+            problem(f"label .{label.member} does not decode: {error}")
+            continue
+        if codes.dtype != np.uint16 or codes.ndim != 2:
+            problem(f"label .{label.member} decodes to {codes.dtype} {codes.shape}, not uint16 (H, W): an 8-bit "
+                    "decode destroys it")
+            continue
+        _check_label(codes, label.label_range, lambda message, name=label.member: problem(f"label .{name}: {message}"))
+        sizes.add((int(codes.shape[1]), int(codes.shape[0])))
+    if len(sizes) > 1:
+        problem(f"labels differ in size (width x height): {sorted(sizes)}")
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _check_sample(raw: dict[str, Any], problem: Callable[[str], None], kinds: Counter, codecs: Counter,
-                  sizes: Counter) -> None:
-    """Every rule of the format for one raw sample: members, record, label, image and their sizes."""
-    label = _check_members(raw, problem)
-    if label is None:
+                  sizes: Counter, label_counts: Counter) -> None:
+    """Every rule of the format for one raw sample: members, record, labels, image and their sizes."""
+    present = _check_members(raw, problem)
+    if present is None:
         return
     try:
         meta = SampleMeta.from_json(raw["json"])
     except (ValueError, TypeError) as error:
         problem(f"json does not parse as the sample record: {error}")
         return
-    kinds[meta.kind] += 1
-    codecs[label] += 1
-    if meta.depth_codec and meta.depth_codec != label:
-        problem(f"json names label codec {meta.depth_codec!r} but the member is .{label}")
-    try:
-        codes = label_codec(label).decode(raw[label])
-    except Exception as error:  # any decoder failure is a finding about this sample, not a crash
-        problem(f"label .{label} does not decode: {error}")
+    kinds.update(label.kind for label in meta.labels)
+    codecs[present[0]] += 1
+    label_counts[len(meta.labels)] += 1
+    if meta.depth_codec and meta.depth_codec != present[0]:
+        problem(f"json names label codec {meta.depth_codec!r} but the member is .{present[0]}")
+    label_size = _check_labels(raw, present, meta, problem)
+    if label_size is None:
         return
-    if codes.dtype != np.uint16 or codes.ndim != 2:
-        problem(f"label decodes to {codes.dtype} {codes.shape}, not uint16 (H, W): an 8-bit decode destroys it")
-        return
-    _check_label(codes, meta.label_range, problem)
-    label_size = (int(codes.shape[1]), int(codes.shape[0]))
     json_size = tuple(int(v) for v in meta.size)
     try:
         image = decode_jpeg(raw["jpg"])
@@ -274,7 +303,7 @@ def verify_shard(url: str, recorded_stats_sha256: str | None = None) -> ShardRes
                     continue
                 result.keys.append(sample.key)
                 if not problems:  # the bytes are the ones written: check them against the format
-                    problems = format_problems(sample, result.kinds, result.codecs, result.sizes)
+                    problems = format_problems(sample, result)
                 check.record(sample.key, problems)
                 result.problems += [Problem(url, sample.key, message) for message in problems]
     except Exception as error:  # noqa: BLE001 - a broken tar is a finding
@@ -350,7 +379,7 @@ def _merge(report: VerifyReport, results: Iterator[ShardResult], progress: bool)
         report.without_checksums += not result.checksums
         if result.problems:
             report.shard_lines.append(result.line())
-        for name in ("sizes", "kinds", "codecs", "rejects"):
+        for name in ("sizes", "kinds", "codecs", "labels", "rejects"):
             getattr(report, name).update(getattr(result, name))
         report.problems.extend(result.problems)
         for key in result.keys:

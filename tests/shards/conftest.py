@@ -14,7 +14,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from shards.format import DEFAULT_LABEL_CODEC, METRIC_DEPTH, SAMPLE_SIZE, SampleMeta, encode_sample  # noqa: E402  # noqa: E402
+from shards.format import (  # noqa: E402
+    DEFAULT_LABEL_CODEC,
+    METRIC_DEPTH,
+    RELATIVE_INVERSE_DEPTH,
+    SAMPLE_SIZE,
+    ExtraLabel,
+    SampleMeta,
+    encode_sample,
+    inverse_depth,
+)
 from shards.tools.scenes import render_scene  # noqa: E402
 from shards.writer import ShardWriter  # noqa: E402
 
@@ -24,6 +33,21 @@ def scene_members(key: str, seed: int, codec: str = DEFAULT_LABEL_CODEC, size: t
     scene = render_scene(seed, width=size[0], height=size[1], holes=True)
     meta = SampleMeta(source=f"scenes/{seed}", kind=METRIC_DEPTH, source_size=size, crop_box=(0, 0, *size))
     return encode_sample(key, scene.image, scene.depth, meta, valid=scene.valid, codec=codec)
+
+
+def two_label_members(key: str, seed: int, codec: str = DEFAULT_LABEL_CODEC, teachers=("midas", "depth_anything"),
+                      size: tuple[int, int] = (128, 96)) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
+    """A generated scene labelled twice: relative inverse depth from ``teachers[0]`` (with holes) and a differently
+    scaled, hole-free map from ``teachers[1]``. Returns the members and the two float maps and masks."""
+    scene = render_scene(seed, width=size[0], height=size[1], holes=True)
+    first = inverse_depth(scene.depth, scene.valid).astype(np.float32)
+    second = (3.0 * inverse_depth(scene.depth) + 0.25).astype(np.float32)
+    every = np.ones_like(scene.valid)
+    meta = SampleMeta(source=f"scenes/{seed}", kind=RELATIVE_INVERSE_DEPTH, teacher=teachers[0],
+                      source_size=size, crop_box=(0, 0, *size))
+    extra = ExtraLabel.from_depth(second, RELATIVE_INVERSE_DEPTH, teachers[1])
+    members = encode_sample(key, scene.image, first, meta, valid=scene.valid, codec=codec, more_labels=[extra])
+    return members, [first, second], [scene.valid, every]
 
 
 def write_shard(

@@ -24,7 +24,6 @@ from shards.format import (
     decode_sample,
     digest,
     encode_label_codes,
-    encode_sample,
     find_label_member,
     label_member,
     label_names,
@@ -33,24 +32,8 @@ from shards.format import (
 )
 from shards.reader import build_pipeline
 from shards.tools.commands import main
-from shards.tools.scenes import render_scene
 from shards.writer import read_stats, shard_name, stats_path, write_json_atomic
-from tests.shards.conftest import scene_members, write_shard
-
-
-def two_label_members(key: str, seed: int, codec: str = DEFAULT_LABEL_CODEC, teachers=("midas", "depth_anything"),
-                      size: tuple[int, int] = (128, 96)) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
-    """A generated scene labelled twice: relative inverse depth from ``teachers[0]`` (with holes) and a differently
-    scaled, hole-free map from ``teachers[1]``. Returns the members and the two float maps and masks."""
-    scene = render_scene(seed, width=size[0], height=size[1], holes=True)
-    first = np.where(scene.valid, 1.0 / np.maximum(scene.depth, 1e-3), 0.0).astype(np.float32)
-    second = (3.0 / np.maximum(scene.depth, 1e-3) + 0.25).astype(np.float32)
-    every = np.ones_like(scene.valid)
-    meta = SampleMeta(source=f"scenes/{seed}", kind=RELATIVE_INVERSE_DEPTH, teacher=teachers[0],
-                      source_size=size, crop_box=(0, 0, *size))
-    extra = ExtraLabel.from_depth(second, RELATIVE_INVERSE_DEPTH, teachers[1])
-    members = encode_sample(key, scene.image, first, meta, valid=scene.valid, codec=codec, more_labels=[extra])
-    return members, [first, second], [scene.valid, every]
+from tests.shards.conftest import scene_members, two_label_members, write_shard
 
 
 def test_label_member_names_and_their_inverse():
@@ -203,3 +186,70 @@ def test_shards_of_format_version_2_read_and_verify(tmp_path, capsys):
     path.write_bytes(bytes(data))
     assert main(["verify", str(path), "--quiet", "true"]) == 1
     assert "k/a: member 'k/a.jpg': sha256 differs" in capsys.readouterr().out
+
+
+def _remove_member(path: Path, name: str) -> None:
+    """Rewrite a shard without one member (its stats json unchanged)."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(path) as source, tarfile.open(fileobj=buffer, mode="w") as target:
+        for info in source.getmembers():
+            if info.name != name:
+                target.addfile(info, io.BytesIO(source.extractfile(info).read()))
+    path.write_bytes(buffer.getvalue())
+
+
+def test_verify_and_repair_name_a_missing_or_damaged_second_label(tmp_path, capsys):
+    import tarfile
+
+    source = tmp_path / "source"
+    path = write_shard(source, 0, [two_label_members(f"k/{i}", i)[0] for i in range(4)])
+    _remove_member(path, "k/1.depth16_1.dzst")
+    with tarfile.open(path) as tar:
+        damaged = tar.getmember("k/2.depth16_1.dzst")
+    data = bytearray(path.read_bytes())
+    data[damaged.offset_data + damaged.size // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert main(["verify", str(source), "--quiet", "true"]) == 1
+    out = capsys.readouterr().out
+    assert "k/1: member 'k/1.depth16_1.dzst' is missing" in out
+    assert "k/2: member 'k/2.depth16_1.dzst': sha256 differs from the stats json's" in out
+    assert "expected 4, intact 2, damaged 2, missing 0" in out and "labels per sample: 2 2" in out
+    assert main(["repair", str(source), "--out", str(tmp_path / "fixed")]) == 0
+    out = capsys.readouterr().out
+    assert "DROPPED" in out and "k/1: member 'k/1.depth16_1.dzst' is missing" in out and "kept 2 samples" in out
+    assert main(["verify", str(tmp_path / "fixed"), "--quiet", "true"]) == 0
+    fixed = list(build_pipeline(str(tmp_path / "fixed"), training=False))
+    assert [(s.key, len(s.labels)) for s in fixed] == [("k/0", 2), ("k/3", 2)]
+
+
+def test_verify_checks_every_label_against_the_format(tmp_path):
+    """Samples sealed as written (their checksums match) whose labels break the format's rules."""
+    from shards.format import label_codec
+    from shards.tools.verify import verify_shards
+
+    broken = {}
+    for key, damage in {
+        "b/missing": lambda s: s.pop("depth16_1.dzst"),
+        "b/garbage": lambda s: s.update({"depth16_1.dzst": b"not a label"}),
+        "b/unlisted": lambda s: s.update({"depth16_2.dzst": s["depth16_1.dzst"]}),
+        "b/size": lambda s: s.update({"depth16_1.dzst": label_codec(DEFAULT_LABEL_CODEC).encode(
+            encode_label_codes(np.arange(12.0).reshape(3, 4))[0])}),
+        "b/eight": lambda s: s.update({"depth16_1.dzst": label_codec(DEFAULT_LABEL_CODEC).encode(
+            (label_codec(DEFAULT_LABEL_CODEC).decode(s["depth16_1.dzst"]) >> 8).astype(np.uint16))}),
+    }.items():
+        sample = two_label_members(key, len(broken))[0]
+        damage(sample)
+        broken[key] = sample
+    write_shard(tmp_path, 0, [*broken.values(), two_label_members("b/ok", 9)[0]])
+    report = verify_shards(str(tmp_path))
+    found = {problem.key: problem.message for problem in report.problems}
+    assert sorted(found) == sorted(broken)
+    assert found["b/missing"] == "label member .depth16_1.dzst is missing (its json lists it)"
+    assert found["b/garbage"].startswith("label .depth16_1.dzst does not decode")
+    assert found["b/unlisted"].startswith("label member .depth16_2.dzst is not listed in its json's labels")
+    assert found["b/size"] == "labels differ in size (width x height): [(4, 3), (128, 96)]"
+    assert found["b/eight"].startswith("label .depth16_1.dzst: codes span only")
+    assert found["b/eight"].endswith("an 8-bit label stored in a 16-bit member")

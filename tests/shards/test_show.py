@@ -66,3 +66,27 @@ def test_show_refuses_an_out_without_a_picture_extension_before_reading(shard_se
     assert main(["show", str(paths[0]), "--out", "grid.jpg", "--cell_height", "32"]) == 0
     with Image.open(tmp_path / "grid.jpg") as picture:
         assert picture.format == "JPEG" and picture.height > 2 * 32
+
+
+def test_show_draws_a_column_per_teacher(tmp_path):
+    """Two teachers: the image, then each teacher's label colour-mapped on its own range, side by side, and the
+    teachers' names as the column titles."""
+    from shards import samples
+    from shards.tools.pictures import _fit, label_titles, sample_row
+    from tests.shards.conftest import two_label_members, write_shard
+
+    write_shard(tmp_path / "two", 0, [two_label_members(f"t/{i}", i)[0] for i in range(2)])
+    read = list(samples(tmp_path / "two"))
+    assert label_titles(read) == ["image", "midas", "depth_anything"]
+    out = tmp_path / "grid.png"
+    assert main(["show", str(tmp_path / "two"), "--out", str(out), "--cell_height", "48"]) == 0
+    with Image.open(out) as picture:
+        grid = np.asarray(picture.convert("RGB"))
+    for sample in read:
+        image, first, second = (_fit(panel, 48) for panel in sample_row(sample))
+        top, left, difference = locate(grid, image)
+        assert difference < 3
+        first_at, second_at = locate(grid, first), locate(grid, second)
+        assert first_at[2] < 3 and second_at[2] < 3 and first_at[0] == second_at[0] == top
+        assert left < first_at[1] < second_at[1]  # image, then the first teacher, then the second
+        assert not np.array_equal(first, second)  # two maps, each on its own range (holes only in the first)

@@ -114,7 +114,7 @@ def test_nan_label_is_caught(tmp_path, capsys):
     _raw_tar(tmp_path / "x-000-000000.tar", [sample])
     code, out = _verify_cli(capsys, tmp_path)
     assert code == 1
-    assert "a/nan: label_range" in out and "not finite" in out
+    assert "a/nan: label .depth16.dzst: label_range" in out and "not finite" in out
 
 
 def test_key_duplicated_across_two_shards_is_caught(tmp_path, capsys):
