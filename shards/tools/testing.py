@@ -21,6 +21,7 @@ from shards.format import (
     METRIC_DEPTH,
     RELATIVE_INVERSE_DEPTH,
     DepthSample,
+    ExtraLabel,
     SampleMeta,
     decode_sample,
     encode_sample,
@@ -85,7 +86,7 @@ CORRUPTIONS = (
     "bit_flip", "member_flip", "truncate", "zero_block", "duplicate_member", "delete_member", "swap_labels",
     "json_field",
 )
-SHARD_KINDS = ("generated", "frames")
+SHARD_KINDS = ("generated", "frames", "teachers")
 
 
 def _frame_sample(key: str, rng: np.random.Generator, size: tuple[int, int]) -> dict:
@@ -112,14 +113,29 @@ def _generated_sample(key: str, seed: int, size: tuple[int, int]) -> dict:
     return encode_sample(key, scene.image, inverse, meta, valid=scene.valid)
 
 
+def _teachers_sample(key: str, seed: int, size: tuple[int, int]) -> dict:
+    """A generated scene labelled by two teachers (format 3): relative inverse depth with the scene's holes, then
+    metric depth everywhere, as a relative and a metric teacher would give them."""
+    from shards.tools.scenes import render_scene
+
+    scene = render_scene(seed, width=size[0], height=size[1], holes=True)
+    meta = SampleMeta(source=f"scenes/{seed}", kind=RELATIVE_INVERSE_DEPTH, teacher="relative",
+                      source_size=size, crop_box=(0, 0, *size))
+    metric = ExtraLabel.from_depth(scene.depth * 1.1, METRIC_DEPTH, "metric", valid=scene.depth > 0)
+    inverse = inverse_depth(scene.depth, scene.valid)
+    return encode_sample(key, scene.image, inverse, meta, valid=scene.valid, more_labels=[metric])
+
+
 def write_template(folder: Path, kind: str, samples: int = 6, seed: int = 0) -> Path:
-    """One finished shard of ``samples`` samples through the real writer."""
+    """One finished shard of ``samples`` samples of ``kind`` (one of ``SHARD_KINDS``) through the real writer."""
     rng = np.random.default_rng(seed)
     with ShardWriter(folder, kind, 0, 0) as writer:
         for index in range(samples):
             key = f"{kind}/{index:04d}"
             if kind == "frames":
                 writer.write(_frame_sample(key, rng, (192, 144)))
+            elif kind == "teachers":
+                writer.write(_teachers_sample(key, seed * 100 + index, (128, 96)))
             else:
                 writer.write(_generated_sample(key, seed * 100 + index, (128, 96)))
     return writer.path
@@ -185,7 +201,7 @@ def delete_member(data: bytes, rng: np.random.Generator) -> bytes:
 
 def swap_labels(data: bytes, rng: np.random.Generator) -> bytes:
     members = _members(data)
-    labels = [i for i, (info, _) in enumerate(members) if ".depth16." in info.name]
+    labels = [i for i, (info, _) in enumerate(members) if ".depth16" in info.name]  # any teacher's label
     first, second = rng.choice(len(labels), 2, replace=False)
     a, b = labels[int(first)], labels[int(second)]
     members[a], members[b] = (members[a][0], members[b][1]), (members[b][0], members[a][1])
@@ -244,6 +260,9 @@ def same(sample: DepthSample, original: DepthSample) -> bool:
     return (
         sample.key == original.key and sample.meta == original.meta and np.array_equal(sample.image, original.image)
         and np.array_equal(sample.valid, original.valid) and np.array_equal(sample.depth, original.depth)
+        and len(sample.labels) == len(original.labels)
+        and all(np.array_equal(a.depth, b.depth) and np.array_equal(a.valid, b.valid)
+                for a, b in zip(sample.labels, original.labels))
     )
 
 

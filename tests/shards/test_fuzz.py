@@ -10,7 +10,7 @@ import pytest
 
 from shards.tools.testing import CORRUPTIONS, SHARD_KINDS, originals, run_trial, write_template
 
-TRIALS = 320  # 40 per corruption, half on generated scenes, half on photo-like frames
+TRIALS = 320  # 40 per corruption, in turn on generated scenes, photo-like frames and two-teacher samples
 
 
 @pytest.fixture(scope="module")
