@@ -1,0 +1,85 @@
+"""The training augmentation's device path (``distill.training.device_augment``) on CPU tensors against today's
+``TrainTransform``: for the parameters today's code draws, the same image within one grey level; the colour jitter
+the same formula; and the draws themselves pinned, so that moving them into the workers cannot change them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distill.training.config import DataConfig
+from distill.training.data import TrainTransform
+from distill.training.device_augment import augment_on_device, jitter_colours
+from shards.format import RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta, decode_jpeg, encode_jpeg
+from shards.tools.scenes import render_scene
+
+#: Today's draws (crop box, flip, jitter factors) for seed 7 and 512x384 samples, reader (rank 0, worker 0),
+#: recorded from ``TrainTransform`` before the device path existed.
+TODAYS_DRAWS_SEED_7 = [
+    ((16.30485857581917, 1.5845494944046186, 447.9332101238553, 353.8397267096086), True,
+     (0.9168363213539124, 1.0633329153060913, 0.8295686841011047)),
+    ((24.906313951676534, 14.207708622355614, 463.49513083123776, 355.75297249515944), True,
+     (0.8181753158569336, 1.1042100191116333, 1.1142233610153198)),
+    ((14.53157866567154, 0.3855429008710742, 465.5466049207939, 369.9041618767045), False,
+     (0.9507696032524109, 1.0744837522506714, 0.9532068967819214)),
+]
+
+
+def todays_draws(transform: TrainTransform, sizes: list[tuple[int, int]]) -> list[tuple]:
+    """What ``TrainTransform.__call__`` draws for samples of ``sizes`` (W, H), in its order, from a twin of its
+    generator: the box, the flip, then the three jitter factors (as float32, as it uses them)."""
+    rng = np.random.default_rng([transform.seed, 0, 0, 1])  # the reader (rank 0, worker 0) outside a DataLoader
+    draws = []
+    for size in sizes:
+        box = transform.random_box(rng, size)
+        flip = bool(rng.uniform() < transform.flip)
+        jitter = tuple(float(np.float32(rng.uniform(1 - x, 1 + x))) for x in transform.jitter)
+        draws.append((box, flip, jitter))
+    return draws
+
+
+def test_todays_draws_are_pinned() -> None:
+    draws = todays_draws(TrainTransform(DataConfig(train="x"), seed=7), [(512, 384)] * 3)
+    assert draws == TODAYS_DRAWS_SEED_7
+
+
+def sample(seed: int, size: tuple[int, int]) -> tuple[DepthSample, bytes]:
+    """A sample as the reader gives it (the image decoded from its stored JPEG) and that JPEG."""
+    scene = render_scene(seed, *size)
+    jpg = encode_jpeg(scene.image, 95)
+    meta = SampleMeta(source=f"scene:{seed}", kind=RELATIVE_INVERSE_DEPTH)
+    return DepthSample(f"k{seed}", decode_jpeg(jpg).copy(), scene.depth.astype(np.float32), scene.valid, meta), jpg
+
+
+@pytest.mark.parametrize("sizes", [[(512, 384)] * 4, [(512, 384), (640, 480), (512, 384)]])
+def test_device_images_are_todays_within_one_grey_level(sizes) -> None:
+    config = DataConfig(train="x")
+    samples, jpegs = zip(*(sample(seed, size) for seed, size in enumerate(sizes)))
+    transform = TrainTransform(config, seed=7)
+    today = torch.stack([transform(item)["image"] for item in samples])  # (B, 3, 192, 256) in [0, 1]
+    draws = todays_draws(TrainTransform(config, seed=7), list(sizes))
+    boxes, flips, jitter = (torch.tensor([draw[index] for draw in draws]) for index in range(3))
+    ours = augment_on_device(list(jpegs), boxes, flips, jitter, (256, 192), "cpu")
+    difference = (ours - today).abs() * 255  # grey levels
+    assert ours.shape == today.shape and ours.dtype == torch.float32
+    assert difference.max() <= 1.5 and difference.mean() < 0.01  # measured: 1.02 and 0.001
+    assert bool(flips.any()) and not bool(flips.all())  # both branches compared
+
+
+def test_jitter_is_todays_formula() -> None:
+    pictures = torch.rand(2, 3, 20, 30, generator=torch.Generator().manual_seed(0)) * 255
+    factors = [(1.1, 0.85, 1.17), (0.9, 1.2, 0.8)]
+
+    class Fixed:  # a generator that hands out the given factors
+        def __init__(self, values):
+            self.values = list(values)
+
+        def uniform(self, low, high):
+            return self.values.pop(0)
+
+    transform = TrainTransform(DataConfig(train="x"), seed=0)
+    today = [torch.from_numpy(transform.colour_jitter(Fixed(f), picture.numpy().copy()))
+             for f, picture in zip(factors, pictures)]
+    ours = jitter_colours(pictures.clone(), torch.tensor(factors))
+    assert (ours - torch.stack(today)).abs().max() < 1e-6
