@@ -241,9 +241,21 @@ def _round_to_uint8(values: torch.Tensor) -> torch.Tensor:
 
 def _resample(images: torch.Tensor, across: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """uint8 (B, C, H, W) with weights ``across`` (B or 1, w, W) and ``down`` (B or 1, h, H) -> uint8 (B, C, h, w):
-    width first, rounded to uint8, then height (the order and rounding of PIL's and torch's uint8 kernels)."""
-    pixels = _round_to_uint8(torch.matmul(images.float(), across.transpose(1, 2)[:, None]))  # (B, C, H, w)
-    return _round_to_uint8(torch.matmul(down[:, None], pixels)).to(torch.uint8)  # (B, C, h, w)
+    width first, rounded to uint8, then height (the order and rounding of PIL's and torch's uint8 kernels). Shared
+    weights (a first dimension of 1) make one large matrix product; per-picture weights a batched one, neither
+    copying the weights per channel."""
+    batch, channels, height, width = images.shape
+    rows = images.float().reshape(batch, channels * height, width)
+    if across.shape[0] == 1:
+        wide = rows @ across[0].T  # (B, C * H, w)
+    else:
+        wide = torch.bmm(rows, across.transpose(1, 2))
+    wide = _round_to_uint8(wide)
+    out_width = wide.shape[-1]
+    columns = wide.reshape(batch, channels, height, out_width).transpose(1, 2).reshape(batch, height, -1)
+    tall = down[0] @ columns if down.shape[0] == 1 else torch.bmm(down, columns)  # (B, h, C * w)
+    tall = _round_to_uint8(tall).reshape(batch, -1, channels, out_width).transpose(1, 2)
+    return tall.to(torch.uint8).contiguous()
 
 
 def resize_antialiased(images: torch.Tensor, size: tuple[int, int], kernel: str = "bicubic") -> torch.Tensor:
