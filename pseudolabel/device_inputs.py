@@ -37,13 +37,16 @@ from pseudolabel.preprocess import (
     InputRejected,
     choose_crop_box,
     open_image,
+    preprocess_image,
     scaled_size,
 )
+from shards.format import encode_jpeg
 from shards.tensor_images import (
     REFUSE_UNUSUAL,
     crop,
     decode_jpegs_each,
     device_refusal,
+    encode_jpegs,
     jpeg_layout,
     resize_antialiased,
 )
@@ -158,3 +161,49 @@ def crops_on_device(inputs: Sequence[DeviceInput], device: torch.device | str) -
             for position, index in enumerate(chunk):
                 crops[index] = crop(stack[position], inputs[index].crop_box)
     return crops
+
+
+#: The field of a worker's record that holds its :class:`DeviceInput` (the record has no pixels then).
+DEVICE_INPUT = "device_input"
+#: The field naming why a record took today's path (a ``FALLBACK_*`` or ``REFUSE_*`` name); absent on the device path.
+FALLBACK = "fallback"
+
+
+def _todays_path(record: dict[str, Any], item: DeviceInput, config: PreprocessConfig, quality: int,
+                 device: torch.device) -> torch.Tensor | None:
+    """A record the device decoder failed on, through today's path here: its crop (3, h, w) on ``device``, or None
+    with today's reject on the record."""
+    record[FALLBACK] = FALLBACK_DECODE_ERROR
+    try:
+        today = preprocess_image(item.data, record["key"], config)
+    except InputRejected as rejected:
+        record.update(reject=rejected.reason, message=str(rejected))
+        return None
+    record.update(jpg=encode_jpeg(today.image, quality), source_size=today.source_size, scale=today.scale,
+                  crop_box=today.crop_box, extra=today.extra)
+    return torch.from_numpy(today.image).to(device).permute(2, 0, 1)
+
+
+def teacher_batch(records: list[dict[str, Any]], cpu_crops: torch.Tensor | None, device: torch.device,
+                  config: PreprocessConfig, quality: int) -> torch.Tensor | None:
+    """One batch of worker records -> the teacher's uint8 (B', h, w, 3) on ``device``, one row per accepted record
+    in order: the device records decoded here (their JPEG, scale, box and extra filled in; one the decoder fails on
+    goes through today's path, its reject recorded), the others' crops (``cpu_crops``, stacked by the workers in
+    record order) moved over."""
+    items = {index: record.pop(DEVICE_INPUT) for index, record in enumerate(records)
+             if record.get(DEVICE_INPUT) is not None}
+    crops = dict(zip(items, crops_on_device(list(items.values()), device)))
+    decoded = [index for index, crop in crops.items() if crop is not None]
+    for index, jpg in zip(decoded, encode_jpegs([crops[index] for index in decoded], quality)):
+        item = items[index]
+        records[index].update(jpg=jpg, source_size=item.source_size, scale=item.scale, crop_box=item.crop_box,
+                              extra=item.extra)
+    for index, item in items.items():
+        if crops[index] is None:
+            crops[index] = _todays_path(records[index], item, config, quality, device)
+    rows = iter(cpu_crops.to(device, non_blocking=True)) if cpu_crops is not None else iter(())
+    pictures = []
+    for index, record in enumerate(records):
+        if record["reject"] is None and not record.get("empty_job"):
+            pictures.append(crops[index] if index in crops else next(rows).permute(2, 0, 1))
+    return torch.stack(pictures).permute(0, 2, 3, 1).contiguous() if pictures else None

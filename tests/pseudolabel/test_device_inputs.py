@@ -12,6 +12,8 @@ from PIL import Image
 
 from pseudolabel.config import PreprocessConfig
 from pseudolabel.device_inputs import (
+    FALLBACK,
+    FALLBACK_DECODE_ERROR,
     FALLBACK_EXIF_ORIENTATION,
     FALLBACK_JPEG_DRAFT,
     FALLBACK_NOT_JPEG,
@@ -19,6 +21,7 @@ from pseudolabel.device_inputs import (
     TakesCpuPath,
     crops_on_device,
     plan_device_input,
+    teacher_batch,
 )
 from pseudolabel.preprocess import (
     REJECT_EMPTY_FILE,
@@ -141,3 +144,32 @@ def test_a_picture_the_decoder_fails_on_or_misreads_comes_back_as_none() -> None
     crops = crops_on_device([*planned, misread], "cpu")
     assert crops[1] is None and crops[3] is None
     assert crops[0] is not None and torch.equal(crops[0], crops[2])
+
+
+def test_a_batch_of_worker_records_becomes_the_teachers_batch_in_order() -> None:
+    """Device records, a worker's crop, a reject, an empty job and one the decoder fails on, as the main process
+    gets them: one teacher row per accepted record in record order; the failing one went through today's path."""
+    config = PreprocessConfig()
+    good = [scene_jpeg(seed, (683, 512)) for seed in (7, 8)]
+    broken = bytearray(good[0])
+    table = good[0].find(b"\xff\xc4")
+    broken[table + 5 : table + 21] = b"\x00" * 16
+    worker_crop = preprocess_image(scene_jpeg(9, (500, 300)), "c", config)
+
+    def device_record(key: str, data: bytes) -> dict:
+        return {"key": key, "reject": None, "device_input": plan_device_input(data, key, config)}
+
+    records = [device_record("a", good[0]), {"key": "c", "reject": None}, {"key": "r", "reject": "too_small"},
+               device_record("b", bytes(broken)), {"key": None, "reject": None, "empty_job": True},
+               device_record("d", good[1])]
+    cpu_crops = torch.from_numpy(worker_crop.image)[None]
+    images = teacher_batch(records, cpu_crops, torch.device("cpu"), config, 95)
+    expected = [preprocess_image(good[0], "a", config).image, worker_crop.image,
+                preprocess_image(good[1], "d", config).image]
+    with pytest.raises(InputRejected) as today:
+        preprocess_image(bytes(broken), "b", config)
+    assert (records[3][FALLBACK], records[3]["reject"]) == (FALLBACK_DECODE_ERROR, today.value.reason)
+    assert images.shape == (len(expected), 384, 512, 3)
+    assert all(np.array_equal(row.numpy(), crop) for row, crop in zip(images, expected))
+    assert records[0]["crop_box"] == preprocess_image(good[0], "a", config).crop_box
+    assert decode_jpeg(records[5]["jpg"]).shape == (384, 512, 3) and "device_input" not in records[0]
