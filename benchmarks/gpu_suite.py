@@ -13,7 +13,9 @@ its error and the next one runs):
 - ``label_precision``: the label map of the bf16-backbone default and of a fully bf16 network against a full
   float32 run of the same teacher on the same images: distinct values and relative error.
 - ``labelling``: the whole ``pseudolabel`` stage on generated 683x512 JPEGs with 0, 8 and 16 decode workers:
-  images/s and the GPU's busy fraction (NVML), so a user sees how many CPU cores one GPU needs.
+  images/s and the GPU's busy fraction (NVML), so a user sees how many CPU cores one GPU needs; then two teachers in
+  one run (``--teacher.model '[DPT-Hybrid, Depth Anything V2 Small]'``, every image labelled by both) beside Depth
+  Anything V2 Small alone, at the most decode workers: what labelling with several teachers costs.
 - ``training``: the reference student at 256x192, batch 256, bf16, ``channels_last``: optimizer steps/s on device
   batches with and without ``torch.compile``, and with the per-step host reads of the old loop against none; the
   training loader alone at 8 and 16 workers; the whole ``distill`` loop on the labelling section's shards.
@@ -204,12 +206,47 @@ def section_label_precision(suite: Suite) -> dict[str, Any]:
     return records
 
 
-def section_labelling(suite: Suite) -> dict[str, Any]:
-    """``pseudolabel`` end to end (its own config parser and run) on generated Places365-sized JPEGs."""
+def label_run(suite: Suite, inputs: Path, teachers: list[Path], workers: int, output: Path,
+              compiled: bool = False) -> dict[str, Any]:
+    """One ``pseudolabel`` run (its own config parser and run) of ``teachers`` (one, or several in one run) over
+    ``inputs``: images/s, the GPU's busy fraction, and where the time went."""
     from pseudolabel.config import PseudolabelConfig
     from pseudolabel.run import run
     from shards.cli.config import parse_config
 
+    model = str(teachers[0]) if len(teachers) == 1 else "[" + ", ".join(str(folder) for folder in teachers) + "]"
+    argv = [
+        "--source.path", str(inputs), "--source.sample_count", "0", "--teacher.model", model,
+        "--output.dir", str(output), "--output.samples_per_shard", "256" if not suite.tiny else "8",
+        "--runtime.batch_size", str(suite.batches[-1]), "--runtime.num_workers", str(workers),
+        "--runtime.progress", "false", "--runtime.log_level", "WARNING",
+        "--runtime.compile_teacher", "true" if compiled else "false",
+    ]
+    if suite.tiny:
+        argv += ["--teacher.short_side", "96"]
+    config, resolved = parse_config(PseudolabelConfig, argv, prog="pseudolabel.py")
+    sampler = BusySampler(suite.device)
+    sampler.start()
+    summary = run(config, resolved)
+    sampler.stop.set()
+    process = summary["this_run"]["processes"][0]
+    return {
+        "images_per_s": process["images_per_second"], "labeled": summary["labeled"],
+        "rejected": summary["rejected"], "gpu_busy_fraction": sampler.fraction(),
+        "teacher_seconds": process["teacher_seconds"],
+        "teacher_share_of_wall": round(process["teacher_seconds"] / process["seconds"], 3),
+        "loader_wait_s": process["loader_wait_seconds"], "writer_wait_s": process["writer_wait_seconds"],
+    }
+
+
+#: The two-teacher labelling run (issue 26): the reference teacher and Depth Anything V2 Small on every image.
+TWO_TEACHERS = ("dpt_hybrid", "depth_anything_v2_small")
+
+
+def section_labelling(suite: Suite) -> dict[str, Any]:
+    """``pseudolabel`` end to end on generated Places365-sized JPEGs: the reference teacher by decode workers (and
+    compiled), then DPT-Hybrid + Depth Anything V2 Small in one run beside Depth Anything alone, at the most
+    workers of an uncompiled run: several teachers cost the sum of their times."""
     inputs = suite.work / "inputs"
     make_inputs(inputs, suite.label_images, unique=12 if suite.tiny else 48)
     folder = teacher_folder(suite, suite.teachers[0])
@@ -217,28 +254,17 @@ def section_labelling(suite: Suite) -> dict[str, Any]:
     for run_name in suite.label_runs:  # decode workers, "c": the teacher compiled (runtime.compile_teacher)
         workers, compiled = int(run_name.rstrip("c")), run_name.endswith("c")
         output = suite.work / f"labels_{run_name}"
-        argv = [
-            "--source.path", str(inputs), "--source.sample_count", "0", "--teacher.model", str(folder),
-            "--output.dir", str(output), "--output.samples_per_shard", "256" if not suite.tiny else "8",
-            "--runtime.batch_size", str(suite.batches[-1]), "--runtime.num_workers", str(workers),
-            "--runtime.progress", "false", "--runtime.log_level", "WARNING",
-            "--runtime.compile_teacher", "true" if compiled else "false",
-        ]
-        if suite.tiny:
-            argv += ["--teacher.short_side", "96"]
-        config, resolved = parse_config(PseudolabelConfig, argv, prog="pseudolabel.py")
-        sampler = BusySampler(suite.device)
-        sampler.start()
-        summary = run(config, resolved)
-        sampler.stop.set()
-        process = summary["this_run"]["processes"][0]
-        records[f"workers_{workers}" + ("_compiled" if compiled else "")] = {
-            "images_per_s": process["images_per_second"], "labeled": summary["labeled"],
-            "rejected": summary["rejected"], "gpu_busy_fraction": sampler.fraction(),
-            "teacher_share_of_wall": round(process["teacher_seconds"] / process["seconds"], 3),
-            "loader_wait_s": process["loader_wait_seconds"], "writer_wait_s": process["writer_wait_seconds"],
-        }
+        record = label_run(suite, inputs, [folder], workers, output, compiled)
+        records[f"workers_{workers}" + ("_compiled" if compiled else "")] = record
         suite.results["shards_for_training"] = str(output)
+    workers = max(int(name) for name in suite.label_runs if not name.endswith("c"))
+    pair = [teacher_folder(suite, name) for name in TWO_TEACHERS]
+    alone = label_run(suite, inputs, pair[1:], workers, suite.work / "labels_second_alone")
+    together = label_run(suite, inputs, pair, workers, suite.work / "labels_two_teachers")
+    records["two_teachers"] = {
+        "teachers": list(TWO_TEACHERS), "workers": workers, "together": together, f"{TWO_TEACHERS[1]}_alone": alone,
+        f"{TWO_TEACHERS[0]}_alone": f"workers_{workers}",  # the reference teacher's run above
+    }
     return records
 
 

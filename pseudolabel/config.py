@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from shards.format import DEFAULT_LABEL_CODEC, JPEG_QUALITY, SAMPLE_HEIGHT, SAMPLE_WIDTH, LabelCodecName
+from shards.format import (
+    DEFAULT_LABEL_CODEC,
+    JPEG_QUALITY,
+    LABEL_KINDS,
+    SAMPLE_HEIGHT,
+    SAMPLE_WIDTH,
+    LabelCodecName,
+)
 from shards.writer import check_prefix
 
 #: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).
@@ -74,16 +81,20 @@ class PreprocessConfig:
 @dataclass
 class TeacherConfig:
     """The teacher: a hub id or a local folder (config.json + weights), an exported depth file, or ``identity`` for
-    pipeline timing."""
+    pipeline timing; or a list of them (every teacher labels every image). The other keys apply to every teacher,
+    ``kind`` and ``revision`` may also be given per teacher (:meth:`each`)."""
 
-    model: str = "Intel/dpt-hybrid-midas"
+    model: str | list[str] = "Intel/dpt-hybrid-midas"
     """a hub id, a local folder (config.json + weights), an exported depth file (.onnx, .tflite, .pte), or identity
-    (pipeline timing, no network)"""
-    kind: Kind | None = None
+    (pipeline timing, no network); or a list of them, '[A, B]': every teacher labels every image (the first one's
+    label stays the sample's label)"""
+    kind: Kind | list[Kind | None] | None = None
     """what a teacher file outputs, relative_inverse_depth or metric_depth: required when the file does not say
-    (our exports do); other teachers say it themselves"""
-    revision: str | None = None
-    """hub branch, tag or commit; the resolved commit goes into the manifest"""
+    (our exports do); other teachers say it themselves. With several teachers: one for all, or a list, one per
+    teacher (null where the teacher says)"""
+    revision: str | list[str | None] | None = None
+    """hub branch, tag or commit (with several teachers: one for all, or one per teacher); the resolved commit goes
+    into the manifest"""
     flip_tta: bool = False
     """average the map and the un-flipped map of the flipped image"""
     short_side: int | None = None
@@ -91,6 +102,15 @@ class TeacherConfig:
     default: the family's own, as its authors run it (docs/pseudolabel.md)"""
     precision: Precision = "auto"
     """the backbone: auto = bf16 autocast on CUDA, fp32 on CPU; the head is always fp32"""
+
+    def models(self) -> list[str]:
+        """Every teacher, in order; the first one's label is each sample's label."""
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    def each(self, name: str) -> list:
+        """``kind`` or ``revision`` per teacher: a single value (or null) for every teacher, or the list as given."""
+        value = getattr(self, name)
+        return list(value) if isinstance(value, list) else [value] * len(self.models())
 
 
 @dataclass
@@ -167,9 +187,25 @@ def check_config(config: PseudolabelConfig) -> None:
     for name, value in positive:
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+    check_teachers(config.teacher)
     if config.teacher.short_side is not None and config.teacher.short_side < 1:
         raise ValueError(f"teacher.short_side must be at least 1 (or null: the family's own), got "
                          f"{config.teacher.short_side}")
     if config.source.sample_count < 0:
         raise ValueError(f"source.sample_count must be 0 (every input) or more, got {config.source.sample_count}")
     check_prefix(config.output.prefix, "output.prefix")
+
+
+def check_teachers(teacher: TeacherConfig) -> None:
+    """At least one teacher; ``kind`` and ``revision`` lists one entry per teacher; kinds from ``LABEL_KINDS``."""
+    models = teacher.models()
+    if not models or not all(isinstance(model, str) and model for model in models):
+        raise ValueError(f"teacher.model is a teacher or a list of teachers, got {teacher.model!r}")
+    for name in ("kind", "revision"):
+        value = getattr(teacher, name)
+        if isinstance(value, list) and len(value) != len(models):
+            raise ValueError(f"teacher.{name} lists {len(value)} values for {len(models)} teachers: give one per "
+                             f"teacher (null where the teacher says), or a single value for all")
+    for kind in teacher.each("kind"):
+        if kind is not None and kind not in LABEL_KINDS:
+            raise ValueError(f"teacher.kind is {kind!r}; expected one of {list(LABEL_KINDS)}")

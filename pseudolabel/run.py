@@ -2,17 +2,19 @@
 
 One idea, the labelling loop with its two ends, in the order a sample passes: DataLoader workers read each input
 of this process's units (:class:`LabelInputs`), decode, resize, crop and JPEG-encode it (rejects flow through as
-records); the main thread runs the teacher on each batch; the teacher's maps become 16-bit label codes
+records); the main thread runs the teacher (each teacher, when ``teacher.model`` lists several: their costs add up)
+on each batch; the teachers' maps become 16-bit label codes
 (:class:`LabelBatch`: at once in torch where the map already is on a GPU, by ``shards.format.scale_to_codes``, the
 format's own formula, so only uint16 codes cross to the host; else per map with ``encode_label_codes`` in the
 writer's threads, 0.6-0.8 ms per 512x384 map; ``tests/pseudolabel/test_labels.py`` checks that both give the same
 codes); a writer thread behind the teacher (:class:`JobWriter`) makes the members (``shards.format.sample_members``)
-and writes one :class:`~shards.writer.ShardWriter` per job, closed with its rejects as soon as its last input
+(the first teacher's label as the sample's label, the next ones' as ``depth16_<i>`` members) and writes one
+:class:`~shards.writer.ShardWriter` per job, closed with its rejects as soon as its last input
 arrives (workers interleave, so several jobs may be open at once). Memory is one unit per worker, whatever the size
 of the source.
 
 Order of events (docs/decisions.md, "Shards and resume"):
-1. every process loads the teacher; the main process lists the source (folders, lists and datasets into the sorted
+1. every process loads the teachers; the main process lists the source (folders, lists and datasets into the sorted
    on-disk index ``index.jsonl``, image shards by name), writes or checks ``manifest.json``, removes unfinished
    traces, saves the resolved config, and broadcasts the pending units; the others read its index (or list the
    shard names and compare) and check that their manifest agrees; each rank takes ``pending[rank::world]``;
@@ -28,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -74,6 +76,7 @@ from shards.cli.config import save_resolved_config
 from shards.format import (
     REJECT_CONSTANT_LABEL,
     REJECT_NON_FINITE,
+    ExtraLabel,
     LabelError,
     SampleMeta,
     encode_jpeg,
@@ -197,18 +200,25 @@ def code_batch_on_device(depth: torch.Tensor) -> list[Coded]:
 
 
 class LabelBatch:
-    """A batch of teacher maps on its way to the writer: coded at once on a GPU, else coded per map on demand
-    (:meth:`code` runs in the writer's threads, beside the next batch's inference)."""
+    """A batch of teacher maps on its way to the writer, the first teacher's (``depth``) and the next ones' (``more``,
+    in teacher order), each (B, H, W): coded at once on a GPU, else coded per map on demand (:meth:`code` runs in the
+    writer's threads, beside the next batch's inference)."""
 
-    def __init__(self, depth: torch.Tensor) -> None:
+    def __init__(self, depth: torch.Tensor, more: Sequence[torch.Tensor] = ()) -> None:
+        self.coded: list[list[Coded]] | None = None
+        self.maps: list[np.ndarray] | None = None
         if depth.is_cuda:
-            self.coded: list[Coded] | None = code_batch_on_device(depth)
-            self.maps = None
+            self.coded = [code_batch_on_device(maps) for maps in (depth, *more)]
         else:
-            self.coded, self.maps = None, depth.numpy()  # (B, H, W) float32
+            self.maps = [maps.numpy() for maps in (depth, *more)]  # (B, H, W) float32 each
 
-    def code(self, index: int) -> Coded:
-        return self.coded[index] if self.coded is not None else code_map(self.maps[index])
+    def code(self, index: int, teacher: int = 0) -> Coded:
+        """Map ``index`` of teacher ``teacher`` (0: the first) as codes, range, or a reject."""
+        return self.coded[teacher][index] if self.coded is not None else code_map(self.maps[teacher][index])
+
+    @property
+    def teachers(self) -> int:
+        return len(self.coded if self.coded is not None else self.maps)
 
 
 # --------------------------------------------------------------------------------------- the writer, behind the teacher
@@ -222,11 +232,12 @@ class JobWriter(threading.Thread):
     """Encodes labels and writes shards behind the teacher; one :class:`ShardWriter` per job, closed when its last
     input arrives. Errors surface in the main thread at the next :meth:`submit` or at :meth:`finish`."""
 
-    def __init__(self, out_dir: Path, config: PseudolabelConfig, process: int, teacher: Teacher) -> None:
+    def __init__(self, out_dir: Path, config: PseudolabelConfig, process: int, teacher: Teacher,
+                 more_teachers: Sequence[Teacher] = ()) -> None:
         super().__init__(name="shard-writer", daemon=True)
         self.out_dir, self.config, self.process = out_dir, config, process
-        self.teacher_info = {"teacher": teacher.model_id, "teacher_revision": teacher.revision}
-        self.kind = teacher.kind
+        self.teachers = [teacher, *more_teachers]  # the first one's label is the sample's label
+        self.teacher_info = shard_teacher_info(self.teachers)
         self.flip_tta = teacher.flip_tta
         self.queue: queue.Queue = queue.Queue(maxsize=config.runtime.queue_batches)
         self.pool = ThreadPoolExecutor(config.runtime.encode_threads, thread_name_prefix="label-encode")
@@ -273,21 +284,30 @@ class JobWriter(threading.Thread):
                 pass
 
     def _encode(self, record: dict[str, Any], labels: LabelBatch, index: int) -> dict[str, Any]:
-        codes, label_range, reject = labels.code(index)
-        if reject is not None:
-            return {"reject": reject[0], "message": reject[1]}
+        """One accepted input -> its members, every teacher's label in them; a map any teacher cannot store rejects
+        the sample (a sample holds every teacher's label or is not written), named by teacher."""
+        coded = [labels.code(index, teacher) for teacher in range(labels.teachers)]
+        for position, (_, _, reject) in enumerate(coded):
+            if reject is not None:
+                by = f"teacher {position} ({self.teachers[position].model_id}): " if len(coded) > 1 else ""
+                return {"reject": reject[0], "message": by + reject[1]}
+        first = self.teachers[0]
         meta = SampleMeta(
             source=record["source"],
-            kind=self.kind,
+            kind=first.kind,
             source_size=tuple(record["source_size"]),
             scale=float(record["scale"]),
             crop_box=tuple(record["crop_box"]),
-            teacher=self.teacher_info["teacher"],
-            teacher_revision=self.teacher_info["teacher_revision"],
+            teacher=first.model_id,
+            teacher_revision=first.revision,
             jpeg_quality=self.config.output.jpeg_quality,
             extra={**record["extra"], "flip_tta": self.flip_tta},
         )
-        return sample_members(record["key"], record["jpg"], codes, label_range, meta, self.config.output.label_codec)
+        more = [ExtraLabel(codes, label_range, teacher.kind, teacher.model_id)
+                for (codes, label_range, _), teacher in zip(coded[1:], self.teachers[1:])]
+        (codes, label_range, _) = coded[0]
+        return sample_members(record["key"], record["jpg"], codes, label_range, meta, self.config.output.label_codec,
+                              more)
 
     def _write_batch(self, records: list[dict[str, Any]], labels: LabelBatch | None) -> None:
         accepted = [record for record in records if is_accepted(record)]
@@ -328,30 +348,51 @@ class JobWriter(threading.Thread):
 
 # -------------------------------------------------------------------------------------------------------------- the run
 
-def build_manifest(config: PseudolabelConfig, source: dict[str, Any], teacher: Teacher) -> dict:
-    """Everything that decides which sample lands in which shard with which label."""
+def shard_teacher_info(teachers: Sequence[Teacher]) -> dict[str, Any]:
+    """Who labelled a shard, for its stats json and the summary: the first teacher (``teacher``,
+    ``teacher_revision``, as with one teacher), and with several, ``teachers``, each one's id, revision and kind."""
+    first = teachers[0]
+    info: dict[str, Any] = {"teacher": first.model_id, "teacher_revision": first.revision}
+    if len(teachers) > 1:
+        info["teachers"] = [{"teacher": teacher.model_id, "teacher_revision": teacher.revision, "kind": teacher.kind}
+                            for teacher in teachers]
+    return info
+
+
+def teacher_record(teacher: Teacher, config: PseudolabelConfig) -> dict[str, Any]:
+    """One teacher as the manifest holds it: what decides its labels, and the (h, w) it runs at for the crop."""
+    return {
+        **teacher.info(),
+        "network_input": list(teacher.network_size(config.preprocess.height, config.preprocess.width)),  # (h, w)
+        "precision": teacher.precisions(),
+    }
+
+
+def build_manifest(config: PseudolabelConfig, source: dict[str, Any], teachers: Sequence[Teacher]) -> dict:
+    """Everything that decides which sample lands in which shard with which labels. ``teacher`` is the first
+    teacher (as with one); with several, ``teachers`` lists every one in order, so a resume with another list,
+    order or teacher is refused like a resume with another teacher."""
     size = config.output.samples_per_shard
     if source["kind"] == "shards":
         form, jobs = SHARD_MANIFEST_FORMAT, {"samples_per_shard": size, "unit": "input shard",
                                              "slice_stride": SLICE_STRIDE}
     else:
         form, jobs = MANIFEST_FORMAT, {"samples_per_shard": size, "count": -(-source["inputs"] // size)}
-    return {
+    manifest = {
         "format": form,
         "source": source,
         "jobs": jobs,
         "preprocess": asdict(config.preprocess),
-        "teacher": {
-            **teacher.info(),
-            "network_input": list(teacher.network_size(config.preprocess.height, config.preprocess.width)),  # (h, w)
-            "precision": teacher.precisions(),
-        },
+        "teacher": teacher_record(teachers[0], config),
         "output": {
             "prefix": config.output.prefix,
             "label_codec": config.output.label_codec,
             "jpeg_quality": config.output.jpeg_quality,
         },
     }
+    if len(teachers) > 1:  # a one-teacher folder keeps the manifest it always had, so it resumes
+        manifest["teachers"] = [teacher_record(teacher, config) for teacher in teachers]
+    return manifest
 
 
 def make_plan(config: PseudolabelConfig, listing: SourceListing) -> Plan:
@@ -367,14 +408,14 @@ def _stored_source(out_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _prepare_folder(config: PseudolabelConfig, teacher: Teacher, resolved_yaml: str) -> dict[str, Any]:
+def _prepare_folder(config: PseudolabelConfig, teachers: Sequence[Teacher], resolved_yaml: str) -> dict[str, Any]:
     """Main process: list the source, write or check the manifest, put the index in place, remove unfinished
     traces; returns what every process needs (the manifest, the pending units, the shard names' hash)."""
     out_dir = Path(config.output.dir)
     new_index = out_dir / _NEW_INDEX
     try:
         listing = open_source(config.source, new_index, _stored_source(out_dir))
-        manifest = build_manifest(config, listing.description, teacher)
+        manifest = build_manifest(config, listing.description, teachers)
         resuming = check_or_write_manifest(out_dir, manifest)
     except BaseException:
         remove_index(new_index)
@@ -407,9 +448,10 @@ def _input_loader(config: PseudolabelConfig, listing: SourceListing, plan: Plan,
     )
 
 
-def _feed_writer(batches: Iterator[dict[str, Any]], teacher: Teacher, writer: JobWriter, progress: tqdm
+def _feed_writer(batches: Iterator[dict[str, Any]], teachers: Sequence[Teacher], writer: JobWriter, progress: tqdm
                  ) -> tuple[int, dict[str, float]]:
-    """Run the teacher on every batch and hand its maps to the writer; returns the inputs and where the time went."""
+    """Run every teacher on every batch and hand their maps to the writer; returns the inputs and where the time
+    went (``teacher_seconds``: the teachers' time, summed: several teachers cost the sum of each)."""
     figures = {"loader_wait_seconds": 0.0, "teacher_seconds": 0.0, "writer_wait_seconds": 0.0}
     inputs = 0
     while True:
@@ -421,7 +463,8 @@ def _feed_writer(batches: Iterator[dict[str, Any]], teacher: Teacher, writer: Jo
         labels = None
         if batch["images"] is not None:
             inferred = time.perf_counter()
-            labels = LabelBatch(teacher.predict(batch["images"]))  # a GPU codes its maps at once
+            maps = [teacher.predict(batch["images"]) for teacher in teachers]
+            labels = LabelBatch(maps[0], maps[1:])  # a GPU codes its maps at once
             figures["teacher_seconds"] += time.perf_counter() - inferred
         figures["writer_wait_seconds"] += writer.submit(batch["records"], labels)
         counted = sum(1 for record in batch["records"] if not record.get("empty_job"))
@@ -432,11 +475,11 @@ def _feed_writer(batches: Iterator[dict[str, Any]], teacher: Teacher, writer: Jo
 
 def _label(
     accelerator: Accelerator, config: PseudolabelConfig, listing: SourceListing, plan: Plan, my_units: list,
-    teacher: Teacher,
+    teachers: Sequence[Teacher],
 ) -> dict[str, Any]:
     """Label this process's units; returns its figures for the summary."""
     loader = _input_loader(config, listing, plan, my_units, pin_memory=accelerator.device.type == "cuda")
-    writer = JobWriter(Path(config.output.dir), config, accelerator.process_index, teacher)
+    writer = JobWriter(Path(config.output.dir), config, accelerator.process_index, teachers[0], teachers[1:])
     progress = tqdm(
         total=plan.unit_inputs(my_units), unit="img", dynamic_ncols=True,
         desc=f"labelling (process 0 of {accelerator.num_processes})",
@@ -446,7 +489,7 @@ def _label(
     batches = iter(loader)  # workers fork before the writer threads start
     writer.start()
     try:
-        inputs, figures = _feed_writer(batches, teacher, writer, progress)
+        inputs, figures = _feed_writer(batches, teachers, writer, progress)
         writer.finish()
     except BaseException:
         if writer.is_alive():
@@ -477,7 +520,7 @@ def run(config: PseudolabelConfig, resolved_yaml: str) -> dict[str, Any] | None:
         accelerator.end_training()
 
 
-def _decide(accelerator: Accelerator, config: PseudolabelConfig, teacher: Teacher, resolved_yaml: str
+def _decide(accelerator: Accelerator, config: PseudolabelConfig, teachers: Sequence[Teacher], resolved_yaml: str
             ) -> tuple[SourceListing, dict[str, Any]]:
     """The main process lists and prepares the folder; the others wait for its word, then attach to its listing
     and check that they would build the same manifest (same teacher files, same shards)."""
@@ -485,7 +528,7 @@ def _decide(accelerator: Accelerator, config: PseudolabelConfig, teacher: Teache
     listing = None
     if accelerator.is_main_process:
         try:
-            decided = _prepare_folder(config, teacher, resolved_yaml)
+            decided = _prepare_folder(config, teachers, resolved_yaml)
             listing = decided.pop("listing")
             message = [decided]
         except Exception as error:  # every rank must hear about it, or they wait at the barrier forever
@@ -498,7 +541,7 @@ def _decide(accelerator: Accelerator, config: PseudolabelConfig, teacher: Teache
         out_dir = Path(config.output.dir)
         listing = attach_source(config.source, decided["manifest"]["source"], out_dir / INDEX_NAME,
                                 decided["shard_names"])
-        if build_manifest(config, listing.description, teacher) != decided["manifest"]:
+        if build_manifest(config, listing.description, teachers) != decided["manifest"]:
             raise RuntimeError(
                 f"process {accelerator.process_index} loads another teacher or other settings than the main "
                 "process: every node must see the same source and teacher files"
@@ -506,26 +549,35 @@ def _decide(accelerator: Accelerator, config: PseudolabelConfig, teacher: Teache
     return listing, decided
 
 
+def load_teachers(config: PseudolabelConfig, device: torch.device) -> list[Teacher]:
+    """Every teacher of ``teacher.model``, in order, each with its own ``kind`` and ``revision``
+    (:meth:`~pseudolabel.config.TeacherConfig.each`) and the shared settings; compiled when asked."""
+    settings = config.teacher
+    teachers = [
+        load_teacher(model, revision=revision, device=device, flip_tta=settings.flip_tta,
+                     precision=settings.precision, short_side=settings.short_side, kind=kind)
+        for model, revision, kind in zip(settings.models(), settings.each("revision"), settings.each("kind"))
+    ]
+    if config.runtime.compile_teacher:
+        for teacher in teachers:
+            teacher.compile(config.runtime.batch_size, config.preprocess.height, config.preprocess.width)
+    return teachers
+
+
 def _run(accelerator: Accelerator, config: PseudolabelConfig, resolved_yaml: str) -> dict[str, Any] | None:
     if not accelerator.is_main_process:
         logging.getLogger("pseudolabel").setLevel(logging.WARNING)
-        if config.teacher.model not in BUILTIN_TEACHERS:  # one "Loading weights" bar, from the main process
+        if any(model not in BUILTIN_TEACHERS for model in config.teacher.models()):  # one "Loading weights" bar
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()
-    teacher = load_teacher(
-        config.teacher.model, revision=config.teacher.revision, device=accelerator.device,
-        flip_tta=config.teacher.flip_tta, precision=config.teacher.precision, short_side=config.teacher.short_side,
-        kind=config.teacher.kind,
-    )
-    if config.runtime.compile_teacher:
-        teacher.compile(config.runtime.batch_size, config.preprocess.height, config.preprocess.width)
-    listing, decided = _decide(accelerator, config, teacher, resolved_yaml)
+    teachers = load_teachers(config, accelerator.device)
+    listing, decided = _decide(accelerator, config, teachers, resolved_yaml)
     plan = make_plan(config, listing)
     accelerator.wait_for_everyone()
     my_units = decided["pending"][accelerator.process_index :: accelerator.num_processes]
     started = time.perf_counter()
-    figures = _label(accelerator, config, listing, plan, my_units, teacher)
+    figures = _label(accelerator, config, listing, plan, my_units, teachers)
     every_process = gather_object([figures])
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -545,8 +597,7 @@ def _run(accelerator: Accelerator, config: PseudolabelConfig, resolved_yaml: str
         "processes": every_process,
     }
     summary = summarise(out_dir, config.output.prefix, plan, this_run)
-    summary["teacher"] = teacher.model_id
-    summary["teacher_revision"] = teacher.revision
+    summary.update(shard_teacher_info(teachers))
     summary = write_summary(out_dir, summary)
     if not summary["complete"]:
         logger.error("the output is incomplete: %d labeled + %d rejected of %d inputs", summary["labeled"],

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 MAX_WARMUP_SHARE = 0.05
 
 
+#: How a sample with several teachers' labels is trained on (``data.teachers``; :mod:`distill.training.data`).
+TeacherMode = Literal["first", "mean", "random"]
+TEACHER_MODES = get_args(TeacherMode)
+
+
 @dataclass
 class DataConfig:
     """Shards and augmentation.
@@ -66,9 +71,15 @@ class DataConfig:
     """stop when more of the samples read are damaged or lost (see distill.training.data)"""
     allow_eval_split: bool = False
     """true: read samples marked as a benchmark's evaluation split (test-set leakage; the reports say so)"""
+    teachers: TeacherMode = "first"
+    """which label of a sample several teachers labelled is trained on: first (the first teacher's), mean (every
+    label as inverse depth, aligned to the first by least-squares scale and shift, averaged: relative), or random
+    (one teacher's label per sample per step); docs/distill.md says when each helps. Validation reads the first"""
 
     def __post_init__(self) -> None:
         check_input_size(*self.size, "data.size")
+        if self.teachers not in TEACHER_MODES:
+            raise ValueError(f"data.teachers is {self.teachers!r}; expected one of {list(TEACHER_MODES)}")
         if not 0.0 <= self.max_damaged_fraction <= 1.0:
             raise ValueError(f"data.max_damaged_fraction must lie in [0, 1], got {self.max_damaged_fraction}")
 

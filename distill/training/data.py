@@ -8,6 +8,10 @@ colour jitter, and every reader makes the same number of batches so that each ra
 :class:`TrainBatches` hands the loop the batch of each step on the device, its target already in the student's space
 (:func:`distill.training.losses.target_in_space`: the one place a metric label becomes inverse depth).
 
+Several teachers: a sample labelled by several teachers (format 3) is trained on the label ``data.teachers`` names
+(:func:`teacher_label`): the first teacher's (the default; the others are not even decoded), their aligned mean
+(:func:`mean_of_teachers`), or one drawn per sample per step.
+
 Determinism (for exact resume): the stream is cut into *data epochs* of ``data.epoch_steps`` optimizer steps; data
 epoch ``e`` is a fresh pipeline seeded from ``(seed, e)``, and every random choice (shards, shuffle, mixing, crops,
 flips, jitter) comes from generators seeded from that seed, the rank and the DataLoader worker. So the batches of a
@@ -35,6 +39,8 @@ Everything a worker runs is a module-level class or function (workers pickle the
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import logging
 import math
@@ -52,9 +58,17 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
+from distill.align import align_scale_shift
 from distill.training.config import DataConfig
 from distill.training.losses import target_in_space
-from shards.format import METRIC_DEPTH, DepthSample
+from shards.format import (
+    METRIC_DEPTH,
+    RELATIVE_INVERSE_DEPTH,
+    DecodedLabel,
+    DepthSample,
+    as_inverse_depth,
+    decode_sample,
+)
 from shards.reader import LOST_TAR_ENDED, LOST_TAR_ERROR, SkipCounter, build_pipeline, expand_shard_urls, over_limit
 
 logger = logging.getLogger(__name__)
@@ -101,6 +115,47 @@ def _to_tensors(key: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarra
     }
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Several teachers: which label a sample is trained on (data.teachers)
+
+#: The reader's decoder when only the first label is used: the other teachers' labels are not decoded.
+decode_first_label = functools.partial(decode_sample, all_labels=False)
+
+
+def mean_of_teachers(labels: Sequence[DecodedLabel]) -> tuple[np.ndarray, np.ndarray]:
+    """Several teachers' labels of one image -> one relative inverse-depth map (H, W) float32 and its mask (H, W).
+
+    Teachers agree at best up to a scale and a shift (relative teachers have no units; a metric one's metres are a
+    different quantity), so a plain average would mix units. Each label becomes inverse depth
+    (:func:`shards.format.as_inverse_depth`: metres -> 1 / m, relative as it is); every later one is mapped onto the
+    first by its least-squares scale and shift (:func:`distill.align.align_scale_shift`, the fit every metric uses),
+    fitted and averaged over the pixels valid in all of them; the others are invalid. The result is relative
+    inverse depth whatever the kinds: after a free scale and shift, metres are no longer metres."""
+    valid = np.logical_and.reduce([label.valid for label in labels])  # (H, W)
+    inverse = np.stack([np.where(valid, as_inverse_depth(label.depth, label.kind), 0.0) for label in labels])
+    maps = torch.from_numpy(inverse.astype(np.float64))  # (T, H, W)
+    mask = torch.from_numpy(valid)[None].expand_as(maps[1:])
+    aligned = align_scale_shift(maps[1:], maps[:1].expand_as(maps[1:]), mask)  # (T - 1, H, W) onto the first
+    mean = (maps[0] + aligned.sum(0)) / len(labels)
+    return np.where(valid, mean.numpy(), 0.0).astype(np.float32), valid
+
+
+def teacher_label(sample: DepthSample, mode: str, rng: np.random.Generator | None = None) -> tuple[DepthSample, str]:
+    """The sample as it is trained on under ``data.teachers`` = ``mode``, and its label's kind: ``first`` (the
+    first teacher's label), ``mean`` (:func:`mean_of_teachers`, relative) or ``random`` (one teacher's label, drawn
+    from ``rng``: a different teacher each time the sample is read). A sample with one label keeps it in every mode."""
+    labels = sample.labels
+    if mode == "first" or len(labels) < 2:
+        return sample, sample.meta.kind
+    if mode == "random":
+        label = labels[int(rng.integers(len(labels)))]
+        return dataclasses.replace(sample, depth=label.depth, valid=label.valid), label.kind
+    if mode == "mean":
+        depth, valid = mean_of_teachers(labels)
+        return dataclasses.replace(sample, depth=depth, valid=valid), RELATIVE_INVERSE_DEPTH
+    raise ValueError(f"data.teachers is {mode!r}; expected first, mean or random")
+
+
 def centre_box(source_size: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
     """The largest centred crop box (left, top, right, bottom) of the output's aspect ratio in a (W, H) source."""
     source_width, source_height = source_size
@@ -112,7 +167,8 @@ def centre_box(source_size: tuple[int, int], size: tuple[int, int]) -> tuple[flo
 
 
 class EvalTransform:
-    """Validation: the centred box of the output aspect (the whole 512x384 sample for 4:3), resized to ``size``."""
+    """Validation: the centred box of the output aspect (the whole 512x384 sample for 4:3), resized to ``size``; the
+    first label, whatever ``data.teachers`` says (the held-out set's own label, comparable across runs)."""
 
     def __init__(self, size: Sequence[int]) -> None:
         self.size = (int(size[0]), int(size[1]))
@@ -129,10 +185,11 @@ class TrainTransform:
     """Random resized crop, horizontal flip and colour jitter, image and label kept aligned.
 
     Random numbers come from a generator seeded at first use from ``(seed, rank, worker)``, so each reader has
-    its own reproducible sequence.
+    its own reproducible sequence. The label is chosen first, by ``data.teachers`` (:func:`teacher_label`).
     """
 
     def __init__(self, config: DataConfig, seed: int) -> None:
+        self.teachers = config.teachers
         self.size = (int(config.size[0]), int(config.size[1]))
         self.crop_scale = tuple(config.crop_scale)
         self.crop_ratio = tuple(config.crop_ratio)
@@ -178,13 +235,14 @@ class TrainTransform:
 
     def __call__(self, sample: DepthSample) -> dict:
         rng = self._generator()
+        sample, kind = teacher_label(sample, self.teachers, rng)
         crop_box = self.random_box(rng, (sample.depth.shape[1], sample.depth.shape[0]))
         out = resize_crop(sample, crop_box, self.size)
         image, depth, valid = out["image"], out["depth"], out["valid"]
         if rng.uniform() < self.flip:
             image, depth, valid = image[:, ::-1], depth[:, ::-1], valid[:, ::-1]
         image = self.colour_jitter(rng, _channels_first(image))
-        return _to_tensors(sample.key, image, depth, valid, sample.meta.kind)
+        return _to_tensors(sample.key, image, depth, valid, kind)
 
 
 def collate_samples(samples: list[dict]) -> dict:
@@ -240,6 +298,7 @@ class TrainStream(IterableDataset):
         self.checksums = config.checksums
         self.max_damaged_fraction = config.max_damaged_fraction
         self.refusal = eval_split_refusal(config.allow_eval_split, "training")
+        self.decode = decode_first_label if config.teachers == "first" else decode_sample
         self.transform = TrainTransform(config, stream_seed)
 
     def __iter__(self) -> Iterator[dict]:
@@ -263,7 +322,7 @@ class TrainStream(IterableDataset):
         sources = [
             iter(build_pipeline(
                 urls, training=True, seed=self.seed + 7919 * index, shuffle_buffer=self.shuffle_buffer,
-                skip_counter=counter, checksums=self.checksums, refuse_eval_splits=self.refusal,
+                skip_counter=counter, checksums=self.checksums, refuse_eval_splits=self.refusal, decode=self.decode,
             ))
             for index, urls in enumerate(self.shard_sets)
         ]
@@ -424,7 +483,7 @@ def build_val_loader(
         raise ValueError("no validation shards: set --data.val to a folder of held-out shards")
     pipeline = build_pipeline(
         config.val, training=False, transform=EvalTransform(config.size), split=True, rank=rank, world_size=world_size,
-        refuse_eval_splits=eval_split_refusal(config.allow_eval_split, "validation"),
+        refuse_eval_splits=eval_split_refusal(config.allow_eval_split, "validation"), decode=decode_first_label,
     )
     pipeline.append(wds.batched(config.val_batch_size, collation_fn=collate_samples, partial=True))
     workers = config.num_workers if workers is None else workers
