@@ -38,7 +38,7 @@ class DemoSize:
 
     @classmethod
     def full(cls) -> DemoSize:
-        return cls(train_scenes=400, val_scenes=48, test_scenes=48, teacher_steps=400, distill_steps=300)
+        return cls(train_scenes=400, val_scenes=48, test_scenes=48, teacher_steps=400, distill_steps=200)
 
     @classmethod
     def small(cls) -> DemoSize:
@@ -134,8 +134,8 @@ def run_demo(out: str | os.PathLike, size: DemoSize, fresh: bool = False) -> int
     onnx = out / "export" / "student.onnx"
     log.run("8/9 export to ONNX (with the parity check) and time it", _python(
         "-m", "distill.export", "--model", str(student), "--format", "onnx", "--out", str(onnx)))
-    log.run("8/9 (latency)", _python("-m", "distill.benchmark", "--model", str(student), "--repeats", "20",
-                        "--out", str(out / "export" / "benchmark.json")))
+    log.run("8/9 (latency)", _python("-m", "distill.benchmark", "--model", str(student), "--repeats", "10",
+                                     "--throughput_repeats", "3", "--out", str(out / "export" / "benchmark.json")))
 
     pictures = sorted((scenes / "val" / "rgb").glob("*.png"))[:4]
     log.run("9/9 predict on a few pictures", _python(  # --overwrite: a second demo writes over its own maps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 #: Columns of the results table: (title, key in metrics.json, lower is better).
@@ -37,6 +38,14 @@ def results_table(out: Path, models: dict[str, str]) -> tuple[str, dict[str, dic
     return "\n".join(lines), figures
 
 
+def _load_average() -> str:
+    """The machine's load at the end of the run (1, 5 and 15 minutes): how busy it was while the demo ran."""
+    try:
+        return " / ".join(f"{value:.1f}" for value in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:  # not every platform keeps one
+        return "unknown"
+
+
 def write_summary(out: Path, models: dict[str, str], steps: list[dict], seconds: float, require_win: bool) -> str:
     """Write ``summary.md`` and ``summary.json`` into ``out``; return the markdown."""
     table, figures = results_table(out, models)
@@ -50,6 +59,10 @@ def write_summary(out: Path, models: dict[str, str], steps: list[dict], seconds:
         f"Whole run: {seconds / 60:.1f} minutes. Held-out test scenes: {student['count']} frames in the official NYU "
         "layout, reference protocol (raw depth, Eigen crop, per-image least-squares scale and shift on inverse "
         "depth, 10 m cap).",
+        f"Machine: {os.cpu_count()} CPUs, load average {_load_average()}; torch threads "
+        f"{os.environ.get('OMP_NUM_THREADS', 'default')}, OpenMP wait policy "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'default')}"
+        " (the figures depend on the thread count, not on the machine's speed or load).",
         "",
         table,
         "",
