@@ -16,8 +16,9 @@ model's image-processor config and is applied in torch on the batch. ZoeDepth, D
 metres) run as their own transformers image processor and its ``post_process_depth_estimation`` do
 (:class:`ProcessorTeacher`, its steps in :mod:`pseudolabel.families`, which holds the table of accepted families).
 
-One idea, the teacher, though over 600 lines: what a teacher is, how each family runs, and how one is loaded and
-refused belong together (the metric families' steps and the table live in ``families``, which imports nothing here).
+One idea, the teacher, though over 600 lines: what a teacher is, how each family (and an exported file) runs, and
+how one is loaded and refused belong together (the metric families' steps and the table live in ``families``,
+which imports nothing here).
 """
 
 from __future__ import annotations
