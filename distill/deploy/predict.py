@@ -1,12 +1,17 @@
-"""Run a student on pictures, folders and videos: colour-mapped depth pictures, and raw inverse depth on request.
+"""Run a depth model on pictures, folders and videos: colour-mapped depth pictures, and raw inverse depth on request.
 
-``python -m distill.predict --model <folder | model.onnx> INPUT... --out DIR``
+``python -m distill.predict --model <student | model.onnx / .tflite / .pte | teacher> INPUT... --out DIR``
 
-Each picture is resized (bicubic) to the model's input size (a multiple of 32, 256x192 by default; the aspect
-ratio is not kept), and the prediction is resized back to the picture's own size, so every output has the input's
-resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
+Each picture is resized (bicubic) to the model's input size (a student's is a multiple of 32, 256x192 by default;
+the aspect ratio is not kept; a teacher takes the picture at its own size), and the prediction is resized back to
+the picture's own size, so every map has the input's resolution. Outputs, for ``photos/a/b.jpg`` under a folder
+input ``photos``:
 
-- ``DIR/a/b_depth.png``: colour-mapped inverse depth (turbo, near = warm; ``shards.tools.pictures.colorize_depth``);
+- ``DIR/a/b_depth.png``: the map at the picture's resolution with its colour bar to the right, in the convention of
+  every picture here (``shards.tools.pictures``): a metric model's metres on the reversed turbo map, a relative
+  model's inverse depth in its own units on turbo, near = warm in both. Each picture spans the 2nd-98th percentiles
+  of its own values; ``--shared_scale true`` puts every picture of the run on one scale (the percentiles of them
+  all), so that pictures compare;
 - ``--save_raw png16``: ``DIR/a/b_inverse_depth.png`` (our 16-bit label code: 0 invalid, 1..65535 linear over the
   range) and ``DIR/a/b_inverse_depth.json`` holding that range; ``--save_raw npy``: ``DIR/a/b_inverse_depth.npy``
   (float32 (H, W)). Values are the student's relative inverse depth (unitless, larger = nearer), resized back
@@ -14,7 +19,8 @@ resolution. Outputs, for ``photos/a/b.jpg`` under a folder input ``photos``:
   student that predicts depth (``prediction: depth``) is written as 1 / metres, clamped at 0.
 - a video ``clip.mp4`` gives ``DIR/clip_depth.mp4`` (``--video_out mp4``) or ``DIR/clip_depth/000000.png ...``
   (``--video_out frames``), and raw frames in ``DIR/clip_inverse_depth/``. ``--smooth ema|mean`` averages the
-  predictions over frames (less flicker, a little lag).
+  predictions over frames (less flicker, a little lag); still pictures are never smoothed, and a run that asks for it
+  says so once. Video frames stay at the video's size, without a colour bar (their scale follows each frame).
 
 Unreadable inputs are skipped, listed at the end and in ``DIR/skipped.txt``; the exit status is non-zero only if
 nothing could be processed.
@@ -29,6 +35,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,12 +49,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from distill.deploy.model import DepthModel
+from distill.deploy.model import DepthModel, DepthPrediction
 from distill.deploy.runtime import IMAGE_EXTENSIONS, Kind, images_to_batch, load_picture, resize_prediction
 from shards.cli.config import Command, parse_size, save_resolved_config
 from shards.cli.errors import UserError, refuse_filled_folder, run_command
 from shards.format import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, LabelError, as_inverse_depth, encode_label_codes
-from shards.tools.pictures import colorize_depth
+from shards.tools.pictures import METRES, colorize_depth, image_grid, relative_units
 
 #: File name endings read as videos by ``distill.predict``.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")
@@ -72,15 +79,17 @@ class PredictConfig:
     depth on request (docs/deploy.md)."""
 
     model: str
-    """a student folder or an exported .onnx file"""
+    """a student folder or hub id, an exported .onnx / .tflite / .pte file, or a teacher folder or hub id"""
     inputs: list[str]
     """pictures, folders (searched recursively) or video files; bare words on the command line"""
     out: str
     """the output folder (the pictures, skipped.txt, config.yaml)"""
     save_raw: Literal["png16", "npy"] | None = None
     """also write raw inverse depth: 16-bit PNG (with its range in a .json) or float32 .npy"""
+    shared_scale: bool = False
+    """put every still picture of the run on one colour scale (else each spans its own values)"""
     smooth: Literal["ema", "mean"] | None = None
-    """video: average the predictions over frames"""
+    """videos only: average the predictions over frames"""
     smooth_window: int = 5
     """frames in the moving average (mean)"""
     smooth_alpha: float = 0.5
@@ -88,7 +97,7 @@ class PredictConfig:
     video_out: Literal["mp4", "frames"] = "mp4"
     """video: an mp4, or a PNG per frame"""
     size: str | None = None
-    """the model's input WxH (student folders; default 256x192; an .onnx file has its own)"""
+    """the model's input WxH (students; default 256x192; exported files and teachers keep their own)"""
     batch_size: int = 4
     """pictures per forward pass"""
     device: str = "auto"
@@ -203,33 +212,76 @@ def write_raw(inverse_depth: np.ndarray, path: Path, raw_format: str, source: st
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
 
 
+def depth_picture(values: np.ndarray, kind: str, value_range: tuple[float, float]) -> Image.Image:
+    """A prediction (H, W) as its picture: the coloured map at (H, W) with its colour bar to the right, metres on
+    the reversed turbo map for a metric model, the model's relative units on turbo otherwise (near = warm)."""
+    metric = kind == METRIC_DEPTH
+    units = METRES if metric else relative_units("model")
+    coloured = colorize_depth(values, value_range=value_range, inverse=not metric, units=units)
+    return Image.fromarray(image_grid([[coloured]], cell_height=values.shape[0]))
+
+
+def _value_sample(values: np.ndarray, count: int = 4096) -> np.ndarray:
+    """About ``count`` values spread over the map: each picture weighs the same in a shared scale."""
+    flat = values[np.isfinite(values)]
+    return flat[:: max(1, flat.size // count)]
+
+
+def _load(jobs: list[Job], skipped: list[Skipped]) -> list[tuple[Job, np.ndarray]]:
+    """The readable pictures of ``jobs``; the others go to ``skipped``."""
+    loaded = []
+    for job in jobs:
+        try:
+            loaded.append((job, load_picture(job.path)))
+        except Exception as error:  # noqa: BLE001 - any unreadable file is skipped and reported, never fatal
+            skipped.append(Skipped(str(job.path), f"unreadable picture: {type(error).__name__}: {error}"))
+    return loaded
+
+
+def _write_raw_and_name(job: Job, prediction: DepthPrediction, out: Path, raw_format: str | None) -> Path:
+    """The raw map of one picture written (when asked), and the path its picture goes to."""
+    stem = out / job.stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if raw_format:
+        inverse_depth = as_inverse_depth(prediction.values, prediction.kind)  # metres -> 1 / m
+        write_raw(inverse_depth, stem.with_name(stem.name + "_inverse_depth"), raw_format, str(job.path))
+    return stem.with_name(stem.name + "_depth.png")
+
+
 def predict_pictures(
-    model: DepthModel, jobs: list[Job], out: Path, raw_format: str | None, batch_size: int, skipped: list[Skipped]
+    model: DepthModel,
+    jobs: list[Job],
+    out: Path,
+    raw_format: str | None,
+    batch_size: int,
+    skipped: list[Skipped],
+    shared_scale: bool = False,
 ) -> int:
-    """Predict every picture job in batches; returns how many were written. Unreadable ones go to ``skipped``."""
-    done = 0
-    with tqdm(total=len(jobs), desc="pictures", unit="img", disable=not jobs) as progress:
-        for start in range(0, len(jobs), batch_size):
-            loaded: list[tuple[Job, np.ndarray]] = []
-            for job in jobs[start : start + batch_size]:
-                try:
-                    loaded.append((job, load_picture(job.path)))
-                except Exception as error:  # noqa: BLE001 - any unreadable file is skipped and reported, never fatal
-                    skipped.append(Skipped(str(job.path), f"unreadable picture: {type(error).__name__}: {error}"))
-            if loaded:
-                predictions = model.predict([picture for _, picture in loaded], batch_size=batch_size)
+    """Predict every picture job in batches; returns how many were written. Unreadable ones go to ``skipped``.
+    With ``shared_scale`` the maps wait in a temporary folder until every one is known, then are drawn on the
+    percentiles of them all."""
+    done, waiting, pooled = 0, [], []
+    with tempfile.TemporaryDirectory(prefix="predict-") as scratch:
+        with tqdm(total=len(jobs), desc="pictures", unit="img", disable=not jobs) as progress:
+            for start in range(0, len(jobs), batch_size):
+                loaded = _load(jobs[start : start + batch_size], skipped)
+                predictions = model.predict([picture for _, picture in loaded], batch_size=batch_size) if loaded else []
                 for (job, _), prediction in zip(loaded, predictions):
-                    inverse_depth = as_inverse_depth(prediction.values, prediction.kind)  # metres -> 1 / m
-                    stem = out / job.stem
-                    stem.parent.mkdir(parents=True, exist_ok=True)
-                    colour = colorize_depth(inverse_depth, value_range=tuple(colour_range(inverse_depth)))
-                    Image.fromarray(colour).save(stem.with_name(stem.name + "_depth.png"))
-                    if raw_format:
-                        write_raw(
-                            inverse_depth, stem.with_name(stem.name + "_inverse_depth"), raw_format, str(job.path)
-                        )
+                    picture_path = _write_raw_and_name(job, prediction, out, raw_format)
+                    if shared_scale:  # drawn once every map is known
+                        waiting.append((picture_path, Path(scratch) / f"{done}.npy"))
+                        np.save(waiting[-1][1], prediction.values)
+                        pooled.append(_value_sample(prediction.values))
+                    else:
+                        value_range = tuple(map(float, colour_range(prediction.values)))
+                        depth_picture(prediction.values, prediction.kind, value_range).save(picture_path)
                     done += 1
-            progress.update(len(jobs[start : start + batch_size]))
+                progress.update(len(jobs[start : start + batch_size]))
+        if waiting:
+            value_range = tuple(map(float, colour_range(np.concatenate(pooled))))
+            logger.info("one colour scale for %d pictures: %.4g to %.4g", len(waiting), *value_range)
+            for picture_path, held in waiting:
+                depth_picture(np.load(held), model.kind, value_range).save(picture_path)
     return done
 
 
@@ -257,8 +309,9 @@ def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarra
 def predict_video(model: DepthModel, job: Job, out: Path, options: VideoOptions) -> int:
     """Predict every frame of one video; returns the number of frames written. Raises if the video cannot be read.
 
-    Smoothing runs on the model-resolution maps (before resizing back), in frame order; the colour scale is
-    smoothed the same way so that it does not flicker either.
+    Smoothing runs on the model-resolution maps in the model's own kind (before resizing back, as a picture's map
+    is resized), in frame order; the colour scale is smoothed the same way so that it does not flicker either.
+    Frames are drawn as pictures are (metres for a metric model), without a colour bar.
     """
     info = video_info(job.path)
     stem = out / job.stem
@@ -277,24 +330,25 @@ def predict_video(model: DepthModel, job: Job, out: Path, options: VideoOptions)
         with tqdm(total=info.frames or None, desc=job.path.name, unit="frame") as progress:
             for frames in _batches(read_frames(job.path), options.batch_size):
                 size = model.input_size_for(frames[0].shape[1], frames[0].shape[0])  # a teacher: the frame's own
-                predictions = model.infer(torch.from_numpy(images_to_batch(frames, *size)))
-                predictions = as_inverse_depth(predictions.numpy(), model.kind)  # (B, h, w); metres -> 1 / m
+                predictions = model.infer(torch.from_numpy(images_to_batch(frames, *size))).numpy()  # (B, h, w)
                 for frame, prediction in zip(frames, predictions):
                     if depth_smoother is not None:
                         prediction = depth_smoother(prediction)
-                    inverse_depth = resize_prediction(
+                    values = resize_prediction(
                         prediction, frame.shape[1], frame.shape[0], non_negative=model.kind == METRIC_DEPTH
                     )
-                    value_range = colour_range(inverse_depth)
+                    value_range = colour_range(values)
                     if range_smoother is not None:
                         value_range = range_smoother(value_range)
-                    colour = colorize_depth(inverse_depth, value_range=(float(value_range[0]), float(value_range[1])))
+                    value_range = (float(value_range[0]), float(value_range[1]))
+                    colour = colorize_depth(values, value_range=value_range, inverse=model.kind != METRIC_DEPTH)
                     name = f"{count:06d}"
                     if writer is not None:
                         writer.write(colour)
                     else:
                         Image.fromarray(colour).save(frames_dir / f"{name}.png")
                     if options.raw_format:
+                        inverse_depth = as_inverse_depth(values, model.kind)  # metres -> 1 / m
                         write_raw(inverse_depth, raw_dir / name, options.raw_format, f"{job.path}#frame={count}")
                     count += 1
                 progress.update(len(frames))
@@ -456,7 +510,10 @@ def _main(argv: list[str] | None) -> int:
     save_resolved_config(resolved_yaml, out)
     logger.info("model %s, input %s (W x H); %d input(s)", model.name, model.input_label(), len(jobs))
     pictures = [job for job in jobs if not job.is_video]
-    processed = predict_pictures(model, pictures, out, config.save_raw, config.batch_size, skipped)
+    _say_what_does_not_apply(config, pictures, videos)
+    processed = predict_pictures(
+        model, pictures, out, config.save_raw, config.batch_size, skipped, shared_scale=config.shared_scale
+    )
     options = VideoOptions(
         config.video_out, config.save_raw, config.smooth, config.smooth_window, config.smooth_alpha, config.batch_size
     )
@@ -468,6 +525,20 @@ def _main(argv: list[str] | None) -> int:
         except Exception as error:  # noqa: BLE001 - an unreadable video is skipped and reported, never fatal
             skipped.append(Skipped(str(job.path), f"unreadable video: {type(error).__name__}: {error}"))
     return _report(out, processed, skipped)
+
+
+def _say_what_does_not_apply(config: PredictConfig, pictures: list[Job], videos: list[Job]) -> None:
+    """Once per run: options given for one kind of input that the run's other inputs ignore."""
+    if config.smooth and pictures:
+        logger.warning(
+            "--smooth averages the frames of a video: the %d still picture(s) are predicted one by one, unsmoothed",
+            len(pictures),
+        )
+    if config.shared_scale and videos:
+        logger.warning(
+            "--shared_scale puts the still pictures on one scale: the frames of the %d video(s) keep their own",
+            len(videos),
+        )
 
 
 def _report(out: Path, processed: int, skipped: list[Skipped]) -> int:

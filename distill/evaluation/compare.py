@@ -58,7 +58,7 @@ from distill.students.config import STUDENT_SIZE, check_input_size
 from shards.cli.config import Command, parse_size, save_resolved_config
 from shards.cli.errors import UserError, refuse_filled_folder, run_command
 from shards.format import RELATIVE_INVERSE_DEPTH
-from shards.tools.pictures import colorize_depth, image_grid, save_picture
+from shards.tools.pictures import colorize_depth, frame_label, image_grid, picture_key, save_picture
 from shards.tools.rgbd import DepthFolder, DepthScaleName
 
 log = logging.getLogger(__name__)
@@ -582,23 +582,29 @@ class PictureFrames:
         self.predictions[name] = [result.depth[0].float().cpu().numpy() for result in results]
 
 
-def draw_picture(frames: PictureFrames, names: Sequence[str], depth_cap: float) -> tuple[np.ndarray, list[str]]:
-    """Rows = frames; columns = RGB, ground truth, each model's aligned prediction (metres). Ground truth and the
-    predictions of one row share its scale (2nd-98th percentile of the valid ground truth, as evaluate draws)."""
+def draw_picture(frames: PictureFrames, names: Sequence[str], protocol: Protocol) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rows = frames, labelled by their names; columns = RGB, ground truth, each model's aligned prediction (metres).
+    Ground truth and the predictions of one row share its scale (2nd-98th percentile of the valid ground truth, as
+    evaluate draws); holes grey, pixels outside the evaluation crop dimmed and hatched. Returns the picture and what
+    it says beside the pictures (columns, rows, colour bars, legend)."""
     titles = ["RGB", "ground truth (m)", *names]
     rows = []
     for row, frame in enumerate(frames.frames):
         target = np.asarray(frame.depth, dtype=np.float64)
+        height, width = target.shape
+        outside = ~crop_mask(height, width, eval_crop(protocol, height, width)).numpy()
         valid = np.isfinite(target) & (target > 0)
-        low, high = np.percentile(target[valid], [2, 98]) if valid.any() else (0.0, depth_cap)
-        tiles = [frame.image, colorize_depth(target, valid, (low, high), inverse=False)]
-        tiles += [colorize_depth(frames.predictions[name][row], None, (low, high), inverse=False) for name in names]
+        scored = valid & ~outside
+        low, high = np.percentile(target[scored], [2, 98]) if scored.any() else (0.0, protocol.depth_cap)
+        tiles = [frame.image, colorize_depth(target, valid, (low, high), inverse=False, outside=outside)]
+        tiles += [
+            colorize_depth(frames.predictions[name][row], None, (low, high), inverse=False, outside=outside)
+            for name in names
+        ]
         rows.append(tiles)
-    tile_width = max(1, round(frames.frames[0].image.shape[1] * PICTURE_CELL_HEIGHT / frames.frames[0].image.shape[0]))
-    fitting = max(4, tile_width // 7)  # characters of PIL's default font that fit a tile
-    titles = [title if len(title) <= fitting else title[: fitting - 2] + ".." for title in titles]
-    labels = [str(frame.name) for frame in frames.frames]
-    return image_grid(rows, titles=titles, row_labels=labels, cell_height=PICTURE_CELL_HEIGHT), titles
+    labels = [frame_label(frame.name) for frame in frames.frames]
+    key = {"columns": titles, "rows": labels, **picture_key(rows)}
+    return image_grid(rows, titles=titles, row_labels=labels, cell_height=PICTURE_CELL_HEIGHT), key
 
 
 # ---------------------------------------------------------------------------------------------------------- the command
@@ -684,14 +690,14 @@ def _time_latency(entries: list[ModelEntry], config: CompareConfig) -> dict[str,
 
 def _save_picture(picture: PictureFrames, entries: list[ModelEntry], first: Dataset, path: Path) -> dict[str, Any]:
     """``compare.png`` drawn and saved; returns what ``compare.json`` says of it."""
-    drawn, titles = draw_picture(picture, [entry.name for entry in entries], first.protocol.depth_cap)
+    drawn, key = draw_picture(picture, [entry.name for entry in entries], first.protocol)
     save_picture(drawn, str(path))
     return {
         "file": path.name,
         "data": first.name,
         "positions": picture.positions,
         "frames": [str(frame.name) for frame in picture.frames],
-        "columns": titles,
+        **key,
         "cell_height": PICTURE_CELL_HEIGHT,
         "size": [int(drawn.shape[1]), int(drawn.shape[0])],
     }

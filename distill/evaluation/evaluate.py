@@ -8,18 +8,21 @@ loop, the report and the command; no part has a user beyond this command and ``c
 
 The model is recognised by content (:mod:`distill.deploy.model`): an ``.onnx`` file, a student folder, a transformers
 depth model folder or hub id (a teacher), or ``constant``; the data by its form (:func:`open_data`: NYU's ``.mat``, a
-DIODE tree, a ``.txt`` pair list, an ``rgb/`` + ``depth/`` folder, or a ``datasets`` copy). Each frame is resized to the
-model's input size, the prediction resized back to the frame's size (a teacher takes the whole frame, and resizes it and
-its map back once, as its authors do: ``metrics.json``'s ``resize`` says which kernels ran), then the protocol
-(:mod:`distill.evaluation.protocols`) aligns it, caps it and scores it per image with ``distill.metrics``; figures are
-averaged over images.
+DIODE tree, a ``.txt`` pair list, shards of ground truth (:mod:`distill.evaluation.shard_frames`), an ``rgb/`` +
+``depth/`` folder or any two folders as ``--images`` and ``--depths``, or a ``datasets`` copy). Each frame is resized
+to the model's input size, the prediction resized back to the frame's size (a teacher takes the whole frame, and
+resizes it and its map back once, as its authors do: ``metrics.json``'s ``resize`` says which kernels ran), then the
+protocol (:mod:`distill.evaluation.protocols`) aligns it, caps it and scores it per image with ``distill.metrics``;
+figures are averaged over images.
 
 Outputs in ``--out``: ``metrics.json`` (protocol in full, model, data, count, means, and
 ``negative_scale_frames``: frames whose least-squares scale would be negative, scored as the best constant instead,
 as stderr says too), ``per_image.csv`` (the scale as applied, and ``negative_scale``),
-``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png``, ``config.yaml`` (the
-resolved config) and, with ``--save_predictions true``, ``predictions.npz`` (every raw prediction at the frame's size,
-before alignment: the model's output resized with the kernel named in its ``resize`` member, never clamped).
+``table_row.md`` (the reference table's layout, then the precision), ``best_median_worst.png`` (the picture
+convention of :mod:`shards.tools.pictures`; ``metrics.json``'s ``picture`` lists its rows, colour bars and legend),
+``config.yaml`` (the resolved config) and, with ``--save_predictions true``, ``predictions.npz`` (every raw
+prediction at the frame's size, before alignment: the model's output resized with the kernel named in its ``resize``
+member, never clamped).
 
 Models run in fp32 unless ``--precision bf16`` or ``fp16`` asks for autocast; the report states which.
 """
@@ -58,6 +61,7 @@ from distill.evaluation.protocols import (
     resize_images,
     valid_mask,
 )
+from distill.evaluation.shard_frames import ShardFrames, is_shard_set
 from distill.metrics import DEPTH_METRICS, batch_depth_metrics, mean_metrics
 from shards.cli.config import Command, looks_like_path, parse_size, save_resolved_config
 from shards.cli.errors import (
@@ -70,7 +74,7 @@ from shards.cli.errors import (
 )
 from shards.format import METRIC_DEPTH, LabelError
 from shards.tools.nyu import DepthFrame, NyuFormatError, NyuSplit
-from shards.tools.pictures import colorize_depth, error_map, image_grid, save_picture
+from shards.tools.pictures import colorize_depth, error_map, frame_label, image_grid, picture_key, save_picture
 from shards.tools.rgbd import (
     DIODE_SCENES,
     DepthFolder,
@@ -115,11 +119,16 @@ class ModelOptions:
 
 @dataclass(kw_only=True)
 class DataOptions:
-    """The data: NYU's .mat, a DIODE root, a .txt pair list, an rgb/ + depth/ folder or a datasets copy."""
+    """The data: NYU's .mat, a DIODE root, a .txt pair list, shards, an image folder and a depth folder, or a datasets
+    copy."""
 
-    data: str
-    """nyu_depth_v2_labeled.mat, a DIODE root, a .txt of 'image depth' lines, an rgb/ + depth/ folder, or a saved
-    datasets folder or hub id"""
+    data: str | None = None
+    """nyu_depth_v2_labeled.mat, a DIODE root, a .txt of 'image depth' lines, shards of ground truth (a folder of
+    .tar, as python -m shards import-rgbd writes), an rgb/ + depth/ folder, or a saved datasets folder or hub id"""
+    images: str | None = None
+    """instead of --data: a folder of pictures, with --depths (any folder names; pairs share a file name)"""
+    depths: str | None = None
+    """instead of --data: a folder of depth maps (16-bit PNG / --depth_scale, or metres in .npy / float TIFF)"""
     splits: str | None = None
     """NYU's official splits.mat (with a .mat --data)"""
     split: str | None = None
@@ -212,15 +221,21 @@ def parse_crop(text: str, key: str, preset_name: str, preset: tuple, number: typ
 
 
 def resolve_protocol(config: ProtocolOptions, kind: str) -> tuple[Protocol, str]:
-    """The preset with its overrides; a metric model under the default preset is scored without alignment
-    (docs/evaluation.md: the model's kind decides), which the report states."""
+    """The preset with its overrides; under the default preset a metric model is scored without alignment
+    (docs/evaluation.md: the model's kind decides) and shards without a crop; the report states either."""
     overrides = config.overrides()
-    note = "as given"
+    notes = []
     if config.protocol is None and kind == METRIC_DEPTH and "alignment" not in overrides:
         overrides["alignment"] = "none"
         overrides.setdefault("min_prediction", PRESETS["metric"].min_prediction)
-        note = "metric model under the default preset: alignment 'none' (the model's kind decides)"
-        log.warning("%s", note)
+        notes.append("metric model under the default preset: alignment 'none' (the model's kind decides)")
+        log.warning("%s", notes[-1])
+    shards = is_shard_set(getattr(config, "data", None))
+    if config.protocol is None and shards and not {"crop", "crop_fraction"} & overrides.keys():
+        overrides["crop"] = None
+        notes.append("shards under the default preset: no crop (a sample is its own crop, not a 640x480 NYU frame)")
+        log.info("%s", notes[-1])
+    note = "; ".join(notes) or "as given"
     try:
         return get_protocol(config.protocol or "reference", **overrides), note
     except ValueError as error:
@@ -247,17 +262,23 @@ class EvaluateConfig(ProtocolOptions, DataOptions, ModelOptions):
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _DATASET_FILES = ("*.parquet", "*.arrow", "*.jsonl", "*.csv")
 _FORMS = (
-    "nyu_depth_v2_labeled.mat (with --splits), a DIODE root, a .txt pair list, an rgb/ + depth/ folder, or a saved "
-    "datasets folder or hub id"
+    "nyu_depth_v2_labeled.mat (with --splits), a DIODE root, a .txt pair list, shards of ground truth (a folder of "
+    ".tar from python -m shards import-rgbd), an rgb/ + depth/ folder (or any two as --images DIR --depths DIR), or a "
+    "saved datasets folder or hub id"
 )
 
 
 def open_data(args: DataOptions, protocol: Protocol) -> Any:
-    """A lazy frame source for ``--data``: ``len()``, ``source[i] -> DepthFrame``, ``describe()``.
+    """A lazy frame source for ``--data`` (or ``--images`` + ``--depths``): ``len()``, ``source[i] -> DepthFrame``,
+    ``describe()``.
 
     A DIODE preset (``protocol.scenes``) reads a DIODE tree, its scene types only; otherwise the source is
-    recognised by form: a ``.mat`` file (NYU), a ``.txt`` pair list, a DIODE tree, an ``rgb/`` + ``depth/`` folder,
-    else a ``datasets`` copy."""
+    recognised by form: a ``.mat`` file (NYU), a ``.txt`` pair list, a DIODE tree, shards, an ``rgb/`` + ``depth/``
+    folder, else a ``datasets`` copy."""
+    if args.images is not None or args.depths is not None:
+        return _folder_pair(args, protocol)
+    if args.data is None:
+        raise UserError(f"give --data (it reads {_FORMS}), or --images and --depths")
     data = args.data
     path = Path(data)
     diode = is_diode_tree(path)
@@ -273,11 +294,28 @@ def open_data(args: DataOptions, protocol: Protocol) -> Any:
         return NyuSplit(data, args.splits, split=args.split or "test", depth=protocol.depth_source, limit=args.limit)
     if path.suffix.lower() == ".txt":
         return PairList(data, depth_scale=protocol.depth_scale, limit=args.limit)
+    if is_shard_set(data):
+        return ShardFrames(data, limit=args.limit)
     if path.is_dir() and (path / "rgb").is_dir() and (path / "depth").is_dir():
         log.info("%s is a folder source: its depth is used as given (protocol depth_source does not apply)", data)
         return DepthFolder(data, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit)
     _check_dataset_name(data)
     return _open_dataset(args, protocol)
+
+
+def _folder_pair(args: DataOptions, protocol: Protocol) -> DepthFolder:
+    """``--images DIR --depths DIR``: a folder of pictures and one of depth maps, under any names."""
+    if args.images is None or args.depths is None or args.data is not None:
+        raise UserError(
+            "--images and --depths go together, without --data: a folder of pictures and a folder of depth maps "
+            "whose files share names (a/0001.jpg with b/0001.png)"
+        )
+    for key, folder in (("--images", args.images), ("--depths", args.depths)):
+        if not Path(folder).is_dir():
+            raise UserError(f"{key} {folder}: no such folder")
+    return DepthFolder(
+        None, depth_scale=protocol.depth_scale or 1000.0, limit=args.limit, images=args.images, depths=args.depths
+    )
 
 
 def _open_dataset(args: DataOptions, protocol: Protocol) -> HfDepthDataset:
@@ -331,16 +369,26 @@ def _check_dataset_name(data: str) -> None:
 def open_checked(config: DataOptions, protocol: Protocol, check_crop: bool = True) -> Any:
     """The data source of ``config.data``, refused with a user error when it is empty or (``check_crop``) its
     frames do not fit the protocol's crop."""
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit is {config.limit}, so no frame would be read: give --limit 1 or more, or leave it "
+                        "out to read every frame")
     try:
         source = open_data(config, protocol)
         if len(source) == 0:
-            raise UserError(f"--data {config.data} holds no frames")
+            raise UserError(f"{data_flags(config)} holds no frames")
         height, width = source[0].depth.shape
         if check_crop:  # a crop that does not fit the frames stops here
             crop_mask(height, width, eval_crop(protocol, height, width))
     except (ValueError, NyuFormatError, LabelError) as error:
         raise UserError(str(error)) from error
+    except FileNotFoundError as error:  # shards: a location that matches nothing
+        raise UserError(f"--data {config.data}: {error}") from error
     return source
+
+
+def data_flags(config: DataOptions) -> str:
+    """How the command line named the data, for messages: ``--data X`` or ``--images X --depths Y``."""
+    return f"--data {config.data}" if config.data is not None else f"--images {config.images} --depths {config.depths}"
 
 
 def _batches(source: Any, batch_size: int) -> list[list[int]]:
@@ -422,8 +470,12 @@ class PredictionWriter:
             raise RuntimeError(f"{self.path}: wrote {self.written} predictions, expected {self.count}")
 
 
-def _picture(model: DepthModel, protocol: Protocol, source: Any, rows: list[tuple[str, int]], device) -> np.ndarray:
-    """RGB, ground truth, prediction and error of the chosen frames; depth and prediction share each row's scale."""
+def _picture(
+    model: DepthModel, protocol: Protocol, source: Any, rows: list[tuple[str, int]], device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """RGB, ground truth, prediction and error of the chosen frames, and what the picture says beside them
+    (:func:`shards.tools.pictures.picture_key`). Depths in metres, ground truth and prediction on each row's scale;
+    holes grey; pixels outside the evaluation crop dimmed and hatched; each row labelled by its frame's name."""
     pictures, labels = [], []
     results: dict[int, tuple[DepthFrame, BatchResult]] = {}
     for label, position in rows:
@@ -434,18 +486,21 @@ def _picture(model: DepthModel, protocol: Protocol, source: Any, rows: list[tupl
         target = result.target[0].cpu().numpy()
         valid = result.valid[0].cpu().numpy()
         depth = result.depth[0].cpu().numpy()
+        height, width = target.shape
+        outside = ~crop_mask(height, width, eval_crop(protocol, height, width)).numpy()
         low, high = np.percentile(target[valid], [2, 98]) if valid.any() else (0.0, protocol.depth_cap)
         pictures.append(
             [
                 frame.image,
-                colorize_depth(target, target > 0, (low, high), inverse=False),
-                colorize_depth(depth, None, (low, high), inverse=False),
-                error_map(depth - target, valid),
+                colorize_depth(target, target > 0, (low, high), inverse=False, outside=outside),
+                colorize_depth(depth, None, (low, high), inverse=False, outside=outside),
+                error_map(depth - target, valid, "m", outside=outside),
             ]
         )
-        labels.append(f"{label} {frame.name} AbsRel {float(result.metrics['abs_rel'][0]):.3f}")
-    titles = ["RGB", "ground truth (m)", "prediction (m)", "|error| (valid pixels)"]
-    return image_grid(pictures, titles=titles, row_labels=labels, cell_height=192)
+        labels.append(f"{frame_label(frame.name)}\n{label}, AbsRel {float(result.metrics['abs_rel'][0]):.3f}")
+    titles = ["RGB", "ground truth (m)", "prediction (m)", "|error| (m)"]
+    key = {"columns": titles, "rows": labels, **picture_key(pictures)}
+    return image_grid(pictures, titles=titles, row_labels=labels, cell_height=192), key
 
 
 #: Column headers of the reference table, with the metric each shows.
@@ -539,9 +594,11 @@ def evaluate(
         "precision": model.precision,
         **(extra or {}),
     }
-    _write_report(out, record, rows, model, means)
     if scored:
-        _draw_best_median_worst(model, protocol, source, scored, device, out / "best_median_worst.png")
+        path = out / "best_median_worst.png"
+        drawn = _draw_best_median_worst(model, protocol, source, scored, device, path)
+        record["picture"] = {"file": path.name, **drawn}
+    _write_report(out, record, rows, model, means)
     return record
 
 
@@ -611,12 +668,14 @@ def _write_report(
 
 def _draw_best_median_worst(
     model: DepthModel, protocol: Protocol, source: Any, scored: list[dict[str, Any]], device, path: Path
-) -> None:
-    """``best_median_worst.png``: the frames of lowest, median and highest AbsRel, scored again to be drawn."""
+) -> dict[str, Any]:
+    """``best_median_worst.png``: the frames of lowest, median and highest AbsRel, scored again to be drawn; returns
+    what ``metrics.json`` says of it (columns, row labels, colour bars, legend)."""
     ranked = sorted(scored, key=lambda row: row["abs_rel"])
     chosen = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
-    picture = _picture(model, protocol, source, [(label, row["position"]) for label, row in chosen], device)
+    picture, key = _picture(model, protocol, source, [(label, row["position"]) for label, row in chosen], device)
     save_picture(picture, str(path))
+    return key
 
 
 # -------------------------------------------------------------------------------------------------------------- command

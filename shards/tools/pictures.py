@@ -2,9 +2,14 @@
 
 matplotlib does the drawing, so that nothing here re-implements a plotting library: its exact turbo table (Google's
 published 256 entries) for depth, the sequential magma map for errors, its colour bars, and text in DejaVu Sans, the
-TrueType font that ships with matplotlib (the same on every machine, legible at any size). Pixels without a value
-are drawn in ``HOLE_COLOUR``, a grey that neither map produces, and the grid's legend says so. Only matplotlib's
-object API on the Agg canvas is used (no pyplot global state), so drawing works in any process or thread.
+TrueType font that ships with matplotlib (the same on every machine, legible at any size). Object API on the Agg
+canvas only (no pyplot global state), so drawing works in any process or thread.
+
+One convention for every picture (docs/evaluation.md, "Pictures"): a metric map is drawn in metres on the reversed
+turbo map, a relative map in its own relative units on turbo, so near is warm in both; every colour bar names its
+unit (``METRES``, :func:`relative_units`, ``|error| (<unit>)``). Pixels without a value are drawn in
+``HOLE_COLOUR``, a grey that neither map produces; pixels that hold a value but lie outside the evaluation crop are
+drawn dimmed and hatched; the grid's legend names each (:func:`picture_key`).
 
 ``colorize_depth`` and ``error_map`` return a ``ColouredMap``: a plain uint8 (H, W, 3) array that also remembers
 its ``ColourScale``, so that ``image_grid`` draws each row's colour bars (with units) without the caller's help.
@@ -12,8 +17,10 @@ its ``ColourScale``, so that ``image_grid`` draws each row's colour bars (with u
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +38,40 @@ ERROR_COLORMAP = "magma"
 #: Pixels without a value (holes, invalid ground truth): a neutral grey, at least 98 RGB units from every colour of
 #: turbo and magma (tests/shards/test_viz.py checks it), so a far surface never reads as missing data.
 HOLE_COLOUR = (160, 160, 160)
+#: Pixels outside the evaluation crop (a value, not scored): their colour times this, crossed by lines of
+#: ``OUTSIDE_HATCH`` about 1/24 of the picture's height apart, so they read neither as data nor as holes.
+OUTSIDE_DIM = 0.4
+OUTSIDE_HATCH = (235, 235, 235)
+HOLE_LEGEND = "no value (hole or invalid pixel)"
+OUTSIDE_LEGEND = "outside the evaluation crop (not scored)"
+#: The colour bar's label of a metric map (drawn in metres, whatever the model outputs).
+METRES = "depth (m)"
+
+
+def relative_units(source: str) -> str:
+    """The colour bar's label of a relative map, in the units of what made it: ``relative_units("teacher")`` ->
+    "relative inverse depth (teacher units)". Only its maker knows the scale, so no number goes into the label."""
+    return f"relative inverse depth ({source} units)"
+
+
+def frame_label(name: str) -> str:
+    """A frame's name as a row label: the last part of its key or path (``rgbd/rgb/0001`` -> ``0001``); the full
+    name stays in the reports' tables."""
+    return str(name).rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
 class ColourScale:
     """How a panel's colours map back to values: ``low``..``high`` in ``units`` on the matplotlib map ``colormap``.
-    Consecutive panels of one row with equal scales share one colour bar (``holes`` is not compared)."""
+    Consecutive panels of one row with equal scales share one colour bar; ``holes`` and ``outside`` (the panel has
+    pixels without a value, pixels outside the evaluation crop) are for the legend and not compared."""
 
     low: float
     high: float
     colormap: str
     units: str
     holes: bool = field(default=False, compare=False)
+    outside: bool = field(default=False, compare=False)
 
 
 class ColouredMap(np.ndarray):
@@ -54,16 +83,33 @@ class ColouredMap(np.ndarray):
         self.scale = getattr(obj, "scale", None)
 
 
-def apply_colormap(values: np.ndarray, mask: np.ndarray, scale: ColourScale) -> ColouredMap:
-    """Values (H, W) -> ``ColouredMap`` on ``scale`` (clipped to its range); pixels outside ``mask`` in HOLE_COLOUR."""
+def apply_colormap(
+    values: np.ndarray, mask: np.ndarray, scale: ColourScale, outside: np.ndarray | None = None
+) -> ColouredMap:
+    """Values (H, W) -> ``ColouredMap`` on ``scale`` (clipped to its range); pixels outside ``mask`` in HOLE_COLOUR,
+    pixels in ``outside`` (bool (H, W): outside the evaluation crop) dimmed and hatched. The returned scale says
+    which of the two the panel has, for the legend."""
     from matplotlib import colormaps  # imported here: `python -m shards` commands that draw nothing stay quick
 
     t = (np.where(mask, values, scale.low) - scale.low) / (scale.high - scale.low)
-    rgb = colormaps[scale.colormap](np.clip(t, 0.0, 1.0), bytes=True)[..., :3]
+    rgb = np.ascontiguousarray(colormaps[scale.colormap](np.clip(t, 0.0, 1.0), bytes=True)[..., :3])
     rgb[~mask] = HOLE_COLOUR
-    coloured = np.ascontiguousarray(rgb).view(ColouredMap)
-    coloured.scale = scale
+    outside = np.zeros_like(mask) if outside is None else np.asarray(outside, dtype=bool)
+    if outside.any():
+        _hatch(rgb, outside)
+    coloured = rgb.view(ColouredMap)
+    coloured.scale = dataclasses.replace(scale, holes=bool((~mask & ~outside).any()), outside=bool(outside.any()))
     return coloured
+
+
+def _hatch(rgb: np.ndarray, outside: np.ndarray) -> None:
+    """Dim the pixels of ``outside`` in place and cross them with diagonal lines, spaced for the picture's height
+    (they stay visible when a grid shrinks a 480-row frame to 192 rows)."""
+    period = max(6, rgb.shape[0] // 24)
+    rows, columns = np.indices(outside.shape)
+    lines = outside & ((rows + columns) % period < max(1, period // 4))
+    rgb[outside] = (rgb[outside] * OUTSIDE_DIM).astype(np.uint8)
+    rgb[lines] = OUTSIDE_HATCH
 
 
 def turbo(t: np.ndarray) -> np.ndarray:
@@ -74,7 +120,7 @@ def turbo(t: np.ndarray) -> np.ndarray:
 
 
 def _value_range(values: np.ndarray, mask: np.ndarray, value_range: tuple[float, float] | None) -> tuple[float, float]:
-    """The given range, or the 2nd-98th percentiles of the valid values; widened to a span of 1 when empty."""
+    """The given range, or the 2nd-98th percentiles of the values in ``mask``; widened to a span of 1 when empty."""
     if value_range is None:
         low, high = np.percentile(values[mask], [2, 98]) if mask.any() else (0.0, 1.0)
     else:
@@ -89,37 +135,46 @@ def colorize_depth(
     value_range: tuple[float, float] | None = None,
     inverse: bool = True,
     units: str | None = None,
+    outside: np.ndarray | None = None,
 ) -> ColouredMap:
     """A (H, W) depth or inverse-depth map -> uint8 (H, W, 3) on turbo; invalid and non-finite pixels in HOLE_COLOUR.
 
-    ``inverse=True``: the values are inverse depth (near = large = warm). For metric depth pass ``inverse=False``
-    so that near is warm as well (the reversed map). ``value_range`` fixes the scale (one scale for a whole row of
-    pictures); by default the 2nd-98th percentiles of the valid pixels. ``units`` labels the colour bar that
-    ``image_grid`` draws: by default "depth (m)", or "inverse depth" (pass "relative inverse depth" or
-    "inverse depth (1/m)" when known).
+    ``inverse=True``: the values are relative inverse depth (near = large = warm). For metric depth (metres) pass
+    ``inverse=False`` so that near is warm as well (the reversed map). ``value_range`` fixes the scale (one scale
+    for a whole row of pictures); by default the 2nd-98th percentiles of the valid pixels inside the crop.
+    ``units`` labels the colour bar that ``image_grid`` draws: by default ``METRES`` or "relative inverse depth"
+    (:func:`relative_units` names whose units). ``outside`` (bool (H, W)): pixels outside the evaluation crop,
+    drawn dimmed and hatched.
     """
     depth = np.asarray(depth, dtype=np.float64)
     if depth.ndim != 2:
         raise ValueError(f"colorize_depth takes one (H, W) map, got shape {depth.shape}")
     mask = np.isfinite(depth) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(depth))
-    low, high = _value_range(depth, mask, value_range)
+    scored = mask if outside is None else mask & ~np.asarray(outside, dtype=bool)
+    low, high = _value_range(depth, scored if scored.any() else mask, value_range)
     if units is None:
-        units = "inverse depth" if inverse else "depth (m)"
+        units = "relative inverse depth" if inverse else METRES
     colormap = DEPTH_COLORMAP if inverse else f"{DEPTH_COLORMAP}_r"
-    return apply_colormap(depth, mask, ColourScale(low, high, colormap, units, holes=not mask.all()))
+    return apply_colormap(depth, mask, ColourScale(low, high, colormap, units), outside)
 
 
 def error_map(
-    error: np.ndarray, valid: np.ndarray, max_error: float | None = None, units: str = "|error|"
+    error: np.ndarray,
+    valid: np.ndarray,
+    units: str,
+    max_error: float | None = None,
+    outside: np.ndarray | None = None,
 ) -> ColouredMap:
-    """Absolute error (H, W) -> uint8 RGB on the sequential ERROR_COLORMAP, HOLE_COLOUR where invalid; scale
-    0..max_error (default the 98th percentile of the valid pixels). ``units`` labels the colour bar ("|error| (m)")."""
+    """Absolute error (H, W) -> uint8 RGB on the sequential ERROR_COLORMAP, HOLE_COLOUR where invalid, dimmed and
+    hatched in ``outside``. ``units`` is the unit of what is compared ("m"): the colour bar reads "|error| (m)".
+    Scale 0..max_error (default the 98th percentile of the valid pixels inside the crop)."""
     error = np.abs(np.asarray(error, dtype=np.float64))
     mask = np.asarray(valid, dtype=bool) & np.isfinite(error)
+    scored = mask if outside is None else mask & ~np.asarray(outside, dtype=bool)
     if max_error is None:
-        max_error = float(np.percentile(error[mask], 98)) if mask.any() else 1.0
-    scale = ColourScale(0.0, max(float(max_error), 1e-12), ERROR_COLORMAP, units, holes=not mask.all())
-    return apply_colormap(error, mask, scale)
+        max_error = float(np.percentile(error[scored], 98)) if scored.any() else 1.0
+    scale = ColourScale(0.0, max(float(max_error), 1e-12), ERROR_COLORMAP, f"|error| ({units})")
+    return apply_colormap(error, mask, scale, outside)
 
 
 def _fit(picture: np.ndarray, height: int) -> np.ndarray:
@@ -143,9 +198,10 @@ def image_grid(
     colour_bars: bool = True,
 ) -> np.ndarray:
     """Lay out uint8 RGB pictures in rows (each resized to ``cell_height``), with optional column titles above and
-    row labels (rotated, so they take one text line of width) on the left. With ``colour_bars``, each run of
-    panels of one row that share a ``ColourScale`` (``colorize_depth``, ``error_map``) gets a colour bar with its
-    units after it; a legend under the grid names the hole colour when a panel has holes. Returns one uint8
+    row labels (rotated, so they take one text line of width each; a line break in a label starts a new line) on
+    the left. With ``colour_bars``, each run of panels of one row that share a ``ColourScale`` (``colorize_depth``,
+    ``error_map``) gets a colour bar with its units after it; a legend under the grid names the hole colour and
+    the hatching outside the crop when a panel has them (:func:`picture_key` lists both). Returns one uint8
     (H, W, 3) picture."""
     if not rows or not any(rows):
         raise ValueError("image_grid needs at least one picture")
@@ -154,13 +210,28 @@ def image_grid(
     return draw_grid(fitted, scales, titles, row_labels, cell_height, gap, HOLE_COLOUR, colour_bars)
 
 
+def picture_key(rows: list[list[np.ndarray]]) -> dict[str, list[str]]:
+    """What a grid of these rows says beside its pictures: ``colour_bars``, the label of each bar (row by row),
+    and ``legend``, the legend's entries. Reports record it, so a test or a reader can check units without pixels."""
+    scales = [[getattr(picture, "scale", None) for picture in row] for row in rows]
+    return {"colour_bars": [bar.scale.units for bar in _bars(scales)], "legend": _legend_entries(scales)}
+
+
+def _legend_entries(scales: list[list[object | None]]) -> list[str]:
+    panels = [scale for row in scales for scale in row if scale is not None]
+    entries = [HOLE_LEGEND] if any(scale.holes for scale in panels) else []
+    return entries + ([OUTSIDE_LEGEND] if any(scale.outside for scale in panels) else [])
+
+
 def save_picture(picture: np.ndarray, path: str) -> None:
     Image.fromarray(np.asarray(picture)).save(path)
 
 
 DPI = 72
 LINE_SPACING = 1.25  # of the font size, between lines of wrapped text
-HOLE_LEGEND = "no value (hole or invalid pixel)"
+#: Where a word wider than a line may break: after these characters of keys, paths and file names.
+_WORD_BREAK = re.compile(r"[^_/.\-]*[_/.\-]|[^_/.\-]+")
+_GROUP = re.compile(r"\([^)]*\)\S*|\S+")
 
 
 @functools.cache
@@ -191,15 +262,32 @@ def _shorten(text: str, width: float, size: float) -> str:
     return text + "…"
 
 
+def _words(paragraph: str, width: float, size: float) -> list[str]:
+    """The paragraph's words, a group in parentheses as one word when it fits a line: "(teacher units)"."""
+    words: list[str] = []
+    for token in _GROUP.findall(paragraph):
+        words.extend([token] if " " not in token or text_width(token, size) <= width else token.split())
+    return words
+
+
 def wrap(text: str, width: float, size: float, max_lines: int = 3) -> list[str]:
-    """Greedy word wrap of ``text`` into lines at most ``width`` pixels wide; the last line ends in "…" when the
-    text needs more than ``max_lines`` lines, and a word wider than a line is cut the same way."""
+    """Greedy word wrap of ``text`` into lines at most ``width`` pixels wide; a line break in ``text`` starts a new
+    line, a group in parentheses stays on one line when it fits one, and a word wider than a line breaks after
+    ``_``, ``-``, ``/`` or ``.``. Only past ``max_lines`` lines (or a piece still too wide) is the text cut, its last
+    line ending in "…"."""
     lines: list[str] = []
-    for word in text.split():
-        if lines and text_width(f"{lines[-1]} {word}", size) <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
+    for paragraph in text.split("\n"):
+        first = len(lines)
+        for word in _words(paragraph, width, size):
+            pieces = [word] if text_width(word, size) <= width else _WORD_BREAK.findall(word)
+            for number, piece in enumerate(pieces):
+                joined = f"{lines[-1]}{' ' if number == 0 else ''}{piece}" if len(lines) > first else piece
+                if len(lines) > first and text_width(joined, size) <= width:
+                    lines[-1] = joined
+                else:
+                    lines.append(piece)
+        if len(lines) == first:
+            lines.append("")
     if len(lines) > max_lines:
         lines = lines[: max_lines - 1] + [" ".join(lines[max_lines - 1 :])]
     return [_shorten(line, width, size) for line in lines] or [""]
@@ -215,11 +303,11 @@ def tick_values(low: float, high: float) -> list[float]:
 
 
 def tick_text(value: float) -> str:
-    """A tick label of at most about seven characters: 0.25, 3.5, 1200, 2.5e-05."""
+    """A tick label of at most about seven characters: 0.25, 3.5, 1200, 24160 (a teacher's relative units), 2.5e-05."""
     magnitude = abs(value)
     if magnitude != 0 and (magnitude >= 1e5 or magnitude < 1e-3):
         return f"{value:.1e}"
-    return f"{value:.4g}"
+    return f"{value:.6g}" if magnitude >= 1e3 else f"{value:.4g}"
 
 
 @dataclass
@@ -270,7 +358,7 @@ class _GridLayout:
     label_width: int
     bars: list
     bar_width: int
-    has_holes: bool
+    legend: list[str]
     width: int
     height: int
 
@@ -286,7 +374,7 @@ def _grid_layout(pictures: list[list[np.ndarray]], scales: list[list[object | No
 
     title_lines = [wrap(t, widths[c] - 4, font) for c, t in enumerate((titles or [])[:columns])]
     title_height = round(max(len(lines) for lines in title_lines) * line + gap) if title_lines else 0
-    label_lines = [wrap(label, cell_height - 4, font, max_lines=2) for label in (row_labels or [])]
+    label_lines = [wrap(label, cell_height - 4, font) for label in (row_labels or [])]
     label_width = round(max(len(lines) for lines in label_lines) * line + gap) if label_lines else 0
 
     bars = _bars(scales) if colour_bars else []
@@ -300,12 +388,14 @@ def _grid_layout(pictures: list[list[np.ndarray]], scales: list[list[object | No
     for c in range(columns):
         x_starts.append(x)
         x += widths[c] + gap + slot.get(c, 0)
-    has_holes = any(scale is not None and scale.holes for row in scales for scale in row)
-    legend_height = round(line + 2 * gap) if has_holes else 0
-    legend_width = label_width + 2.4 * font + text_width(HOLE_LEGEND, font) + 2 * gap if has_holes else 0
+    legend = _legend_entries(scales)
+    edge = round(small * 0.6) if bars else 0  # the end ticks' labels stand half a line past their bar
+    title_height = max(title_height, edge)
+    legend_height = round(line + 2 * gap) if legend else edge
+    legend_width = label_width + sum(3.4 * font + text_width(entry, font) for entry in legend)
     width, height = max(x, round(legend_width)), title_height + len(pictures) * (cell_height + gap) + legend_height
     return _GridLayout(font, small, widths, x_starts, title_lines, title_height, label_lines, label_width, bars,
-                       bar_width, has_holes, width, height)
+                       bar_width, legend, width, height)
 
 
 def draw_grid(
@@ -345,10 +435,15 @@ def draw_grid(
         left = layout.x_starts[bar.column] + layout.widths[bar.column] + gap
         box = (left / width, (height - top - cell_height) / height, layout.bar_width / width, cell_height / height)
         _colour_bar(figure, figure.add_axes(box), bar.scale, layout.small, cell_height)
-    if layout.has_holes:
-        swatch = Patch(facecolor=np.asarray(hole_colour) / 255, edgecolor="black", linewidth=0.5, label=HOLE_LEGEND)
-        figure.legend(handles=[swatch], loc="lower left", bbox_to_anchor=(layout.label_width / width, 0),
-                      frameon=False, prop=_font(font), borderaxespad=0.2, handlelength=1.2)
+    if layout.legend:
+        swatches = {
+            HOLE_LEGEND: Patch(facecolor=np.asarray(hole_colour) / 255, edgecolor="black", linewidth=0.5),
+            OUTSIDE_LEGEND: Patch(facecolor=np.full(3, OUTSIDE_DIM / 2), edgecolor=np.asarray(OUTSIDE_HATCH) / 255,
+                                  hatch="////", linewidth=0.5),
+        }
+        figure.legend(handles=[swatches[entry] for entry in layout.legend], labels=layout.legend, loc="lower left",
+                      bbox_to_anchor=(layout.label_width / width, 0), ncols=len(layout.legend), frameon=False,
+                      prop=_font(font), borderaxespad=0.2, handlelength=1.2, columnspacing=1.0)
     canvas.draw()
     grid = np.array(np.asarray(canvas.buffer_rgba())[..., :3])
     for r, row in enumerate(pictures):  # pasted, not drawn by matplotlib: exact pixels, and 3x faster
@@ -360,11 +455,11 @@ def draw_grid(
 
 def sample_row(sample: Sample) -> list[np.ndarray]:
     """[image, one colour-mapped label per teacher] of one sample, all uint8 (H, W, 3); each label's colour bar names
-    its kind."""
+    its unit: metres for metric depth, the teacher's own units for relative inverse depth."""
     row = [sample.image]
     for name, values in sample.labels.items():
         inverse = sample.kinds[name] == RELATIVE_INVERSE_DEPTH
-        units = "relative inverse depth" if inverse else "depth (m)"
+        units = relative_units("teacher") if inverse else METRES
         row.append(colorize_depth(values, sample.masks[name], inverse=inverse, units=units))
     return row
 
@@ -394,7 +489,7 @@ def show_samples(
     grid = image_grid(
         [sample_row(sample) for sample in drawn],
         titles=label_titles(drawn),
-        row_labels=[sample.key for sample in drawn],
+        row_labels=[frame_label(sample.key) for sample in drawn],
         cell_height=cell_height,
     )
     out = Path(out)

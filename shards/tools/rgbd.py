@@ -789,28 +789,38 @@ class PairList:
 
 
 class DepthFolder:
-    """RGB + metric depth pairs in ``folder/rgb/<stem>.<image>`` and ``folder/depth/<stem>.{png,tif,npy}``.
+    """RGB + metric depth pairs in ``folder/rgb/<stem>.<image>`` and ``folder/depth/<stem>.{png,tif,npy}``, or in
+    any two folders given as ``images`` and ``depths`` (evaluate's ``--images`` / ``--depths``).
 
     Integer depth files (16-bit PNG) are divided by ``depth_scale`` (units per metre; 1000 = millimetres, as
     ``shards.tools.scenes.write_scene_folder`` writes); float files (``.npy``, float TIFF) are metres. 0 = invalid.
     Pairs are matched by stem, sorted; a stem with only one half is an error naming it.
     """
 
-    def __init__(self, folder: str | Path, depth_scale: float = 1000.0, limit: int | None = None) -> None:
-        self.folder = Path(folder)
+    def __init__(
+        self,
+        folder: str | Path | None,
+        depth_scale: float = 1000.0,
+        limit: int | None = None,
+        images: str | Path | None = None,
+        depths: str | Path | None = None,
+    ) -> None:
+        self.folder = None if folder is None else Path(folder)
         self.depth_scale = depth_scale
-        rgb_dir, depth_dir = self.folder / "rgb", self.folder / "depth"
-        if not rgb_dir.is_dir() or not depth_dir.is_dir():
-            raise NyuFormatError(f"{self.folder}: a depth folder holds rgb/ and depth/ subfolders of matching stems")
-        images = {p.stem: p for p in sorted(rgb_dir.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
-        depths = {p.stem: p for p in sorted(depth_dir.iterdir()) if p.suffix.lower() in _DEPTH_SUFFIXES}
-        unmatched = sorted(set(images) ^ set(depths))
+        self.rgb_dir = Path(images) if images is not None else Path(folder) / "rgb"
+        self.depth_dir = Path(depths) if depths is not None else Path(folder) / "depth"
+        where = str(self.folder) if images is None and depths is None else f"{self.rgb_dir} + {self.depth_dir}"
+        if not self.rgb_dir.is_dir() or not self.depth_dir.is_dir():
+            raise NyuFormatError(f"{where}: a depth folder holds rgb/ and depth/ subfolders of matching stems")
+        images_by_stem = {p.stem: p for p in sorted(self.rgb_dir.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
+        depths_by_stem = {p.stem: p for p in sorted(self.depth_dir.iterdir()) if p.suffix.lower() in _DEPTH_SUFFIXES}
+        unmatched = sorted(set(images_by_stem) ^ set(depths_by_stem))
         if unmatched:
-            raise NyuFormatError(f"{self.folder}: no rgb/depth pair for {unmatched[:5]} ({len(unmatched)} unmatched)")
-        if not images:
-            raise NyuFormatError(f"{self.folder}: rgb/ and depth/ hold no images")
-        self.stems = sorted(images)[:limit] if limit is not None else sorted(images)
-        self._images, self._depths = images, depths
+            raise NyuFormatError(f"{where}: no rgb/depth pair for {unmatched[:5]} ({len(unmatched)} unmatched)")
+        if not images_by_stem:
+            raise NyuFormatError(f"{where}: the image and depth folders hold no images")
+        self.stems = sorted(images_by_stem)[:limit] if limit is not None else sorted(images_by_stem)
+        self._images, self._depths = images_by_stem, depths_by_stem
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -823,7 +833,9 @@ class DepthFolder:
         return DepthFrame(image, depth, position, stem)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "folder", "folder": str(self.folder), "depth_scale": self.depth_scale, "count": len(self)}
+        folders = {"folder": str(self.folder)} if self.folder is not None else {}
+        folders |= {"images": str(self.rgb_dir), "depths": str(self.depth_dir)}
+        return {"source": "folder", **folders, "depth_scale": self.depth_scale, "count": len(self)}
 
 
 class HfDepthDataset:

@@ -188,6 +188,10 @@ def test_picture_has_a_row_per_frame_and_a_column_per_model(compared: Path, scen
     picture = record["picture"]
     assert picture["columns"] == ["RGB", "ground truth (m)", "small", "wide", "constant"]
     assert len(picture["frames"]) == PICTURE_FRAMES and picture["data"] == scene_folder.name
+    # One convention (issue 29): ground truth and predictions on one bar in metres per row; rows named by frame.
+    assert picture["colour_bars"] == ["depth (m)"] * PICTURE_FRAMES
+    assert picture["rows"] == [name.rsplit("/", 1)[-1] for name in picture["frames"]]
+    assert picture["legend"] == []  # no crop on these frames, and the scenes have no holes
     cell_height, gap = compare.PICTURE_CELL_HEIGHT, 4  # shards.tools.pictures.image_grid's cells and gaps
     cell_width = SIZE[0] * cell_height // SIZE[1]
     with Image.open(compared / "compare.png") as drawn:
@@ -227,3 +231,16 @@ def test_latency_runs_each_model_in_a_worker(students: dict[str, Path], scene_fo
 def test_unknown_preset_stops_with_the_list(scene_folder: Path, tmp_path: Path, capsys) -> None:
     assert compare.main(["--model", "constant", "--data", f"{scene_folder}:nosuch", "--out", str(tmp_path)]) == 2
     assert "unknown protocol 'nosuch'" in capsys.readouterr().err
+
+
+def test_shards_of_ground_truth_are_a_data_set(metric_shards: Path, tmp_path: Path) -> None:
+    """Issue 29: shards of metric labels (what ``python -m shards import-rgbd`` writes) are scored like evaluate
+    scores them: no crop under the default preset; the picture's holes are in its legend."""
+    argv = ["--model", "constant", "--data", f"gt={metric_shards}", "--limit", "2", "--picture_frames", "2"]
+    assert compare.main([*argv, *SIZE_ARGS, "--latency", "false", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "compare.json").read_text())
+    result = record["models"][0]["results"]["gt"]
+    report = json.loads((tmp_path / result["report"] / "metrics.json").read_text())
+    assert report["data"]["source"] == "shards" and report["count"] == 2 and report["protocol"]["crop"] is None
+    assert record["picture"]["legend"] == ["no value (hole or invalid pixel)"]
+    assert record["picture"]["colour_bars"] == ["depth (m)", "depth (m)"]

@@ -90,3 +90,19 @@ def test_show_draws_a_column_per_teacher(tmp_path):
         assert first_at[2] < 3 and second_at[2] < 3 and first_at[0] == second_at[0] == top
         assert left < first_at[1] < second_at[1]  # image, then the first teacher, then the second
         assert not np.array_equal(first, second)  # two maps, each on its own range (holes only in the first)
+
+
+def test_show_names_each_labels_unit_and_each_row_by_its_name(shard_set, tmp_path):
+    """Issue 29: a teacher's relative map is labelled in the teacher's units (no number in the label), sensor depth
+    in metres; rows are labelled by the sample's name, not a cut-off path."""
+    from shards import samples
+    from shards.tools.pictures import frame_label, picture_key, sample_row
+    from tests.shards.conftest import two_label_members, write_shard
+
+    write_shard(tmp_path / "two", 0, [two_label_members("deep/folder/of/frames/t0", 0)[0]])
+    teachers = [sample_row(sample) for sample in samples(tmp_path / "two")]
+    units = "relative inverse depth (teacher units)"
+    assert picture_key(teachers)["colour_bars"] == [units, units]
+    metric = [sample_row(sample) for sample in samples(shard_set((1,))[0])]
+    assert picture_key(metric) == {"colour_bars": ["depth (m)"], "legend": ["no value (hole or invalid pixel)"]}
+    assert frame_label("deep/folder/of/frames/t0") == "t0"

@@ -1,5 +1,6 @@
-"""Pictures: the exact turbo table, holes in a colour no map produces, a sequential error map, and grids with colour
-bars, TrueType titles and narrow row labels."""
+"""Pictures: the exact turbo table, holes in a colour no map produces, pixels outside the crop dimmed and hatched, a
+sequential error map, units on every colour bar, and grids with colour bars, TrueType titles, narrow row labels and a
+legend that names what the grid shows."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ import pytest
 
 from shards.tools.pictures import (
     HOLE_COLOUR,
+    HOLE_LEGEND,
+    METRES,
+    OUTSIDE_LEGEND,
     ColourScale,
     colorize_depth,
     error_map,
+    frame_label,
     image_grid,
+    picture_key,
+    relative_units,
+    tick_text,
+    wrap,
 )
 from shards.tools.scenes import render_scene
 from tests.shards.conftest import locate
@@ -52,26 +61,26 @@ def test_holes_are_drawn_in_a_colour_no_map_produces() -> None:
     assert holes[10:20, 10:30].all() and holes[0, 0] and holes.sum() == 10 * 20 + 1
     assert rgb.scale is not None and rgb.scale.holes and rgb.scale.units == "depth (m)"
     for colours in (_sweep(True), _sweep(False), error_map(np.linspace(0, 2, 4096).reshape(64, 64),
-                                                           np.ones((64, 64), bool)).reshape(-1, 3).astype(int)):
+                                                           np.ones((64, 64), bool), "m").reshape(-1, 3).astype(int)):
         distance = np.sqrt(((colours - np.array(HOLE_COLOUR)) ** 2).sum(axis=1))
         assert distance.min() > 90, "the hole colour must stand apart from every colour of the map"
 
 
 def test_error_map_is_sequential_and_not_the_depth_map() -> None:
     error = np.linspace(0.0, 1.0, 256).reshape(1, -1)
-    rgb = error_map(error, np.ones_like(error, dtype=bool), max_error=1.0, units="|error| (m)").astype(float)
+    rgb = error_map(error, np.ones_like(error, dtype=bool), "m", max_error=1.0).astype(float)
     luminance = (rgb[0] * [0.2126, 0.7152, 0.0722]).sum(axis=1)
     assert np.all(np.diff(luminance) >= -1.0) and luminance[-1] - luminance[0] > 200  # dark to bright, monotone
     depth = colorize_depth(error, None, (0.0, 1.0)).astype(float)
     assert np.abs(depth - rgb).mean() > 30
-    assert error_map(error, np.ones_like(error, dtype=bool), units="|error| (m)").scale.units == "|error| (m)"
+    assert error_map(error, np.ones_like(error, dtype=bool), "m").scale.units == "|error| (m)"  # the unit, always
 
 
 def test_colour_scale_follows_copies_and_defaults_to_the_range_of_valid_pixels() -> None:
     depth = np.arange(100, dtype=float).reshape(10, 10)
     rgb = colorize_depth(depth)
     assert rgb.scale == ColourScale(float(np.percentile(depth, 2)), float(np.percentile(depth, 98)), "turbo",
-                                    "inverse depth")
+                                    "relative inverse depth")
     assert rgb.copy().scale == rgb.scale and rgb.dtype == np.uint8 and rgb.shape == (10, 10, 3)
     flat = colorize_depth(np.full((4, 4), 2.0), units="relative inverse depth").scale
     assert (flat.low, flat.high, flat.units) == (2.0, 3.0, "relative inverse depth")  # a constant map still draws
@@ -143,3 +152,58 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
         image_grid([[np.zeros((8, 8, 3), dtype=np.float32)]])
     with pytest.raises(ValueError, match="at least one picture"):
         image_grid([])
+
+
+def test_metres_and_relative_units_are_the_two_conventions() -> None:
+    """A metric map: metres on the reversed map; a relative map: its maker's units on turbo, no number in the label;
+    near is warm in both (the nearest pixel gets the same colour)."""
+    depth = np.linspace(1.0, 5.0, 64).reshape(8, 8)
+    metric = colorize_depth(depth, inverse=False)
+    relative = colorize_depth(1.0 / depth, units=relative_units("teacher"))
+    assert (metric.scale.units, metric.scale.colormap) == (METRES, "turbo_r") == ("depth (m)", "turbo_r")
+    assert (relative.scale.units, relative.scale.colormap) == ("relative inverse depth (teacher units)", "turbo")
+    assert np.abs(metric[0, 0].astype(int) - relative[0, 0].astype(int)).max() <= 1  # the nearest pixel: warm
+    assert tick_text(24160.0) == "24160" and tick_text(0.25) == "0.25" and tick_text(2.5e-5) == "2.5e-05"
+
+
+def test_outside_the_crop_is_dimmed_and_hatched_not_grey() -> None:
+    depth = np.linspace(1.0, 5.0, 96 * 128).reshape(96, 128)
+    valid = np.ones_like(depth, dtype=bool)
+    valid[40:50, 40:50] = False  # a hole inside the crop
+    outside = np.ones_like(valid)
+    outside[10:86, 10:118] = False
+    plain = colorize_depth(depth, valid, (1.0, 5.0), inverse=False)
+    drawn = colorize_depth(depth, valid, (1.0, 5.0), inverse=False, outside=outside)
+    assert np.array_equal(drawn[~outside], plain[~outside])  # inside the crop: unchanged, holes grey
+    assert (drawn[40:50, 40:50] == HOLE_COLOUR).all()
+    assert not (drawn[outside] == HOLE_COLOUR).all(axis=1).any()  # outside: never the hole colour
+    dimmed = drawn[outside].astype(int).sum(axis=1) < plain[outside].astype(int).sum(axis=1)
+    assert 0.5 < dimmed.mean() < 1.0  # mostly darker, crossed by light lines
+    assert drawn.scale.holes and drawn.scale.outside
+    error = error_map(depth - 3.0, valid & ~outside, "m", outside=outside)
+    assert error.scale.outside and not (error[outside] == HOLE_COLOUR).all(axis=1).any()
+
+
+def test_picture_key_lists_every_bar_with_its_unit_and_the_legend() -> None:
+    scene = render_scene(0, 128, 96, holes=True)
+    outside = np.zeros_like(scene.valid)
+    outside[:8] = True
+    truth = colorize_depth(scene.depth, scene.valid, (1.0, 5.0), inverse=False, outside=outside)
+    prediction = colorize_depth(scene.depth * 1.1, None, (1.0, 5.0), inverse=False, outside=outside)
+    error = error_map(scene.depth * 0.1, scene.valid & ~outside, "m", outside=outside)
+    rows = [[scene.image, truth, prediction, error]]
+    assert picture_key(rows) == {"colour_bars": ["depth (m)", "|error| (m)"], "legend": [HOLE_LEGEND, OUTSIDE_LEGEND]}
+    plain = [[scene.image, colorize_depth(render_scene(0, 128, 96).depth, inverse=False)]]
+    assert picture_key(plain) == {"colour_bars": ["depth (m)"], "legend": []}
+    grid = image_grid(rows, cell_height=96)
+    top = locate(grid, np.asarray(truth), step=4)[0]
+    below = grid[top + 96 :]  # the legend's row: the hole swatch and the hatched one side by side
+    assert (below == HOLE_COLOUR).all(axis=2).sum() > 20 and (below.std(axis=2) < 2).mean() > 0.5
+
+
+def test_row_labels_are_names_broken_at_separators_not_cut() -> None:
+    assert frame_label("tmp/abc/rgbd/rgb/0001") == "0001" and frame_label("nyu_0001") == "nyu_0001"
+    lines = wrap("00019_00183_indoors_000_010\nbest, AbsRel 0.123", 150, 14)
+    assert "".join(lines[:-1]) == "00019_00183_indoors_000_010" and lines[-1] == "best, AbsRel 0.123"
+    assert not any(line.endswith("…") for line in lines)
+    assert wrap("relative inverse depth (teacher units)", 170, 12) == ["relative inverse depth", "(teacher units)"]
