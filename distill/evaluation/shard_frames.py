@@ -6,9 +6,9 @@ counted), and each sample's json says what its labels hold: the ground truth is 
 sample with only a teacher's relative labels is refused, since the metrics compare metres.
 
 The evaluation reads a source by position (``len()``, ``source[i]``), a shard set as a stream. One pass at opening
-counts the samples and finds each one's ground truth; frames are then taken in order from one pass kept open, and
-asking for an earlier frame starts a new pass (the scoring reads in order; the report's picture asks for three frames
-again, so a report costs at most four passes of decoding, a few milliseconds a sample).
+counts the samples and finds each one's ground truth; frames are then taken in order from one pass kept open (the
+last one kept), and asking for an earlier frame starts a new pass (the scoring reads in order; the report's picture
+asks for three frames again, so a report costs at most five passes of decoding, a few milliseconds a sample).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class ShardFrames:
             log.warning("--data %s: %s", spec, self.counts)
         self._stream: Iterator[Sample] | None = None
         self._next = 0  # the position the open pass yields next
+        self._last: DepthFrame | None = None  # the frame read last (opening reads frame 0, the scoring starts there)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -75,6 +76,8 @@ class ShardFrames:
     def __getitem__(self, position: int) -> DepthFrame:
         if not 0 <= position < len(self):
             raise IndexError(f"frame {position} of {len(self)}")
+        if self._last is not None and self._last.index == position:
+            return self._last
         if self._stream is None or position < self._next:
             self._stream, self._next = iter(self.reader), 0
         while self._next <= position:
@@ -84,7 +87,8 @@ class ShardFrames:
             self._next += 1
         if sample.key != self.keys[position]:
             raise ValueError(f"--data {self.spec}: sample {position} is {sample.key}, was {self.keys[position]}")
-        return DepthFrame(sample.image, sample.labels[self.labels[position]], position, sample.key)
+        self._last = DepthFrame(sample.image, sample.labels[self.labels[position]], position, sample.key)
+        return self._last
 
     def describe(self) -> dict[str, Any]:
         return {

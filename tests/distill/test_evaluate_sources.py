@@ -68,6 +68,19 @@ def test_shards_of_ground_truth_are_scored_whole(rgbd: dict[str, Path], tmp_path
     assert set(names) <= {key.rsplit("/", 1)[-1] for key in keys}  # the frame's name, not its path
 
 
+def test_shard_frames_read_in_any_order_give_the_same_frames(rgbd: dict[str, Path]) -> None:
+    from distill.evaluation.shard_frames import ShardFrames
+
+    frames = ShardFrames(str(rgbd["shards"]))
+    in_order = [frames[position] for position in range(len(frames))]
+    for position in (2, 0, 1, 1, 2):
+        frame = frames[position]
+        assert frame.name == in_order[position].name and frame.index == position
+        assert np.array_equal(frame.depth, in_order[position].depth)
+    assert [frame.name for frame in in_order] == [sample.key for sample in samples(rgbd["shards"])]
+    assert len(ShardFrames(str(rgbd["shards"]), limit=2)) == 2
+
+
 def test_a_crop_given_with_shards_is_kept(rgbd: dict[str, Path], tmp_path: Path) -> None:
     record = _evaluate(tmp_path, "--data", str(rgbd["shards"]), "--crop", "40,340,60,460")
     assert record["protocol"]["crop"] == [40, 340, 60, 460] and record["protocol_note"] == "as given"
