@@ -25,13 +25,14 @@ test: setup
 
 # The phone runtimes' exports (LiteRT, ExecuTorch, Core ML) in their own environment layered on the dev one: it sees
 # the dev environment's packages (torch is not installed twice) and holds only the toolchains (about 1.5 GB), so that
-# litert-torch's older typing-extensions stays out of the dev environment.
+# litert-torch's older typing-extensions stays out of the dev environment. The export extras, since the tests write
+# files: each also holds its format's runtime (export-litert the LiteRT interpreter; executorch is one package).
 RT_VENV ?= .venv-runtimes
 $(RT_VENV)/.installed: $(VENV)/.installed
 	$(PYTHON) -m venv $(RT_VENV)
 	$(BIN)/python -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
 		> "$$($(RT_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/dev_environment.pth"
-	$(RT_VENV)/bin/python -m pip install --quiet -e ".[litert,executorch,coreml]"
+	$(RT_VENV)/bin/python -m pip install --quiet -e ".[export-litert,executorch,coreml]"
 	touch $@
 
 test-runtimes: $(RT_VENV)/.installed

@@ -1,14 +1,16 @@
 """The distillation stage: shards -> student; evaluation, export, predict.
 
-The Python API is one class: ``from distill import DepthModel`` (:mod:`distill.deploy.model`), loaded lazily so
-that ``import distill.<module>`` stays as light as the module itself.
+The Python API is one class: ``from distill import DepthModel`` (:mod:`distill.deploy.model`), whose ``predict``
+gives :class:`DepthPrediction` maps (``.inverse_depth`` for any model; ``.metres`` for a metric one, where a relative
+one raises :class:`NotMetricError`); loaded lazily so that ``import distill.<module>`` stays as light as the module
+itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DepthModel", "DepthPrediction"]
+__all__ = ["DepthModel", "DepthPrediction", "NotMetricError"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 from distill.deploy.runtime import INPUT_NAME, OUTPUT_NAME
 from distill.students.config import check_input_size
 
-INSTALL_HINT = "Core ML needs its extra: pip install 'depth-distill[coreml]' (coremltools)"
+INSTALL_HINT = "writing an .mlpackage needs coremltools: pip install 'depth-distill[coreml]'"
 #: Why the parity of a Core ML file is not checked off macOS.
 PARITY_NOTE = "Core ML runs on macOS only: parity not checked on this machine"
 

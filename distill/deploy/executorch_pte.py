@@ -2,7 +2,9 @@
 quantiser (symmetric, per-channel weights, calibrated), and a runner on ExecuTorch's Python runtime.
 
 The runtime's thread pool is process-wide and must be sized BEFORE any method is loaded (resetting it after a
-method is loaded made ``execute`` hang). Install with ``pip install 'depth-distill[executorch]'``.
+method is loaded made ``execute`` hang). Install with ``pip install 'depth-distill[executorch]'``, for running a
+``.pte`` and for writing one alike: ExecuTorch publishes its Python runtime only inside the full ``executorch``
+package, which also holds the exporter.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import numpy as np
 from distill.deploy.runtime import recorded_kind, resolve_kind
 from distill.students.config import check_input_size
 
-INSTALL_HINT = "ExecuTorch needs its extra: pip install 'depth-distill[executorch]'"
+INSTALL_HINT = (
+    "running or writing a .pte needs ExecuTorch: pip install 'depth-distill[executorch]' (the executorch package, "
+    "whose runtime comes only with its exporter)"
+)
 
 
 def _lower(program) -> bytes:

@@ -77,11 +77,13 @@ FORMATS: tuple[str, ...] = get_args(ExportFormat)
 Int8Mode = Literal["static", "dynamic"]
 INT8_MODES: tuple[str, ...] = get_args(Int8Mode)
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "coreml": ".mlpackage"}
+DEFAULT_FORMAT: ExportFormat = "onnx"
 
-#: format -> (modules its fp32 export needs, extra modules its int8 export needs, the pip extra that has them)
+#: format -> (modules its fp32 export and parity check need, extra modules its int8 export needs, the pip extra that
+#: has them all). Running a file needs less: the runners' messages name the runtime's own extra (docs/deploy.md).
 TOOLCHAINS = {
-    "onnx": (("onnx",), ("onnxruntime",), "export"),
-    "tflite": (("litert_torch", "ai_edge_litert"), ("ai_edge_quantizer",), "litert"),
+    "onnx": (("onnx", "onnxruntime"), (), "export-onnx"),
+    "tflite": (("litert_torch", "ai_edge_litert"), ("ai_edge_quantizer",), "export-litert"),
     "executorch": (("executorch",), (), "executorch"),
     "coreml": (("coremltools",), (), "coreml"),
 }
@@ -108,7 +110,7 @@ class ExportConfig:
     """the student folder to export (config.json + model.safetensors); an exported file is exported already"""
     out: str
     """the file to write: .onnx, .tflite, .pte or .mlpackage (its record <out>.json and config beside it)"""
-    format: ExportFormat = "onnx"
+    format: ExportFormat = DEFAULT_FORMAT
     """the runtime: onnx (ONNX Runtime), tflite (LiteRT), executorch (.pte, XNNPACK) or coreml (.mlpackage)"""
     size: str = f"{STUDENT_SIZE[0]}x{STUDENT_SIZE[1]}"
     """the model's input WxH, fixed in the graph (multiples of 32)"""
@@ -696,13 +698,29 @@ def _checked_request(config: ExportConfig) -> tuple[int, int]:
     except ValueError as error:
         raise UserError(f"--size: {error}") from error
     out = Path(config.out)
-    suffix = SUFFIXES[config.format]
-    if out.suffix.lower() != suffix:
-        raise UserError(f"--out {out}: a {config.format} export is a {suffix} file")
+    if out.suffix.lower() != SUFFIXES[config.format]:
+        raise UserError(wrong_ending("--out", out, config.format))
     if config.int8 and config.format == "coreml":
         raise UserError("--int8: offered for onnx, tflite and executorch; Core ML files are converted in fp32 only")
     _check_output_paths(config)
+    absent = missing_toolchain(config.format, config.int8)
+    if absent:
+        what = f"--format {config.format}" + (" --int8 true" if config.int8 and TOOLCHAINS[config.format][1] else "")
+        raise UserError(
+            f"{what} needs {', '.join(absent)}: pip install 'depth-distill[{TOOLCHAINS[config.format][2]}]'"
+        )
     return width, height
+
+
+def wrong_ending(flag: str, path: Path, format: str) -> str:
+    """The message for a file name whose ending is not ``format``'s, with the fixes: the format that writes that
+    ending (for ``--out``), or the same name with the right ending."""
+    suffix = SUFFIXES[format]
+    fixes = [f"--format {name} to write a {path.suffix} file" for name, ending in SUFFIXES.items()
+             if flag == "--out" and ending == path.suffix.lower()]
+    fixes.append(f"{flag} {path.with_suffix(suffix) if path.suffix else path.with_name(path.name + suffix)}")
+    default = " (the default)" if format == DEFAULT_FORMAT else ""
+    return f"{flag} {path}: --format {format}{default} writes a {suffix} file; give {', or '.join(fixes)}"
 
 
 def _check_output_paths(config: ExportConfig) -> None:
@@ -713,7 +731,7 @@ def _check_output_paths(config: ExportConfig) -> None:
     if config.int8 and config.int8_out:
         paths["--int8_out"] = Path(config.int8_out)
         if paths["--int8_out"].suffix.lower() != suffix:
-            raise UserError(f"--int8_out {config.int8_out}: a {config.format} export is a {suffix} file")
+            raise UserError(wrong_ending("--int8_out", paths["--int8_out"], config.format))
         if paths["--int8_out"].resolve() == paths["--out"].resolve():
             raise UserError(f"--int8_out {config.int8_out} is --out: name another file for the int8 model")
     for flag, path in paths.items():

@@ -5,7 +5,11 @@ for any ``.tflite`` depth model.
 The runner reads everything from the file: the input size and layout (our exports keep NCHW; published models are
 mostly NHWC), and for a quantised input or output its scale and zero point: pictures go in as real values in
 [0, 1] (``q = round(x / scale) + zero_point``, which is the raw pixel for the common uint8 scale 1/255) and the
-output comes back as ``scale * (q - zero_point)``. Install with ``pip install 'depth-distill[litert]'``.
+output comes back as ``scale * (q - zero_point)``.
+
+Running a ``.tflite`` needs only the interpreter (``pip install 'depth-distill[litert]'``: ``ai-edge-litert``, a few
+seconds); writing one needs the exporter and the quantiser as well (``pip install 'depth-distill[export-litert]'``:
+``litert-torch``, which brings JAX, and ``ai-edge-quantizer``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from distill.students.config import check_input_size
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "LiteRT needs its extra: pip install 'depth-distill[litert]' (litert-torch, ai-edge-litert)"
+#: The missing-package messages: running a file needs the interpreter only, writing one the exporter too.
+RUN_HINT = "running a .tflite needs the LiteRT interpreter: pip install 'depth-distill[litert]' (ai-edge-litert)"
+EXPORT_HINT = (
+    "writing a .tflite needs LiteRT's exporter: pip install 'depth-distill[export-litert]' (litert-torch, "
+    "ai-edge-litert, ai-edge-quantizer)"
+)
 
 
 def export_tflite(model, path: str | os.PathLike, height: int, width: int) -> Path:
@@ -32,7 +41,7 @@ def export_tflite(model, path: str | os.PathLike, height: int, width: int) -> Pa
     try:
         import litert_torch
     except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+        raise ImportError(EXPORT_HINT) from error
     check_input_size(width, height)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +127,7 @@ class TfliteRunner:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
-            raise ImportError(INSTALL_HINT) from error
+            raise ImportError(RUN_HINT) from error
         self.path = Path(path)
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count())
         self.interpreter.allocate_tensors()

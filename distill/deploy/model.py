@@ -3,7 +3,8 @@ it accepts, and the one inference path they share.
 
     from distill import DepthModel
     model = DepthModel.from_pretrained("runs/x/student")  # or model.onnx / .tflite / .pte, a hub id, a teacher
-    prediction = model.predict("room.jpg")  # .values float32 (H, W) at the picture's size, .kind, .image()
+    prediction = model.predict("room.jpg")  # DepthPrediction, float32 (H, W) maps at the picture's size:
+    prediction.inverse_depth  # larger = nearer, any model; prediction.metres: a metric model's (.kind says which)
 
 ``from_pretrained`` is the loader of every command (predict, evaluate, compare, export, benchmark). It recognises
 the model by content (:func:`detect_source`, docs/deploy.md): an exported file by its ending and a student folder by
@@ -51,7 +52,7 @@ from distill.students import is_student_folder
 from distill.students.config import STUDENT_SIZE
 from shards.cli.config import looks_like_path
 from shards.cli.errors import UserError, hub_unreachable, one_line, read_hub_cache_only
-from shards.format import LABEL_KINDS, METRIC_DEPTH, RELATIVE_INVERSE_DEPTH
+from shards.format import LABEL_KINDS, METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, as_inverse_depth
 from shards.tools.pictures import colorize_depth
 
 #: What ``predict`` takes; a list of these gives a list of predictions.
@@ -185,13 +186,52 @@ ACCEPTED_MODELS = (
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+class NotMetricError(ValueError):
+    """``DepthPrediction.metres`` of a relative model's map: it has no metres (its scale and shift are unknown)."""
+
+
 @dataclass
 class DepthPrediction:
-    """One depth map: ``values`` float32 (H, W) at the input's size; ``kind`` says what they are:
-    ``relative_inverse_depth`` (unitless, larger = nearer) or ``metric_depth`` (metres)."""
+    """One depth map at the input's size, float32 (H, W). ``values`` is the model's output as it is; ``kind`` says
+    what that is:
 
-    values: np.ndarray
+    - ``relative_inverse_depth`` (relative teachers such as MiDaS / DPT, the students distilled from them, and
+      ``constant``): unitless inverse depth, larger = nearer, known up to a scale and a shift (some ``a * values + b``
+      is 1 / metres; a value at or below 0 is still signal). :attr:`inverse_depth` is ``values``; :attr:`metres`
+      raises :class:`NotMetricError`.
+    - ``metric_depth`` (metric teachers such as ZoeDepth, a student with ``prediction: depth``): metres.
+      :attr:`metres` is ``values``; :attr:`inverse_depth` is 1 / metres.
+    """
+
+    values: np.ndarray  # (H, W) float32: relative inverse depth or metres, per ``kind``
     kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in LABEL_KINDS:
+            raise ValueError(f"kind must be {RELATIVE_INVERSE_DEPTH} or {METRIC_DEPTH}, got {self.kind!r}")
+
+    @property
+    def is_metric(self) -> bool:
+        """True when ``values`` are metres."""
+        return self.kind == METRIC_DEPTH
+
+    @property
+    def metres(self) -> np.ndarray:
+        """Depth in metres, float32 (H, W): ``values`` of a metric model. A relative model's map has no metres:
+        :class:`NotMetricError` (a ``ValueError``) says so and what to use instead."""
+        if not self.is_metric:
+            raise NotMetricError(
+                f"this prediction is {self.kind} (larger = nearer, unknown scale and shift), not metres: use "
+                ".inverse_depth, fit a scale and shift to depths you know, or load a metric model (a metric "
+                "teacher such as Intel/zoedepth-nyu, or a student with prediction: depth)"
+            )
+        return self.values
+
+    @property
+    def inverse_depth(self) -> np.ndarray:
+        """Inverse depth, float32 (H, W), larger = nearer, for either kind: ``values`` of a relative model, 1 / metres
+        of a metric one (depths at or below 1 mm count as 1 mm: ``shards.format.inverse_depth``)."""
+        return as_inverse_depth(self.values, self.kind).astype(np.float32, copy=False)
 
     def image(self, value_range: tuple[float, float] | None = None) -> Image.Image:
         """The map on the turbo scale (near = warm for either kind), 2nd-98th percentiles unless ``value_range``."""

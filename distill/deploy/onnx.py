@@ -51,7 +51,7 @@ def export_onnx(
             )
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
-            f"ONNX export needs the onnx package: pip install 'depth-distill[export]' ({error})"
+            f"writing a .onnx needs the onnx package: pip install 'depth-distill[export-onnx]' ({error})"
         ) from error
     finally:
         model.train(was_training).to(device)

@@ -218,7 +218,7 @@ def onnx_session(
     try:
         import onnxruntime as ort
     except ImportError as error:
-        raise ImportError("ONNX models need onnxruntime: pip install 'depth-distill[export]'") from error
+        raise ImportError("running a .onnx needs ONNX Runtime: pip install 'depth-distill[onnx]'") from error
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

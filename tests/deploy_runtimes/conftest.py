@@ -1,7 +1,7 @@
 """Fixtures of the phone-runtime tests: a briefly trained student and held-out generated scenes.
 
-These tests need the runtimes' extras (``pip install -e '.[litert,executorch,coreml]'``; ``make test-runtimes``);
-each toolchain that is missing skips its tests with the package's name as the reason.
+These tests write files, so they need the export extras (``pip install -e '.[export-litert,executorch,coreml]'``;
+``make test-runtimes``); each toolchain that is missing skips its tests with the package's name as the reason.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -208,7 +209,12 @@ def test_command_gates_an_int8_onnx_on_validation_data(tiny_folder: Path, tmp_pa
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--format", "tflite", "--out", "student.onnx"], "a tflite export is a .tflite file"),
+        # the default format with another format's ending: both fixes named
+        (["--out", "x.tflite"], "--out x.tflite: --format onnx (the default) writes a .onnx file; give --format tflite "
+                                "to write a .tflite file, or --out x.onnx"),
+        (["--format", "tflite", "--out", "student.onnx"], "--format tflite writes a .tflite file; give --format onnx "
+                                                          "to write a .onnx file, or --out student.tflite"),
+        (["--out", "student"], "give --out student.onnx"),
         (["--format", "coreml", "--int8", "true", "--out", "s.mlpackage"], "Core ML files are converted in fp32"),
     ],
 )
@@ -220,13 +226,28 @@ def test_command_names_a_wrong_format_request(
     assert message in capsys.readouterr().err
 
 
-def test_a_phone_format_without_its_toolchain_says_what_to_install(tiny_folder: Path, tmp_path: Path, capsys) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("litert_torch") is not None:
-        pytest.skip("litert-torch is installed here: the export runs (tests/deploy_runtimes)")
-    assert export.main(["--model", str(tiny_folder), "--format", "tflite", "--out", str(tmp_path / "s.tflite")]) == 2
-    assert "pip install 'depth-distill[litert]'" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("format", "absent", "extra"),
+    [
+        ("tflite", "litert_torch", "export-litert"),  # the exporter's extra, not the interpreter's small `litert`
+        ("onnx", "onnx", "export-onnx"),
+        ("executorch", "executorch", "executorch"),
+        ("coreml", "coremltools", "coreml"),
+    ],
+)
+def test_a_format_without_its_toolchain_names_its_export_extra_before_any_file(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    format: str, absent: str, extra: str,
+) -> None:
+    """The toolchain is checked with the other inputs, so the one line comes before any file is written; the package
+    is hidden here (None in ``sys.modules`` reads as not installed) so that the check runs where it is installed."""
+    monkeypatch.setitem(sys.modules, absent, None)
+    out = tmp_path / "out" / f"s{export.SUFFIXES[format]}"
+    assert export.main(["--model", str(tiny_folder), "--format", format, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--format {format} needs {absent}" in err[0], err
+    assert err[0].endswith(f"pip install 'depth-distill[{extra}]'")
+    assert not out.parent.exists()
 
 
 def test_int8_validation_that_cannot_be_scored_stops_before_any_file(
@@ -252,7 +273,7 @@ def test_int8_validation_that_cannot_be_scored_stops_before_any_file(
     [
         ("--calibration", "no_such_folder", "no such folder"),
         ("--parity_image", "missing.jpg", "missing.jpg"),
-        ("--int8_out", "s.int8.tflite", "a onnx export is a .onnx file"),
+        ("--int8_out", "s.int8.tflite", "--format onnx (the default) writes a .onnx file; give --int8_out s.int8.onnx"),
     ],
 )
 def test_every_export_input_is_checked_before_the_first_file(
