@@ -76,7 +76,8 @@ class CompareConfig:
     """the models, repeatable: [NAME=]MODEL, MODEL as evaluate's --model; NAME the row name (default: the folder or
     file name)"""
     kind: Kind | None = None
-    """what the exported files output when they do not say: relative_inverse_depth (assumed) or metric_depth"""
+    """what the exported files output when they do not say: relative_inverse_depth or metric_depth (without it
+    relative_inverse_depth is assumed, and a warning says so)"""
     data: list[str] = field(default_factory=list)
     """the data sets, repeatable: [NAME=]PATH[:PRESET], PATH as evaluate's --data, PRESET a protocol preset (default:
     reference; a folder whose frames are not 640x480 gets no Eigen crop), NAME the column name"""

@@ -74,7 +74,9 @@ def test_metres_read_as_inverse_depth_score_as_a_constant_and_are_counted(
     """Before: every frame fitted a negative scale and scored better than a constant, silently."""
     constant = _evaluate("constant", grey_folder, tmp_path / "constant")
     wrong = _evaluate(metres_onnx, grey_folder, tmp_path / "wrong")  # kind not given: inverse depth assumed
-    assert _warnings(caplog) == [f"onnx:metres.onnx: {NOTE}"]
+    assumed, negative = _warnings(caplog)  # the file says nothing of its kind: the assumption is said, then its result
+    assert "does not say what it outputs" in assumed and assumed.endswith("assuming relative_inverse_depth")
+    assert negative == f"onnx:metres.onnx: {NOTE}"
     caplog.clear()
     assert wrong["negative_scale_frames"] == FRAMES and wrong["count"] == FRAMES
     assert constant["negative_scale_frames"] == 0  # a constant's zero scale is not a negative one
