@@ -131,7 +131,7 @@ def byte_tensor(data: bytes | np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
         return data
     if isinstance(data, np.ndarray):
-        return torch.from_numpy(data)
+        return torch.from_numpy(data if data.flags.writeable else data.copy())
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 

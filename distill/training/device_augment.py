@@ -64,8 +64,8 @@ def decode_without_image(raw: Mapping[str, Any], all_labels: bool = True) -> Und
         size = (layout.width, layout.height)
     if (size[1], size[0]) != depth.shape:
         raise ValueError(f"image {size[1]}x{size[0]} and label {depth.shape} differ for {raw.get('__key__')!r}")
-    return UndecodedSample(raw["__key__"], np.frombuffer(data, dtype=np.uint8), (int(size[0]), int(size[1])), depth,
-                           valid, meta, labels)
+    jpeg = np.frombuffer(bytearray(data), dtype=np.uint8)  # writable: torch takes it without a copy
+    return UndecodedSample(raw["__key__"], jpeg, (int(size[0]), int(size[1])), depth, valid, meta, labels)
 
 
 def takes_device_path(sample: UndecodedSample) -> bool:

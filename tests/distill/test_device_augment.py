@@ -9,9 +9,26 @@ import pytest
 import torch
 
 from distill.training.config import DataConfig
-from distill.training.data import TrainTransform
-from distill.training.device_augment import augment_on_device, jitter_colours
-from shards.format import RELATIVE_INVERSE_DEPTH, DepthSample, SampleMeta, decode_jpeg, encode_jpeg
+from distill.training.data import TrainTransform, resize_crop
+from distill.training.device_augment import (
+    augment_on_device,
+    batch_on_device,
+    collate_device_samples,
+    decode_without_image,
+    jitter_colours,
+    takes_device_path,
+)
+from shards.format import (
+    RELATIVE_INVERSE_DEPTH,
+    DepthSample,
+    SampleMeta,
+    as_bytes,
+    decode_jpeg,
+    decode_sample,
+    encode_jpeg,
+    encode_sample,
+    inverse_depth,
+)
 from shards.tools.scenes import render_scene
 
 #: Today's draws (crop box, flip, jitter factors) for seed 7 and 512x384 samples, reader (rank 0, worker 0),
@@ -83,3 +100,51 @@ def test_jitter_is_todays_formula() -> None:
              for f, picture in zip(factors, pictures)]
     ours = jitter_colours(pictures.clone(), torch.tensor(factors))
     assert (ours - torch.stack(today)).abs().max() < 1e-6
+
+
+def raw_members(seed: int, size: tuple[int, int]) -> dict:
+    """A sample's raw members as the reader hands them to its decoder."""
+    scene = render_scene(seed, *size)
+    meta = SampleMeta(source=f"scene:{seed}", kind=RELATIVE_INVERSE_DEPTH, source_size=size)
+    members = encode_sample(f"k{seed}", scene.image, inverse_depth(scene.depth, scene.valid).astype(np.float32),
+                            meta, valid=scene.valid)
+    return {name: as_bytes(value) for name, value in members.items()}
+
+
+def test_the_label_only_decoder_gives_todays_labels_and_keeps_the_jpeg() -> None:
+    raw = {**raw_members(3, (512, 384)), "__key__": "k3"}
+    today = decode_sample(raw)
+    undecoded = decode_without_image(raw)
+    assert undecoded.size == (512, 384) and undecoded.jpeg.tobytes() == raw["jpg"]
+    assert np.array_equal(undecoded.depth, today.depth) and np.array_equal(undecoded.valid, today.valid)
+    assert undecoded.meta == today.meta and takes_device_path(undecoded)
+    first_only = decode_without_image(raw, all_labels=False)
+    assert np.array_equal(first_only.depth, today.depth) and first_only.labels == []
+    other = {**raw, "jpg": raw_members(4, (256, 192))["jpg"]}
+    with pytest.raises(ValueError, match="differ"):
+        decode_without_image(other)
+
+
+def test_a_worker_batch_becomes_todays_images_on_the_device() -> None:
+    """Two samples the device decodes and one its worker decoded and cropped (a progressive JPEG), as
+    ``collate_device_samples`` hands them over: the images are today's within one grey level."""
+    config = DataConfig(train="x")
+    samples, jpegs = zip(*(sample(seed, (512, 384)) for seed in range(3)))
+    transform = TrainTransform(config, seed=7)
+    expected = torch.stack([transform(item)["image"] for item in samples])
+    draws = todays_draws(TrainTransform(config, seed=7), [(512, 384)] * 3)
+    worker_samples = []
+    for index, ((box, flip, jitter), item, jpg) in enumerate(zip(draws, samples, jpegs)):
+        crop = None
+        if index == 1:  # decoded and cropped by its worker, as today, then only jittered on the device
+            pixels = resize_crop(item, box, (256, 192))["image"]
+            crop = torch.from_numpy(np.ascontiguousarray(pixels[:, ::-1] if flip else pixels)).permute(2, 0, 1)
+        worker_samples.append({
+            "key": item.key, "jpeg": None if crop is not None else np.frombuffer(jpg, dtype=np.uint8), "crop": crop,
+            "crop_box": box, "flip": flip, "jitter": jitter, "target": torch.zeros(1, 192, 256),
+            "valid": torch.ones(1, 192, 256, dtype=torch.bool), "is_metric": False,
+        })
+    batch = batch_on_device(collate_device_samples(worker_samples), torch.device("cpu"))
+    assert set(batch) == {"key", "image", "target", "valid", "is_metric"}
+    assert (batch["image"][1] - expected[1]).abs().max() < 1e-6  # the worker's crop: today's, jittered in torch
+    assert (batch["image"] - expected).abs().max() * 255 <= 1.5
