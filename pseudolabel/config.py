@@ -18,6 +18,7 @@ from shards.format import (
     SAMPLE_WIDTH,
     LabelCodecName,
 )
+from shards.tensor_images import DECODE_DEVICES, DecodeDevice
 from shards.writer import check_prefix
 
 #: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).
@@ -131,7 +132,8 @@ class OutputConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How the work is run; changing these never changes a label."""
+    """How the work is run: none of these is in the manifest. ``decode_device`` moves a label only within the
+    tolerances docs/pseudolabel.md ("Decode device") states; the others never change one."""
 
     batch_size: int = 16
     """images per teacher forward, per process"""
@@ -145,6 +147,10 @@ class RuntimeConfig:
     """labelled batches waiting for the writer before inference waits"""
     compile_teacher: bool = False
     """torch.compile the teacher: DPT-Hybrid alone 800 instead of 435 images/s on an H200, after a ~40 s compile"""
+    decode_device: DecodeDevice = "auto"
+    """where inputs are decoded, resized, cropped and re-encoded: auto = on the teacher's GPU when it runs on one (the
+    JPEGs nvJPEG takes; the rest in the workers), cpu = in the DataLoader workers, model = on the teacher's device
+    whatever it is (on a CPU: slower, for tests)"""
     progress: bool = True
     """tqdm bar on the main process"""
     log_level: LogLevel = "INFO"
@@ -171,6 +177,7 @@ def check_config(config: PseudolabelConfig) -> None:
         ("source.kind", config.source.kind, SOURCE_KINDS),
         ("preprocess.crop", config.preprocess.crop, CROP_MODES),
         ("teacher.precision", config.teacher.precision, PRECISIONS),
+        ("runtime.decode_device", config.runtime.decode_device, DECODE_DEVICES),
     )
     for name, value, accepted in choices:
         if value not in accepted:

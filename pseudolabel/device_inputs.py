@@ -29,17 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
 
 from pseudolabel.config import PreprocessConfig
-from pseudolabel.preprocess import (
-    REJECT_TOO_SMALL,
-    InputRejected,
-    choose_crop_box,
-    open_image,
-    preprocess_image,
-    scaled_size,
-)
+from pseudolabel.preprocess import InputRejected, drafts, image_geometry, open_image, preprocess_image
 from shards.format import encode_jpeg
 from shards.tensor_images import (
     REFUSE_UNUSUAL,
@@ -57,8 +49,6 @@ FALLBACK_EXIF_ORIENTATION = "exif_orientation"
 FALLBACK_DECODE_ERROR = "decode_error"
 FALLBACK_JPEG_DRAFT = "jpeg_draft"
 
-_EXIF_ORIENTATION = 0x0112
-_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 or 270 degrees: width and height trade places
 #: Source pixels resized at once per group (a float copy of 4 bytes each): ~1 GB, whatever the batch size.
 RESIZE_PIXEL_BUDGET = 256 * 2**20 // 4
 
@@ -69,32 +59,6 @@ class TakesCpuPath(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the crop comes from: the EXIF orientation, the (W, H) after it, the scale, the scaled (W, H), the box."""
-
-    orientation: int
-    source_size: tuple[int, int]
-    scale: float
-    scaled: tuple[int, int]
-    crop_box: tuple[int, int, int, int]
-
-
-def image_geometry(image: Image.Image, key: str, config: PreprocessConfig) -> Geometry:
-    """The geometry of an opened (not decoded) picture; raises ``too_small`` as today's path does."""
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if hasattr(image, "getexif") else 1
-    orientation = orientation if orientation in range(1, 9) else 1
-    swapped = orientation in _SWAPPING_ORIENTATIONS
-    source_size = (image.size[1], image.size[0]) if swapped else image.size
-    if min(source_size) < config.min_short_side:
-        raise InputRejected(
-            REJECT_TOO_SMALL, f"{source_size[0]}x{source_size[1]}: shorter side below {config.min_short_side} px"
-        )
-    scale, scaled = scaled_size(source_size, config.width, config.height)
-    crop_box = choose_crop_box(scaled, config.width, config.height, config.crop, config.crop_seed, key)
-    return Geometry(orientation, source_size, scale, scaled, crop_box)
 
 
 @dataclass
@@ -109,13 +73,6 @@ class DeviceInput:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _drafts(image: Image.Image, geometry: Geometry) -> bool:
-    """True where today's path would decode at a reduced scale (libjpeg's ``draft``, decided from the header)."""
-    stored = image.size
-    image.draft(None, geometry.scaled)  # orientation 1 here: the scaled size is in stored pixels
-    return image.size != stored
-
-
 def plan_device_input(data: bytes, key: str, config: PreprocessConfig) -> DeviceInput:
     """Bytes of one source image -> its :class:`DeviceInput`. Raises ``InputRejected`` (today's header rejects) or
     :class:`TakesCpuPath`."""
@@ -125,7 +82,7 @@ def plan_device_input(data: bytes, key: str, config: PreprocessConfig) -> Device
         raise TakesCpuPath(FALLBACK_NOT_JPEG)
     if geometry.orientation != 1:
         raise TakesCpuPath(FALLBACK_EXIF_ORIENTATION)
-    if config.jpeg_draft and _drafts(image, geometry):
+    if config.jpeg_draft and drafts(image, geometry):
         raise TakesCpuPath(FALLBACK_JPEG_DRAFT)
     layout = jpeg_layout(data)
     if layout is None or (layout.width, layout.height) != image.size:

@@ -131,23 +131,52 @@ def decode_pixels(image: Image.Image) -> None:
         raise InputRejected(REJECT_UNREADABLE, f"{type(error).__name__}: {error}") from None
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where the crop comes from, read from the header alone: the EXIF orientation, the (W, H) after it, the scale,
+    the scaled (W, H) and the ``crop_box``."""
+
+    orientation: int
+    source_size: tuple[int, int]
+    scale: float
+    scaled: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+
+
+def image_geometry(image: Image.Image, key: str, config: PreprocessConfig) -> Geometry:
+    """The geometry of an opened, not yet decoded, picture (the device path reads it too); raises ``too_small``."""
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if hasattr(image, "getexif") else 1
+    orientation = orientation if orientation in range(1, 9) else 1
+    swapped = orientation in _SWAPPING_ORIENTATIONS
+    source_size = (image.size[1], image.size[0]) if swapped else image.size
+    if min(source_size) < config.min_short_side:
+        raise InputRejected(
+            REJECT_TOO_SMALL, f"{source_size[0]}x{source_size[1]}: shorter side below {config.min_short_side} px"
+        )
+    scale, scaled = scaled_size(source_size, config.width, config.height)
+    crop_box = choose_crop_box(scaled, config.width, config.height, config.crop, config.crop_seed, key)
+    return Geometry(orientation, source_size, scale, scaled, crop_box)
+
+
+def drafts(image: Image.Image, geometry: Geometry) -> bool:
+    """Let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale where every side stays at least the scaled size
+    (``draft``, set from the header, nothing decoded); True where it will."""
+    stored = image.size
+    swapped = geometry.orientation in _SWAPPING_ORIENTATIONS
+    image.draft(None, (geometry.scaled[1], geometry.scaled[0]) if swapped else geometry.scaled)
+    return image.size != stored
+
+
 def preprocess_image(data: bytes, key: str, config: PreprocessConfig) -> Preprocessed:
     """Bytes of one source image -> the ``config.width`` x ``config.height`` crop. Raises :class:`InputRejected`."""
     width, height = config.width, config.height
     image = open_image(data, config.max_pixels)
     stored_size = image.size
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if hasattr(image, "getexif") else 1
-    orientation = orientation if orientation in range(1, 9) else 1
-    swapped = orientation in _SWAPPING_ORIENTATIONS
-    source_size = (stored_size[1], stored_size[0]) if swapped else stored_size
-    if min(source_size) < config.min_short_side:
-        raise InputRejected(
-            REJECT_TOO_SMALL, f"{source_size[0]}x{source_size[1]}: shorter side below {config.min_short_side} px"
-        )
-    scale, scaled = scaled_size(source_size, width, height)
+    geometry = image_geometry(image, key, config)
+    orientation, source_size, scale, crop_box = (geometry.orientation, geometry.source_size, geometry.scale,
+                                                 geometry.crop_box)
     if config.jpeg_draft and image.format in ("JPEG", "MPO"):
-        wanted = (scaled[1], scaled[0]) if swapped else scaled
-        image.draft(None, wanted)  # decodes at 1/s (s = 8, 4, 2 or 1) keeping every side >= wanted
+        drafts(image, geometry)
     decode_pixels(image)
     source_mode = image.mode
     decoded_size = image.size
@@ -157,8 +186,7 @@ def preprocess_image(data: bytes, key: str, config: PreprocessConfig) -> Preproc
         rgb = to_rgb(image)  # 16-bit grey / 257 rounded, alpha over white
     except ValueError as error:  # a mode without an 8-bit meaning
         raise InputRejected(REJECT_UNSUPPORTED_MODE, str(error)) from None
-    crop_box = choose_crop_box(scaled, width, height, config.crop, config.crop_seed, key)
-    pixels = resize_and_crop(np.array(rgb, dtype=np.uint8), scaled, crop_box)  # a writable copy for torch
+    pixels = resize_and_crop(np.array(rgb, dtype=np.uint8), geometry.scaled, crop_box)  # a writable copy for torch
     if pixels.shape != (height, width, 3):
         raise InputRejected(REJECT_UNREADABLE, f"decoded to an unexpected shape {pixels.shape}")
     extra = {"crop": config.crop, "source_mode": source_mode, "exif_orientation": orientation}

@@ -25,12 +25,14 @@ Order of events (docs/decisions.md, "Shards and resume"):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -44,6 +46,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from pseudolabel.config import PseudolabelConfig
+from pseudolabel.device_inputs import (
+    DEVICE_INPUT,
+    FALLBACK,
+    FALLBACK_DECODE_ERROR,
+    TakesCpuPath,
+    plan_device_input,
+    teacher_batch,
+)
 from pseudolabel.plan import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -73,6 +83,7 @@ from pseudolabel.preprocess import (
 from pseudolabel.sources import SourceListing, attach_source, names_hash, open_source
 from pseudolabel.teachers import BUILTIN_TEACHERS, Teacher, load_teacher
 from shards.cli.config import save_resolved_config
+from shards.cli.errors import UserError
 from shards.format import (
     REJECT_CONSTANT_LABEL,
     REJECT_NON_FINITE,
@@ -84,6 +95,7 @@ from shards.format import (
     sample_members,
     scale_to_codes,
 )
+from shards.tensor_images import decodes_on_model
 from shards.writer import ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -96,10 +108,11 @@ _NEW_INDEX = ".index.jsonl.new"  # written by the main process, put in place onc
 class LabelInputs(IterableDataset):
     """This process's units, in order, split among the DataLoader workers; see the module docstring."""
 
-    def __init__(self, plan: Plan, units: list, reader, config: PseudolabelConfig) -> None:
+    def __init__(self, plan: Plan, units: list, reader, config: PseudolabelConfig, on_model: bool = False) -> None:
         self.plan, self.units, self.reader = plan, units, reader
         self.preprocess = config.preprocess
         self.jpeg_quality = config.output.jpeg_quality
+        self.on_model = on_model  # send the JPEGs the device takes undecoded (pseudolabel.device_inputs)
 
     def __iter__(self):
         worker = get_worker_info()
@@ -124,6 +137,12 @@ class LabelInputs(IterableDataset):
                 data = self.reader(item)
             except OSError as error:
                 raise InputRejected(REJECT_READ_ERROR, f"{type(error).__name__}: {error}") from None
+            if self.on_model:
+                try:
+                    record[DEVICE_INPUT] = plan_device_input(data, item.key, self.preprocess)
+                    return record
+                except TakesCpuPath as routed:
+                    record[FALLBACK] = routed.reason
             crop = preprocess_image(data, item.key, self.preprocess)
         except InputRejected as rejected:
             record.update(reject=rejected.reason, message=str(rejected))
@@ -433,13 +452,14 @@ def _prepare_folder(config: PseudolabelConfig, teachers: Sequence[Teacher], reso
     return {"pending": pending, "manifest": manifest, "shard_names": shard_names, "listing": listing}
 
 
-def _input_loader(config: PseudolabelConfig, listing: SourceListing, plan: Plan, my_units: list, pin_memory: bool
-                  ) -> DataLoader:
-    """The DataLoader over this process's units: its workers read, decode, crop and JPEG-encode."""
+def _input_loader(config: PseudolabelConfig, listing: SourceListing, plan: Plan, my_units: list, pin_memory: bool,
+                  on_model: bool) -> DataLoader:
+    """The DataLoader over this process's units: its workers read, decode, crop and JPEG-encode (``on_model``: only
+    what the device decoder does not take)."""
     runtime = config.runtime
     workers = min(runtime.num_workers, len(my_units))  # a worker without a unit would only idle
     return DataLoader(
-        LabelInputs(plan, my_units, listing.reader, config),
+        LabelInputs(plan, my_units, listing.reader, config, on_model),
         batch_size=runtime.batch_size,
         num_workers=workers,
         collate_fn=collate_records,
@@ -448,11 +468,33 @@ def _input_loader(config: PseudolabelConfig, listing: SourceListing, plan: Plan,
     )
 
 
-def _feed_writer(batches: Iterator[dict[str, Any]], teachers: Sequence[Teacher], writer: JobWriter, progress: tqdm
-                 ) -> tuple[int, dict[str, float]]:
-    """Run every teacher on every batch and hand their maps to the writer; returns the inputs and where the time
-    went (``teacher_seconds``: the teachers' time, summed: several teachers cost the sum of each)."""
-    figures = {"loader_wait_seconds": 0.0, "teacher_seconds": 0.0, "writer_wait_seconds": 0.0}
+def teacher_images(batch: dict[str, Any], on_model: bool, config: PseudolabelConfig, device: torch.device,
+                   decoded: Counter) -> torch.Tensor | None:
+    """The batch's teacher input: the workers' crops, or (``on_model``) the device path's batch
+    (:func:`pseudolabel.device_inputs.teacher_batch`); ``decoded`` counts where each input was decoded (``device``)
+    and why the others took today's path (the ``fallback`` reasons)."""
+    if not on_model:
+        return batch["images"]
+    records = batch["records"]
+    planned = sum(1 for record in records if record.get(DEVICE_INPUT) is not None)
+    images = teacher_batch(records, batch["images"], device, config.preprocess, config.output.jpeg_quality)
+    reasons = Counter(record[FALLBACK] for record in records if FALLBACK in record)
+    decoded["device"] += planned - reasons[FALLBACK_DECODE_ERROR]
+    decoded.update(reasons)
+    return images
+
+
+def batch_too_large(device: torch.device, count: int, config: PseudolabelConfig) -> UserError:
+    return UserError(f"a batch of {count} images does not fit in the memory of {device}: lower runtime.batch_size "
+                     f"(now {config.runtime.batch_size})")
+
+
+def _feed_writer(batches: Iterator[dict[str, Any]], teachers: Sequence[Teacher], writer: JobWriter, progress: tqdm,
+                 images_of: Callable[[dict[str, Any]], torch.Tensor | None]) -> tuple[int, dict[str, float]]:
+    """Run every teacher on every batch (``images_of`` gives its input) and hand their maps to the writer; returns
+    the inputs and where the time went (``teacher_seconds``: the teachers' time, summed: several teachers cost the
+    sum of each; ``decode_seconds``: the device path's decoding in this thread)."""
+    figures = {"loader_wait_seconds": 0.0, "decode_seconds": 0.0, "teacher_seconds": 0.0, "writer_wait_seconds": 0.0}
     inputs = 0
     while True:
         waited = time.perf_counter()
@@ -460,10 +502,13 @@ def _feed_writer(batches: Iterator[dict[str, Any]], teachers: Sequence[Teacher],
         figures["loader_wait_seconds"] += time.perf_counter() - waited
         if batch is None:
             return inputs, figures
+        decoding = time.perf_counter()
+        images = images_of(batch)
+        figures["decode_seconds"] += time.perf_counter() - decoding
         labels = None
-        if batch["images"] is not None:
+        if images is not None:
             inferred = time.perf_counter()
-            maps = [teacher.predict(batch["images"]) for teacher in teachers]
+            maps = [teacher.predict(images) for teacher in teachers]
             labels = LabelBatch(maps[0], maps[1:])  # a GPU codes its maps at once
             figures["teacher_seconds"] += time.perf_counter() - inferred
         figures["writer_wait_seconds"] += writer.submit(batch["records"], labels)
@@ -477,8 +522,15 @@ def _label(
     accelerator: Accelerator, config: PseudolabelConfig, listing: SourceListing, plan: Plan, my_units: list,
     teachers: Sequence[Teacher],
 ) -> dict[str, Any]:
-    """Label this process's units; returns its figures for the summary."""
-    loader = _input_loader(config, listing, plan, my_units, pin_memory=accelerator.device.type == "cuda")
+    """Label this process's units; returns its figures for the summary (with where inputs were decoded, the
+    fallbacks by reason, and the peak GPU memory)."""
+    device = accelerator.device
+    on_model = decodes_on_model(config.runtime.decode_device, device)
+    loader = _input_loader(config, listing, plan, my_units, pin_memory=device.type == "cuda", on_model=on_model)
+    decoded: Counter = Counter()
+    images_of = functools.partial(teacher_images, on_model=on_model, config=config, device=device, decoded=decoded)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     writer = JobWriter(Path(config.output.dir), config, accelerator.process_index, teachers[0], teachers[1:])
     progress = tqdm(
         total=plan.unit_inputs(my_units), unit="img", dynamic_ncols=True,
@@ -489,8 +541,13 @@ def _label(
     batches = iter(loader)  # workers fork before the writer threads start
     writer.start()
     try:
-        inputs, figures = _feed_writer(batches, teachers, writer, progress)
+        inputs, figures = _feed_writer(batches, teachers, writer, progress, images_of)
         writer.finish()
+    except torch.cuda.OutOfMemoryError:
+        if writer.is_alive():
+            writer.queue.put(None)
+            writer.join(timeout=60)
+        raise batch_too_large(device, config.runtime.batch_size, config) from None
     except BaseException:
         if writer.is_alive():
             writer.queue.put(None)
@@ -508,7 +565,22 @@ def _label(
         "seconds": round(seconds, 3),
         "images_per_second": round(inputs / seconds, 2) if seconds > 0 and inputs else None,
         **{name: round(value, 3) for name, value in figures.items()},
+        "decode_device": device.type if on_model else "cpu",
+        "decoded_on_device": decoded.pop("device", 0),
+        "fallbacks": dict(sorted(decoded.items())),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
     }
+
+
+def decode_figures(every_process: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where this run decoded its inputs, summed over processes: the device, how many the device decoded, and how
+    many took today's path by reason (``pseudolabel.device_inputs``)."""
+    fallbacks: Counter = Counter()
+    for process in every_process:
+        fallbacks.update(process["fallbacks"])
+    return {"device": sorted({process["decode_device"] for process in every_process}),
+            "decoded_on_device": sum(process["decoded_on_device"] for process in every_process),
+            "fallbacks": dict(sorted(fallbacks.items()))}
 
 
 def run(config: PseudolabelConfig, resolved_yaml: str) -> dict[str, Any] | None:
@@ -594,6 +666,7 @@ def _run(accelerator: Accelerator, config: PseudolabelConfig, resolved_yaml: str
         "labeled": sum(process["labeled"] for process in every_process),
         "rejected": sum(process["rejected"] for process in every_process),
         "seconds": round(seconds, 3),
+        "decode": decode_figures(every_process),
         "processes": every_process,
     }
     summary = summarise(out_dir, config.output.prefix, plan, this_run)
