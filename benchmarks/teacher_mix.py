@@ -12,8 +12,10 @@
 3. Scores each sample's labels against the scenes' true depth with the project's metric code
    (``distill.metrics.inverse_depth_metrics``: per-image least-squares scale and shift in inverse depth, 10 m cap,
    every valid pixel): teacher A's label, teacher B's, their ``mean`` as training builds it
-   (``distill.training.data.teacher_label``, the code ``data.teachers: mean`` runs), the expected error of
-   ``random`` (the mean of A's and B's per-image errors: each step draws one of them), and a constant map.
+   (``distill.training.data.teacher_label``, the code ``data.teachers: mean`` runs) with A listed first (as
+   labelled) and with B first (the labels swapped: ``mean`` aligns to the first teacher, whose map then weighs
+   more), the expected error of ``random`` (the mean of A's and B's per-image errors: each step draws one of them),
+   and a constant map.
 
 Writes ``benchmarks/results/teacher_mix.json``; the work folder goes to ``--work`` (a temporary folder by default).
 """
@@ -21,6 +23,7 @@ Writes ``benchmarks/results/teacher_mix.json``; the work folder goes to ``--work
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -72,30 +75,40 @@ def label_held_out(teachers: list[Path], test: Path, out: Path) -> None:
 
 def score_samples(shards: Path, test: Path) -> dict[str, list[dict[str, float]]]:
     """Per sample: each teacher's label, the mean, and a constant map, scored against the true depth."""
-    scores: dict[str, list[dict[str, float]]] = {"teacher A": [], "teacher B": [], "mean": [], "constant": []}
+    names = ("teacher A", "teacher B", "mean (A first)", "mean (B first)", "constant")
+    scores: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for sample in build_pipeline(str(shards), training=False, split=False):
         depth = np.asarray(Image.open(test / "depth" / sample.meta.source), dtype=np.float32) / 1000.0
         valid = depth > 0
         first, second = sample.labels
         mean, kind = teacher_label(sample, "mean")
+        swapped, _ = teacher_label(dataclasses.replace(sample, labels=[second, first]), "mean")
         assert kind == "relative_inverse_depth" and first.kind == second.kind == kind
         scores["teacher A"].append(score(first.depth, depth, valid & first.valid))
         scores["teacher B"].append(score(second.depth, depth, valid & second.valid))
-        scores["mean"].append(score(mean.depth, depth, valid & mean.valid))
+        scores["mean (A first)"].append(score(mean.depth, depth, valid & mean.valid))
+        scores["mean (B first)"].append(score(swapped.depth, depth, valid & swapped.valid))
         scores["constant"].append(score(np.ones_like(depth), depth, valid))
     return scores
 
 
 def summarise(scores: dict[str, list[dict[str, float]]]) -> dict:
-    """Means per labeller, ``random``'s expected figures, and how often the mean beats the better single teacher."""
+    """Means per labeller, ``random``'s expected figures, and whether (and on how many images) each order of the mean
+    is at least as close as the better single teacher."""
     table = {name: mean_metrics({key: [row[key] for row in rows] for key in METRICS}) for name, rows in scores.items()}
     pairs = list(zip(scores["teacher A"], scores["teacher B"]))
     table["random (expected)"] = mean_metrics({key: [(a[key] + b[key]) / 2 for a, b in pairs] for key in METRICS})
     better = min(("teacher A", "teacher B"), key=lambda name: table[name]["abs_rel"])
-    wins = sum(m["abs_rel"] <= min(a["abs_rel"], b["abs_rel"]) for m, (a, b) in zip(scores["mean"], pairs))
-    return {"table": table, "better_single_teacher": better, "images": len(pairs),
-            "mean_beats_better_single_abs_rel": table["mean"]["abs_rel"] <= table[better]["abs_rel"],
-            "images_where_mean_beats_both": wins}
+    verdicts = {}
+    for order in ("mean (A first)", "mean (B first)"):
+        verdicts[order] = {
+            "abs_rel_at_most_better_single": table[order]["abs_rel"] <= table[better]["abs_rel"],
+            "images_at_most_better_single": sum(m["abs_rel"] <= row["abs_rel"]
+                                                for m, row in zip(scores[order], scores[better])),
+            "images_at_most_both": sum(m["abs_rel"] <= min(a["abs_rel"], b["abs_rel"])
+                                       for m, (a, b) in zip(scores[order], pairs)),
+        }
+    return {"table": table, "better_single_teacher": better, "images": len(pairs), "mean_against_better": verdicts}
 
 
 def main() -> None:
@@ -128,9 +141,11 @@ def main() -> None:
     print(f"{'labels':<20} {'AbsRel':>8} {'delta1':>8} {'RMSE (m)':>9}")
     for name, row in result["table"].items():
         print(f"{name:<20} {row['abs_rel']:8.4f} {row['delta1']:8.4f} {row['rmse']:9.4f}")
-    print(f"mean <= better single ({result['better_single_teacher']}): {result['mean_beats_better_single_abs_rel']}; "
-          f"mean beats both on {result['images_where_mean_beats_both']} of {result['images']} images; "
-          f"{result['seconds']} s")
+    for order, verdict in result["mean_against_better"].items():
+        print(f"{order} AbsRel <= the better single teacher ({result['better_single_teacher']}): "
+              f"{verdict['abs_rel_at_most_better_single']}; per image: {verdict['images_at_most_better_single']} of "
+              f"{result['images']} (<= both: {verdict['images_at_most_both']})")
+    print(f"{result['seconds']} s")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 
