@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from shards.decode_device import DECODE_DEVICES, DecodeDevice
 from shards.format import (
     DEFAULT_LABEL_CODEC,
     JPEG_QUALITY,
@@ -18,7 +19,6 @@ from shards.format import (
     SAMPLE_WIDTH,
     LabelCodecName,
 )
-from shards.tensor_images import DECODE_DEVICES, DecodeDevice
 from shards.writer import check_prefix
 
 #: File-name extensions read as images by the folder and list sources (lower case, compared case-insensitively).

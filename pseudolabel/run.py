@@ -84,6 +84,7 @@ from pseudolabel.sources import SourceListing, attach_source, names_hash, open_s
 from pseudolabel.teachers import BUILTIN_TEACHERS, Teacher, load_teacher
 from shards.cli.config import save_resolved_config
 from shards.cli.errors import UserError
+from shards.decode_device import decodes_on_model
 from shards.format import (
     REJECT_CONSTANT_LABEL,
     REJECT_NON_FINITE,
@@ -95,7 +96,6 @@ from shards.format import (
     sample_members,
     scale_to_codes,
 )
-from shards.tensor_images import decodes_on_model
 from shards.writer import ShardWriter
 
 logger = logging.getLogger(__name__)

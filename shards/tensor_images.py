@@ -25,7 +25,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -37,20 +36,6 @@ warnings.filterwarnings(
     "ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
     category=DeprecationWarning,
 )
-
-#: Where a stage decodes its images (``runtime.decode_device`` of pseudolabel, ``data.decode_device`` of distill):
-#: ``auto`` = on the model's device when that is a GPU, else in the DataLoader workers; ``cpu`` = in the workers, as
-#: before; ``model`` = on the model's device whatever it is (on a CPU: the tests of the device path).
-DecodeDevice = Literal["auto", "cpu", "model"]
-DECODE_DEVICES = get_args(DecodeDevice)
-
-
-def decodes_on_model(setting: str, device: torch.device) -> bool:
-    """Whether a stage whose model runs on ``device`` decodes there under ``setting`` (a :data:`DecodeDevice`)."""
-    if setting not in DECODE_DEVICES:
-        raise ValueError(f"decode_device is {setting!r}; expected one of {list(DECODE_DEVICES)}")
-    return setting == "model" or (setting == "auto" and device.type == "cuda")
-
 
 # ------------------------------------------------------------------------------------------------- what nvJPEG takes
 

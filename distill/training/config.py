@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import yaml
 
 from distill.students.config import STUDENT_SIZE, StudentConfig, check_input_size
+from shards.decode_device import DECODE_DEVICES, DecodeDevice
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,17 @@ class DataConfig:
     """which label of a sample several teachers labelled is trained on: first (the first teacher's), mean (every
     label as inverse depth, aligned to the first by least-squares scale and shift, averaged: relative), or random
     (one teacher's label per sample per step); docs/distill.md says when each helps. Validation reads the first"""
+    decode_device: DecodeDevice = "auto"
+    """where training images are decoded, cropped, flipped and jittered: auto = on the training GPU when there is one
+    (workers decode the labels and draw the parameters), cpu = in the DataLoader workers, model = on the training
+    device whatever it is (on a CPU: for tests). Validation decodes in the workers"""
 
     def __post_init__(self) -> None:
         check_input_size(*self.size, "data.size")
         if self.teachers not in TEACHER_MODES:
             raise ValueError(f"data.teachers is {self.teachers!r}; expected one of {list(TEACHER_MODES)}")
+        if self.decode_device not in DECODE_DEVICES:
+            raise ValueError(f"data.decode_device is {self.decode_device!r}; expected one of {list(DECODE_DEVICES)}")
         if not 0.0 <= self.max_damaged_fraction <= 1.0:
             raise ValueError(f"data.max_damaged_fraction must lie in [0, 1], got {self.max_damaged_fraction}")
 

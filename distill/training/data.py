@@ -60,13 +60,24 @@ from webdataset.utils import pytorch_worker_info
 
 from distill.align import align_scale_shift
 from distill.training.config import DataConfig
+from distill.training.device_augment import (
+    UndecodedSample,
+    batch_on_device,
+    collate_device_samples,
+    decode_without_image,
+    jitter_colours,
+    takes_device_path,
+)
 from distill.training.losses import target_in_space
+from shards.cli.errors import UserError
+from shards.decode_device import decodes_on_model
 from shards.format import (
     METRIC_DEPTH,
     RELATIVE_INVERSE_DEPTH,
     DecodedLabel,
     DepthSample,
     as_inverse_depth,
+    decode_jpeg,
     decode_sample,
 )
 from shards.reader import LOST_TAR_ENDED, LOST_TAR_ERROR, SkipCounter, build_pipeline, expand_shard_urls, over_limit
@@ -84,19 +95,28 @@ def _nearest_exact_indices(start: float, length: float, count: int, limit: int) 
     return np.clip(np.floor(centres).astype(np.int64), 0, limit - 1)
 
 
+def crop_image(image: np.ndarray, crop_box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> the ``crop_box`` (left, top, right, bottom; source pixels, may be fractional) resized to
+    ``size`` (W, H), bilinear with antialiasing (PIL): uint8 (h, w, 3)."""
+    return np.asarray(Image.fromarray(image).resize(tuple(size), Image.BILINEAR, box=crop_box))
+
+
+def crop_label(depth: np.ndarray, valid: np.ndarray, crop_box: tuple[float, float, float, float],
+               size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A label (H, W) and its mask -> the ``crop_box`` resized to ``size`` (W, H), nearest-exact."""
+    left, top, right, bottom = crop_box
+    width, height = size
+    rows = _nearest_exact_indices(top, bottom - top, height, depth.shape[0])
+    cols = _nearest_exact_indices(left, right - left, width, depth.shape[1])
+    # take() twice is ~5x faster than fancy indexing with an outer product of indices
+    return depth.take(rows, axis=0).take(cols, axis=1), valid.take(rows, axis=0).take(cols, axis=1)
+
+
 def resize_crop(sample: DepthSample, crop_box: tuple[float, float, float, float], size: tuple[int, int]) -> dict:
     """Crop ``crop_box`` (left, top, right, bottom; source pixels, may be fractional) and resize to ``size`` (W, H):
     the image bilinear with antialiasing (PIL), label and mask nearest-exact. Returns uint8 / float32 / bool arrays."""
-    left, top, right, bottom = crop_box
-    width, height = size
-    picture = Image.fromarray(sample.image).resize((width, height), Image.BILINEAR, box=crop_box)
-    rows = _nearest_exact_indices(top, bottom - top, height, sample.depth.shape[0])
-    cols = _nearest_exact_indices(left, right - left, width, sample.depth.shape[1])
-    return {  # take() twice is ~5x faster than fancy indexing with an outer product of indices
-        "image": np.asarray(picture),
-        "depth": sample.depth.take(rows, axis=0).take(cols, axis=1),
-        "valid": sample.valid.take(rows, axis=0).take(cols, axis=1),
-    }
+    depth, valid = crop_label(sample.depth, sample.valid, crop_box, size)
+    return {"image": crop_image(sample.image, crop_box, size), "depth": depth, "valid": valid}
 
 
 def _channels_first(image: np.ndarray) -> np.ndarray:
@@ -181,6 +201,16 @@ class EvalTransform:
         return _to_tensors(sample.key, image, out["depth"], out["valid"], sample.meta.kind)
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentDraw:
+    """One sample's random augmentation: ``crop_box`` (left, top, right, bottom) in source pixels, fractional;
+    ``flip``; ``jitter`` the (brightness, contrast, saturation) factors."""
+
+    crop_box: tuple[float, float, float, float]
+    flip: bool
+    jitter: tuple[float, float, float]
+
+
 class TrainTransform:
     """Random resized crop, horizontal flip and colour jitter, image and label kept aligned.
 
@@ -216,33 +246,52 @@ class TrainTransform:
         top = rng.uniform(0, source_height - box_height)
         return (left, top, left + box_width, top + box_height)
 
-    def colour_jitter(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-        """float32 (3, H, W) in [0, 255], in place -> [0, 1]: brightness, contrast about the mean grey, saturation
-        about each pixel's grey (ITU-R 601 luma weights)."""
-        brightness, contrast, saturation = (np.float32(rng.uniform(1 - x, 1 + x)) for x in self.jitter)
-        image *= brightness / np.float32(255.0)
-        grey = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]  # (H, W)
-        mean = grey.mean(dtype=np.float32)
-        image -= mean
-        image *= contrast
-        image += mean
-        grey -= mean
-        grey *= contrast
-        grey += mean  # the grey of the contrast-adjusted image
-        image *= saturation
-        image += (1 - saturation) * grey
-        return np.clip(image, 0.0, 1.0, out=image)
+    def draw(self, rng: np.random.Generator, source_size: tuple[int, int]) -> AugmentDraw:
+        """One sample's parameters, in the order they have always been drawn: the box, the flip, the three colour
+        factors (float32, as they are applied). Both paths draw here, so they see the same parameters."""
+        crop_box = self.random_box(rng, source_size)
+        flip = bool(rng.uniform() < self.flip)
+        jitter = tuple(float(np.float32(rng.uniform(1 - x, 1 + x))) for x in self.jitter)
+        return AugmentDraw(crop_box, flip, jitter)
 
     def __call__(self, sample: DepthSample) -> dict:
         rng = self._generator()
         sample, kind = teacher_label(sample, self.teachers, rng)
-        crop_box = self.random_box(rng, (sample.depth.shape[1], sample.depth.shape[0]))
-        out = resize_crop(sample, crop_box, self.size)
+        draw = self.draw(rng, (sample.depth.shape[1], sample.depth.shape[0]))
+        out = resize_crop(sample, draw.crop_box, self.size)
         image, depth, valid = out["image"], out["depth"], out["valid"]
-        if rng.uniform() < self.flip:
+        if draw.flip:
             image, depth, valid = image[:, ::-1], depth[:, ::-1], valid[:, ::-1]
-        image = self.colour_jitter(rng, _channels_first(image))
+        pixels = torch.from_numpy(_channels_first(image))[None]  # (1, 3, h, w) float32 in [0, 255]
+        image = jitter_colours(pixels, torch.tensor([draw.jitter]))[0].numpy()
         return _to_tensors(sample.key, image, depth, valid, kind)
+
+
+class DeviceTrainTransform(TrainTransform):
+    """The workers' half of the device path (:mod:`distill.training.device_augment`): the label chosen, the
+    parameters drawn (:meth:`TrainTransform.draw`, the same generator and order as today's path) and the label
+    cropped and flipped here; the JPEG sent as it is, or, where the device decoder should not take it, decoded,
+    cropped and flipped here as today (only the jitter waits for the device)."""
+
+    def __call__(self, sample: UndecodedSample) -> dict:
+        rng = self._generator()
+        sample, kind = teacher_label(sample, self.teachers, rng)
+        draw = self.draw(rng, sample.size)
+        depth, valid = crop_label(sample.depth, sample.valid, draw.crop_box, self.size)
+        jpeg, crop = sample.jpeg, None
+        if not takes_device_path(sample):
+            pixels = crop_image(decode_jpeg(sample.jpeg.tobytes()), draw.crop_box, self.size)
+            crop = torch.from_numpy(np.ascontiguousarray(pixels[:, ::-1] if draw.flip else pixels)).permute(2, 0, 1)
+            jpeg = None
+        if draw.flip:
+            depth, valid = depth[:, ::-1], valid[:, ::-1]
+        return {
+            "key": sample.key, "jpeg": jpeg, "crop": crop, "crop_box": draw.crop_box, "flip": draw.flip,
+            "jitter": draw.jitter,
+            "target": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None],  # (1, h, w)
+            "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=bool))[None],  # (1, h, w)
+            "is_metric": kind == METRIC_DEPTH,
+        }
 
 
 def collate_samples(samples: list[dict]) -> dict:
@@ -283,7 +332,8 @@ class TrainStream(IterableDataset):
     cumulative damage counts (``READS_FIELD``). Every set is a resampled ``build_pipeline(training=True)``, all
     counting into the reader's one ``SkipCounter``."""
 
-    def __init__(self, config: DataConfig, shard_sets: list[list[str]], stream_seed: int, batches: int) -> None:
+    def __init__(self, config: DataConfig, shard_sets: list[list[str]], stream_seed: int, batches: int,
+                 on_model: bool = False) -> None:
         weights = config.train_weights or [1.0] * len(shard_sets)
         if len(weights) != len(shard_sets):
             raise ValueError(f"data.train_weights has {len(weights)} weights for {len(shard_sets)} shard sets")
@@ -298,8 +348,12 @@ class TrainStream(IterableDataset):
         self.checksums = config.checksums
         self.max_damaged_fraction = config.max_damaged_fraction
         self.refusal = eval_split_refusal(config.allow_eval_split, "training")
-        self.decode = decode_first_label if config.teachers == "first" else decode_sample
-        self.transform = TrainTransform(config, stream_seed)
+        if on_model:  # the device path: the JPEG stays undecoded, the batch is finished on the device
+            self.decode = functools.partial(decode_without_image, all_labels=config.teachers != "first")
+            self.transform, self.collate = DeviceTrainTransform(config, stream_seed), collate_device_samples
+        else:
+            self.decode = decode_first_label if config.teachers == "first" else decode_sample
+            self.transform, self.collate = TrainTransform(config, stream_seed), collate_samples
 
     def __iter__(self) -> Iterator[dict]:
         counter = SkipCounter(max_fraction=self.max_damaged_fraction)
@@ -308,7 +362,7 @@ class TrainStream(IterableDataset):
         made = 0
         for sample in map(self.transform, self.samples(counter)):
             if len(batch) == self.batch_size:  # handed over once the next sample is read, as wds.batched does
-                yield {**collate_samples(batch), READS_FIELD: {**reads, **counter.snapshot()}}
+                yield {**self.collate(batch), READS_FIELD: {**reads, **counter.snapshot()}}
                 made += 1
                 if made == self.batches:
                     return
@@ -408,17 +462,18 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def build_train_loader(
-    config: DataConfig, seed: int, epoch: int, batches: int, reads: ReadTally | None = None
+    config: DataConfig, seed: int, epoch: int, batches: int, reads: ReadTally | None = None, on_model: bool = False
 ) -> TrainLoader:
     """A loader over ``batches`` training batches of data epoch ``epoch`` for this process, whose counts of damaged
-    and lost samples go to ``reads`` (a new tally when None).
+    and lost samples go to ``reads`` (a new tally when None). ``on_model``: the device path's batches
+    (:func:`~distill.training.device_augment.batch_on_device` finishes them).
 
     Every worker yields ``ceil(batches / workers)`` batches; the caller takes the first ``batches`` (the DataLoader
     interleaves workers in a fixed order, so that prefix is deterministic).
     """
     shard_sets = [expand_shard_urls(spec) for spec in config.train_sets()]
     workers = max(0, config.num_workers)
-    stream = TrainStream(config, shard_sets, epoch_seed(seed, epoch), math.ceil(batches / max(1, workers)))
+    stream = TrainStream(config, shard_sets, epoch_seed(seed, epoch), math.ceil(batches / max(1, workers)), on_model)
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, persistent_workers=False, worker_init_fn=ignore_stop_signals
     )
@@ -438,6 +493,9 @@ class TrainBatches:
         self.device = device
         self.space = space
         self.micro_steps = config.epoch_steps * accumulation
+        self.on_model = decodes_on_model(config.decode_device, device)
+        where = f"on {device}" if self.on_model else "by the data loader's processes"
+        logger.info("training images are decoded %s (data.decode_device %s)", where, config.decode_device)
         self.reads = ReadTally()
         self._epoch: int | None = None
         self._batches: Iterator[dict] | None = None  # the epoch's reader (a generator: closing it ends its workers)
@@ -447,14 +505,21 @@ class TrainBatches:
         epoch, offset = divmod(step, self.config.epoch_steps)
         if epoch != self._epoch:
             self.close()
-            loader = build_train_loader(self.config, self.seed, epoch, self.micro_steps, self.reads)
+            loader = build_train_loader(self.config, self.seed, epoch, self.micro_steps, self.reads, self.on_model)
             skip = offset * self.accumulation
             if skip:
                 logger.info("resuming inside data epoch %d: reading and discarding %d batches", epoch, skip)
             self._batches = iter(loader)
             self._iterator = itertools.islice(self._batches, skip, self.micro_steps)
             self._epoch = epoch
-        return batch_in_space(send_to_device(next(self._iterator), self.device), self.space)
+        batch = next(self._iterator)
+        if not self.on_model:
+            return batch_in_space(send_to_device(batch, self.device), self.space)
+        try:
+            return batch_in_space(batch_on_device(batch, self.device), self.space)
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(f"a batch of {self.config.batch_size} images does not fit in the memory of {self.device} "
+                            f"beside the model: lower data.batch_size (now {self.config.batch_size})") from None
 
     def close(self) -> None:
         """End the current epoch's loader workers: at each new epoch, and when the run ends, however it ends."""

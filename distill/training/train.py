@@ -412,6 +412,8 @@ class TrainingRun:
             "train/samples_per_s": self.samples * accelerator.num_processes / max(elapsed, 1e-9),
             "train/skipped_nonfinite": state.skipped_nonfinite,
         })
+        if accelerator.device.type == "cuda":  # the model's, the optimizer's and the device path's decoding
+            scalars["train/peak_gpu_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
         scalars.update(log_data_integrity(accelerator, self.batches.reads, config.data))  # raises past the limit
         accelerator.log(scalars, step=state.step)
         _append_jsonl(accelerator, self.output_dir / "metrics.jsonl", {"step": state.step, **scalars})

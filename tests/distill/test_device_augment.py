@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.training.config import DataConfig
-from distill.training.data import TrainTransform, resize_crop
+from distill.training.data import TrainBatches, TrainTransform, resize_crop
 from distill.training.device_augment import (
     augment_on_device,
     batch_on_device,
@@ -18,6 +18,7 @@ from distill.training.device_augment import (
     jitter_colours,
     takes_device_path,
 )
+from shards.cli.errors import UserError
 from shards.format import (
     RELATIVE_INVERSE_DEPTH,
     DepthSample,
@@ -44,19 +45,14 @@ TODAYS_DRAWS_SEED_7 = [
 
 
 def todays_draws(transform: TrainTransform, sizes: list[tuple[int, int]]) -> list[tuple]:
-    """What ``TrainTransform.__call__`` draws for samples of ``sizes`` (W, H), in its order, from a twin of its
-    generator: the box, the flip, then the three jitter factors (as float32, as it uses them)."""
-    rng = np.random.default_rng([transform.seed, 0, 0, 1])  # the reader (rank 0, worker 0) outside a DataLoader
-    draws = []
-    for size in sizes:
-        box = transform.random_box(rng, size)
-        flip = bool(rng.uniform() < transform.flip)
-        jitter = tuple(float(np.float32(rng.uniform(1 - x, 1 + x))) for x in transform.jitter)
-        draws.append((box, flip, jitter))
-    return draws
+    """What ``TrainTransform.__call__`` draws for samples of ``sizes`` (W, H), from a twin of its generator (the
+    reader at rank 0, worker 0, outside a DataLoader), through ``TrainTransform.draw``, which both paths use."""
+    rng = np.random.default_rng([transform.seed, 0, 0, 1])
+    return [(draw.crop_box, draw.flip, draw.jitter) for draw in (transform.draw(rng, size) for size in sizes)]
 
 
 def test_todays_draws_are_pinned() -> None:
+    """The numbers the code before the device path drew (the box, the flip, then the jitter factors, inline)."""
     draws = todays_draws(TrainTransform(DataConfig(train="x"), seed=7), [(512, 384)] * 3)
     assert draws == TODAYS_DRAWS_SEED_7
 
@@ -84,20 +80,27 @@ def test_device_images_are_todays_within_one_grey_level(sizes) -> None:
     assert bool(flips.any()) and not bool(flips.all())  # both branches compared
 
 
+def todays_colour_jitter(factors: tuple[float, float, float], image: np.ndarray) -> np.ndarray:
+    """``TrainTransform.colour_jitter`` as it was before the device path (numpy, float32), the reference."""
+    brightness, contrast, saturation = (np.float32(factor) for factor in factors)
+    image *= brightness / np.float32(255.0)
+    grey = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+    mean = grey.mean(dtype=np.float32)
+    image -= mean
+    image *= contrast
+    image += mean
+    grey -= mean
+    grey *= contrast
+    grey += mean
+    image *= saturation
+    image += (1 - saturation) * grey
+    return np.clip(image, 0.0, 1.0, out=image)
+
+
 def test_jitter_is_todays_formula() -> None:
     pictures = torch.rand(2, 3, 20, 30, generator=torch.Generator().manual_seed(0)) * 255
     factors = [(1.1, 0.85, 1.17), (0.9, 1.2, 0.8)]
-
-    class Fixed:  # a generator that hands out the given factors
-        def __init__(self, values):
-            self.values = list(values)
-
-        def uniform(self, low, high):
-            return self.values.pop(0)
-
-    transform = TrainTransform(DataConfig(train="x"), seed=0)
-    today = [torch.from_numpy(transform.colour_jitter(Fixed(f), picture.numpy().copy()))
-             for f, picture in zip(factors, pictures)]
+    today = [torch.from_numpy(todays_colour_jitter(f, picture.numpy().copy())) for f, picture in zip(factors, pictures)]
     ours = jitter_colours(pictures.clone(), torch.tensor(factors))
     assert (ours - torch.stack(today)).abs().max() < 1e-6
 
@@ -148,3 +151,40 @@ def test_a_worker_batch_becomes_todays_images_on_the_device() -> None:
     assert set(batch) == {"key", "image", "target", "valid", "is_metric"}
     assert (batch["image"][1] - expected[1]).abs().max() < 1e-6  # the worker's crop: today's, jittered in torch
     assert (batch["image"] - expected).abs().max() * 255 <= 1.5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_device_paths_batches_are_todays(relative_shards, metric_shards, workers) -> None:
+    """``data.decode_device`` model (on the CPU here) against cpu: the same samples, labels and masks in the same
+    order, the images within one grey level, each step; DataLoader workers pickle the device path's samples."""
+    def config(decode_device: str) -> DataConfig:
+        return DataConfig(train=[str(relative_shards), str(metric_shards)], size=[64, 32], batch_size=4,
+                          num_workers=workers, shuffle_buffer=8, epoch_steps=3, decode_device=decode_device)
+
+    readers = [TrainBatches(config(name), 0, 1, torch.device("cpu"), "inverse_depth") for name in ("cpu", "model")]
+    try:
+        for step in range(4):  # across a data epoch's end
+            today, ours = (reader.next(step) for reader in readers)
+            assert today["key"] == ours["key"]
+            for name in ("target", "valid", "is_metric"):
+                assert torch.equal(today[name], ours[name]), name
+            assert ours["image"].shape == today["image"].shape
+            assert (ours["image"] - today["image"]).abs().max() * 255 <= 1.5
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def test_a_device_batch_that_does_not_fit_names_the_batch_size_key(relative_shards, monkeypatch) -> None:
+    import distill.training.data
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(distill.training.data, "batch_on_device", out_of_memory)
+    config = DataConfig(train=str(relative_shards), size=[64, 32], batch_size=4, num_workers=0, shuffle_buffer=8,
+                        decode_device="model")
+    reader = TrainBatches(config, 0, 1, torch.device("cpu"), "inverse_depth")
+    with pytest.raises(UserError, match=r"lower data.batch_size \(now 4\)"):
+        reader.next(0)
+    reader.close()
