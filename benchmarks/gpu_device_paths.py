@@ -81,7 +81,7 @@ def section_decode_equivalence(suite: Any) -> dict[str, Any]:
     from shards.format import decode_jpeg, encode_jpeg
     from shards.tensor_images import decode_jpegs, encode_jpegs
 
-    inputs = equivalence_inputs(8 if suite.tiny else 64)
+    inputs = equivalence_inputs(4 if suite.tiny else 64)
     config = PreprocessConfig()
     today = [preprocess_image(data, key, config) for key, data in inputs]
     planned = [plan_device_input(data, key, config) for key, data in inputs]
@@ -104,6 +104,8 @@ def section_decode_equivalence(suite: Any) -> dict[str, Any]:
     records["label_code_steps"] = label_code_steps(suite, [before.image for before in today], crops)
     records["training_images"] = training_equivalence(suite, stored_today[:8])
     records["speed"] = decode_speed(suite, inputs, planned, config)
+    records["note"] = ("grey levels: mean, max, share of pixels differing; stored JPEGs read back by PIL; the device "
+                       "encodes 4:4:4 on a GPU (torchvision's nvJPEG setting), 4:2:0 on a CPU")
     return records
 
 
@@ -173,20 +175,23 @@ def decode_speed(suite: Any, inputs: list[tuple[str, bytes]], planned: list, con
             "cpu_path_ms_per_image_one_core": round(cpu_ms, 2)}
 
 
-def compiled_teacher_alone(suite: Any, folder: Path) -> dict[str, Any]:
-    """The compiled teacher's images/s on uint8 batches already on the device, at the labelling batch size."""
+def teacher_alone(suite: Any, folder: Path, compiled: bool) -> dict[str, Any]:
+    """The teacher's images/s on uint8 batches already on the device, at the labelling batch size (compiled as
+    ``runtime.compile_teacher`` compiles it)."""
     from pseudolabel.teachers import load_teacher
 
-    height, width = 384, 512
+    height, width = (96, 128) if suite.tiny else (384, 512)
     batch = suite.batches[-1]
     teacher = load_teacher(str(folder), device=suite.device, short_side=suite.short_side)
     started = time.perf_counter()
-    teacher.compile(batch, height, width)
+    if compiled:
+        teacher.compile(batch, height, width)
     compile_seconds = round(time.perf_counter() - started, 1)
     images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=suite.device)
     suite.reset_peak()
     rate = timed_rate(suite, lambda: teacher.predict(images), batch, suite.seconds(6))
-    return {**rate, "batch": batch, "compile_seconds": compile_seconds, "peak_gib": suite.peak_gib()}
+    return {**rate, "batch": batch, "compile_seconds": compile_seconds if compiled else None,
+            "peak_gib": suite.peak_gib()}
 
 
 def section_labelling_paths(suite: Any) -> dict[str, Any]:
@@ -198,13 +203,14 @@ def section_labelling_paths(suite: Any) -> dict[str, Any]:
     make_inputs(inputs, settings["images"], unique=12 if suite.tiny else 48)
     folder = teacher_folder(suite, suite.teachers[0])
     records: dict[str, Any] = {"images": settings["images"], "input_size": [683, 512], "batch": suite.batches[-1]}
-    records["teacher_alone_compiled"] = compiled_teacher_alone(suite, folder)
+    for compiled in sorted({name.partition("-")[0].endswith("c") for name in settings["runs"]}, reverse=True):
+        records[f"teacher_alone_{'compiled' if compiled else 'eager'}"] = teacher_alone(suite, folder, compiled)
     for run_name in settings["runs"]:
         workers, _, decode_device = run_name.partition("-")
-        record = labelling_run(suite, inputs, folder, run_name, int(workers.rstrip("c")), workers.endswith("c"),
-                               decode_device)
-        alone = records["teacher_alone_compiled"]["items_per_s"] if workers.endswith("c") else None
-        record["share_of_teacher_alone"] = round(record["images_per_s"] / alone, 3) if alone else None
+        compiled = workers.endswith("c")
+        record = labelling_run(suite, inputs, folder, run_name, int(workers.rstrip("c")), compiled, decode_device)
+        alone = records[f"teacher_alone_{'compiled' if compiled else 'eager'}"]["items_per_s"]
+        record["share_of_teacher_alone"] = round(record["images_per_s"] / alone, 3) if record["images_per_s"] else None
         records[run_name] = record
         suite.results["sections"]["labelling_paths"] = records  # what is measured survives a cut-off run
         suite.write()
@@ -306,6 +312,6 @@ def training_loop(suite: Any, shards: str, decode_device: str) -> dict[str, Any]
     return {
         "steps": metrics[-1]["step"], "loader_workers": path_settings(suite)["workers"],
         "images_per_s_after_first_interval": [round(m["train/samples_per_s"], 1) for m in metrics[1:]],
-        "gpu_busy_fraction": sampler.fraction(), "decode": metrics[-1].get("data/decode_device"),
+        "gpu_busy_fraction": sampler.fraction(), "decode_device": decode_device,
         "peak_gpu_gib": metrics[-1].get("train/peak_gpu_gib"),
     }

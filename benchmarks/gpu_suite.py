@@ -19,6 +19,11 @@ its error and the next one runs):
 - ``training``: the reference student at 256x192, batch 256, bf16, ``channels_last``: optimizer steps/s on device
   batches with and without ``torch.compile``, and with the per-step host reads of the old loop against none; the
   training loader alone at 8 and 16 workers; the whole ``distill`` loop on the labelling section's shards.
+- ``decode_equivalence``, ``labelling_paths``, ``training_paths`` (``benchmarks/gpu_device_paths.py``): images
+  decoded where the model runs against today's CPU path, side by side: pixels, stored JPEGs and labels of both
+  paths on the device; the labelling stage at 8 workers (compiled teacher, then eager) and the training loop at 8
+  workers with ``decode_device`` cpu and auto, against the teacher alone and the optimizer step alone; peak memory.
+  The issue-28 check: ``--sections decode_equivalence labelling_paths training_paths`` (about 6 minutes).
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ import torch  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.gpu_device_paths import (  # noqa: E402
+    section_decode_equivalence,
+    section_labelling_paths,
+    section_training_paths,
+)
 from benchmarks.gpu_timing import BusySampler, timed_rate  # noqa: E402
 from benchmarks.gpu_training import section_training  # noqa: E402
 from benchmarks.pseudolabel_pipeline import make_inputs  # noqa: E402
@@ -273,6 +283,9 @@ SECTIONS = {
     "label_precision": section_label_precision,
     "labelling": section_labelling,
     "training": section_training,
+    "decode_equivalence": section_decode_equivalence,
+    "labelling_paths": section_labelling_paths,
+    "training_paths": section_training_paths,
 }
 
 

@@ -21,7 +21,8 @@ def test_gpu_suite_runs_every_section_on_tiny_models(tmp_path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     sections = json.loads(out.read_text())["sections"]
-    assert list(sections) == ["teachers", "label_precision", "labelling", "training"]
+    assert list(sections) == ["teachers", "label_precision", "labelling", "training", "decode_equivalence",
+                              "labelling_paths", "training_paths"]
     assert not [name for name, record in sections.items() if "error" in record]
     assert sections["teachers"]["dpt_hybrid"]["batch_4"]["items_per_s"] > 0
     assert sections["teachers"]["dpt_hybrid"]["precisions"]["head"] == "float32"
@@ -32,6 +33,12 @@ def test_gpu_suite_runs_every_section_on_tiny_models(tmp_path) -> None:
     labelling = sections["labelling"]
     assert all(labelling[f"workers_{w}"]["labeled"] == labelling["images"] for w in (0, 2))
     assert sections["training"]["distill_loop"]["steps"] == 6
+    equivalence = sections["decode_equivalence"]  # on CPU tensors the device path is today's, pixel for pixel
+    assert equivalence["crop_vs_today"]["max"] == 0 and equivalence["label_code_steps"]["max"] == 0
+    paths = sections["labelling_paths"]
+    assert paths["2-model"]["labeled"] == paths["images"] and paths["2-model"]["decode"]["decoded_on_device"] > 0
+    assert paths["2-cpu"]["decode"]["decoded_on_device"] == 0
+    assert [sections["training_paths"][f"loop_{name}"]["steps"] for name in ("cpu", "model")] == [6, 6]
 
 
 def test_the_real_suite_runs_each_teacher_at_its_own_size(tmp_path) -> None:
