@@ -10,7 +10,7 @@ main process decodes the batch's JPEGs at once and applies the parameters there.
 - In the main process: :func:`batch_on_device`: the JPEGs decoded (:func:`shards.tensor_images.decode_jpegs_each`;
   one the device decoder fails on is decoded by PIL there), each crop box resized as PIL's bilinear
   ``Image.resize(box=...)`` does (:func:`shards.tensor_images.resample_boxes`, within 1 grey level of PIL), flipped,
-  and jittered by :func:`jitter_colours`, the formula of today's ``colour_jitter`` in torch.
+  and jittered by :func:`jitter_colours`, the formula of ``TrainTransform.colour_jitter`` in torch.
 
 The same code runs on CPU tensors (``tests/distill/test_device_augment.py`` compares it with today's transform).
 """

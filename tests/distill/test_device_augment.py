@@ -80,27 +80,11 @@ def test_device_images_are_todays_within_one_grey_level(sizes) -> None:
     assert bool(flips.any()) and not bool(flips.all())  # both branches compared
 
 
-def todays_colour_jitter(factors: tuple[float, float, float], image: np.ndarray) -> np.ndarray:
-    """``TrainTransform.colour_jitter`` as it was before the device path (numpy, float32), the reference."""
-    brightness, contrast, saturation = (np.float32(factor) for factor in factors)
-    image *= brightness / np.float32(255.0)
-    grey = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
-    mean = grey.mean(dtype=np.float32)
-    image -= mean
-    image *= contrast
-    image += mean
-    grey -= mean
-    grey *= contrast
-    grey += mean
-    image *= saturation
-    image += (1 - saturation) * grey
-    return np.clip(image, 0.0, 1.0, out=image)
-
-
 def test_jitter_is_todays_formula() -> None:
     pictures = torch.rand(2, 3, 20, 30, generator=torch.Generator().manual_seed(0)) * 255
     factors = [(1.1, 0.85, 1.17), (0.9, 1.2, 0.8)]
-    today = [torch.from_numpy(todays_colour_jitter(f, picture.numpy().copy())) for f, picture in zip(factors, pictures)]
+    today = [torch.from_numpy(TrainTransform.colour_jitter(picture.numpy().copy(), f))
+             for f, picture in zip(factors, pictures)]
     ours = jitter_colours(pictures.clone(), torch.tensor(factors))
     assert (ours - torch.stack(today)).abs().max() < 1e-6
 
