@@ -34,7 +34,14 @@ Validation: the held-out shards, every sample exactly once, split by node and wo
 training size without augmentation. The loaders are plain torch DataLoaders, never passed to
 ``accelerator.prepare`` (prepare breaks WebDataset splitting: docs/library-notes.md, "Accelerate").
 
-Everything a worker runs is a module-level class or function (workers pickle the dataset).
+Decode device (``data.decode_device``, docs/distill.md): on the training GPU the workers' half is
+:class:`DeviceTrainTransform` (the label chosen, the parameters drawn by :meth:`TrainTransform.draw` as on the CPU
+path, the label cropped, the JPEG sent undecoded) and the device's half is
+:func:`distill.training.device_augment.batch_on_device`, called by :class:`TrainBatches`.
+
+Everything a worker runs is a module-level class or function (workers pickle the dataset). One idea, the training
+data from shard to batch: transforms, stream, loader and damage counts are the stages one sample passes, under one
+determinism contract, so they stay in one module.
 """
 
 from __future__ import annotations
