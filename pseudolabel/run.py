@@ -11,7 +11,9 @@ codes); a writer thread behind the teacher (:class:`JobWriter`) makes the member
 (the first teacher's label as the sample's label, the next ones' as ``depth16_<i>`` members) and writes one
 :class:`~shards.writer.ShardWriter` per job, closed with its rejects as soon as its last input
 arrives (workers interleave, so several jobs may be open at once). Memory is one unit per worker, whatever the size
-of the source.
+of the source. With ``runtime.decode_device`` on the teacher's device (``auto`` on a GPU), the workers send the JPEGs
+the device decoder takes undecoded, and the main thread decodes, resizes, crops and re-encodes them there before the
+teacher runs (:func:`teacher_images`, ``pseudolabel.device_inputs``).
 
 Order of events (docs/decisions.md, "Shards and resume"):
 1. every process loads the teachers; the main process lists the source (folders, lists and datasets into the sorted
