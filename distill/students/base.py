@@ -19,9 +19,24 @@ from torch.nn import functional as F
 
 from distill.students.config import StudentConfig, check_input_size
 
+#: Encoders that are a timm model built with other layer options, loading that model's ImageNet weights: our name ->
+#: (timm's name, keyword arguments of ``timm.create_model``). timm ships MobileNetV3-Large "minimal" only as the
+#: TensorFlow port ``tf_mobilenetv3_large_minimal_100`` (TF "same" padding: an extra Pad before each stride-2
+#: convolution in every exported graph); ``mobilenetv3_large_minimal_100`` is that network with PyTorch's
+#: symmetric padding and the same weights (the phone recipe, configs/distill/places365_fastdepth_minimal.yaml).
+TIMM_ENCODER_VARIANTS: dict[str, tuple[str, dict]] = {
+    "mobilenetv3_large_minimal_100": ("tf_mobilenetv3_large_minimal_100", {"pad_type": ""}),
+}
+
+
+def timm_name(encoder: str) -> tuple[str, dict]:
+    """timm's model name and extra ``create_model`` options for ``student.encoder`` (see TIMM_ENCODER_VARIANTS)."""
+    return TIMM_ENCODER_VARIANTS.get(encoder, (encoder, {}))
+
 
 def missing_weights_message(encoder: str, detail: str) -> str:
     """What to download and where to put it, for a timm encoder whose ImageNet weights cannot be had."""
+    encoder = timm_name(encoder)[0]
     try:
         hub_id = timm.models.get_pretrained_cfg(encoder).hf_hub_id or f"timm/{encoder}"
     except Exception:  # noqa: BLE001 - an unknown name still gets a useful message
@@ -38,16 +53,17 @@ def missing_weights_message(encoder: str, detail: str) -> str:
 def create_timm_encoder(config: StudentConfig, out_indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> nn.Module:
     """A timm ``features_only`` encoder, with ImageNet weights from the hub cache or ``pretrained_file`` when
     ``config.pretrained``; a missing weight is an error saying what to download."""
-    kwargs = dict(features_only=True, exportable=True, out_indices=out_indices)
+    name, options = timm_name(config.encoder)
+    kwargs = dict(features_only=True, exportable=True, out_indices=out_indices, **options)
     if not config.pretrained:
-        return timm.create_model(config.encoder, pretrained=False, **kwargs)
+        return timm.create_model(name, pretrained=False, **kwargs)
     if config.pretrained_file is not None:
         path = Path(config.pretrained_file).expanduser()
         if not path.is_file():
             raise FileNotFoundError(missing_weights_message(config.encoder, f"no file at {path}"))
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
     try:
-        return timm.create_model(config.encoder, pretrained=True, **kwargs)
+        return timm.create_model(name, pretrained=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as error:  # hub unreachable, not cached, unreadable file
         raise FileNotFoundError(missing_weights_message(config.encoder, f"{type(error).__name__}: {error}")) from error
 
