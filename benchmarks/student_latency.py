@@ -2,11 +2,12 @@
 
     python benchmarks/student_latency.py [--repeats 50] [--threads N]
 
-For each architecture (our MobileNetV3-Large FastDepth, and the original MobileNet v1 FastDepth: NNConv5, nearest,
-skips at strides 2/4/8): parameters, MACs at 1x3x192x256 (``distill.deploy.benchmark``) and PyTorch eager latency at
-batch 1 (median of ``--repeats`` calls under ``inference_mode``), NCHW and channels_last, random init (the weights do
-not change the time). Each (architecture, layout) runs in a fresh subprocess, one after the other, so no thread pool
-or allocator state carries over. Writes ``benchmarks/results/student_latency.json``.
+For each architecture (our MobileNetV3-Large FastDepth, the phone recipe's MobileNetV3-Large "minimal" FastDepth, and
+the original MobileNet v1 FastDepth: NNConv5, nearest, skips at strides 2/4/8): parameters, MACs at 1x3x192x256
+(``distill.deploy.benchmark``) and PyTorch eager latency at batch 1 (median of ``--repeats`` calls under
+``inference_mode``), NCHW and channels_last, random init (the weights do not change the time). Each (architecture,
+layout) runs in a fresh subprocess, one after the other, so no thread pool or allocator state carries over.
+Writes ``benchmarks/results/student_latency.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 ARCHITECTURES = {
     "fastdepth_mobilenetv3": dict(pretrained=False),
+    "fastdepth_minimal": dict(encoder="mobilenetv3_large_minimal_100", pretrained=False),
     "fastdepth_original": dict(encoder="mobilenetv1_100", pretrained=False, skip_strides=[2, 4, 8], upsample="nearest"),
 }
 LAYOUTS = ("nchw", "channels_last")
