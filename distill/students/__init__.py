@@ -5,6 +5,7 @@ imported the first time one is looked up (:func:`distill.students.config.archite
 ``create_student(StudentConfig(architecture=...))`` can build any of them:
 
 - ``fastdepth`` (default): MobileNetV3-Large FastDepth, the reference recipe (:mod:`distill.students.fastdepth`).
+  With ``encoder: mobilenetv3_large_minimal_100`` (``base.TIMM_ENCODER_VARIANTS``) it is the phone recipe.
 - ``resnet_additive``: ResNet-18 with a light additive decoder (:mod:`distill.students.resnet_additive`).
 - ``deeplabv3``: torchvision's DeepLabv3-ResNet50 as a regressor (:mod:`distill.students.deeplab`).
 - ``rt_monodepth`` / ``rt_monodepth_s``: RT-MonoDepth and its small variant (:mod:`distill.students.rt_monodepth`).
