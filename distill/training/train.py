@@ -54,7 +54,7 @@ from distill.training.data import (
 from distill.training.losses import build_loss
 from shards.cli.errors import UserError, refuse_filled_folder
 from shards.format import RELATIVE_INVERSE_DEPTH, as_inverse_depth, inverse_depth
-from shards.tools.pictures import colorize_depth, image_grid
+from shards.tools.pictures import METRES, colorize_depth, image_grid, relative_units
 
 logger = logging.getLogger(__name__)
 
@@ -429,7 +429,7 @@ class TrainingRun:
         kind = student_output_kind(config.student)
         examples = as_inverse_depth(prediction.detach().float(), kind)
         target = batch["target"] if kind == RELATIVE_INVERSE_DEPTH else inverse_depth(batch["target"], batch["valid"])
-        grid = _example_grid(batch["image"], target, batch["valid"], examples, config.log.images)
+        grid = _example_grid(batch["image"], target, batch["valid"], examples, batch["is_metric"], config.log.images)
         _log_image(self.accelerator, "train/examples", grid, step)
 
     def validate(self) -> None:
@@ -485,23 +485,34 @@ class TrainingRun:
 
 
 def _example_grid(
-    image: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, prediction: torch.Tensor, count: int
+    image: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    prediction: torch.Tensor,
+    is_metric: torch.Tensor,
+    count: int,
 ) -> np.ndarray:
-    """Input, label and prediction (aligned to the label, on the label's colour scale) for ``count`` samples; label
-    and prediction in inverse depth."""
+    """Input, label and prediction for ``count`` samples, in the pictures' one convention (docs/evaluation.md): a
+    metric label and its prediction in metres, a relative label and its prediction in the teacher's units, near =
+    warm in both. ``target`` and ``prediction`` are inverse depth; the prediction is aligned to the label there
+    (the losses' invariance), then drawn on the label's colour scale."""
     aligned = align_scale_shift(prediction.float(), target, valid)
     rows = []
     for i in range(min(count, prediction.shape[0])):
-        mask = valid[i, 0].cpu().numpy()
-        label = target[i, 0].cpu().numpy()
+        mask, label, guess = valid[i, 0], target[i, 0].float(), aligned[i, 0].detach().float()
+        metric = bool(is_metric[i])
+        if metric:  # inverse depth -> metres (the same conversion both ways); no depth where the value is not > 0
+            label, guess = inverse_depth(label, mask & (label > 0)), inverse_depth(guess, guess > 0)
+        label, guess, mask = label.cpu().numpy(), guess.cpu().numpy(), mask.cpu().numpy()
         value_range = tuple(np.percentile(label[mask], [2, 98])) if mask.any() else None
+        units = METRES if metric else relative_units("teacher")
         picture = (image[i].float().permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
         rows.append([
             picture,
-            colorize_depth(label, mask, value_range),
-            colorize_depth(aligned[i, 0].detach().cpu().numpy(), None, value_range),
+            colorize_depth(label, mask, value_range, inverse=not metric, units=units),
+            colorize_depth(guess, guess != 0 if metric else None, value_range, inverse=not metric, units=units),
         ])
-    return image_grid(rows, titles=["input", "label (inverse depth)", "prediction (aligned)"])
+    return image_grid(rows, titles=["input", "label", "prediction (aligned to the label)"])
 
 
 def validate(
@@ -526,7 +537,7 @@ def validate(
                 per_image.setdefault(name, []).extend(values.cpu().tolist())
             keys.extend(batch["key"])
             if grid is None and accelerator.trackers and config.log.images_every:  # trackers: main process only
-                grid = _example_grid(batch["image"], target, valid, prediction, config.log.images)
+                grid = _example_grid(batch["image"], target, valid, prediction, batch["is_metric"], config.log.images)
     model.train(was_training)
     gathered = gather_object([{"rank": accelerator.process_index, "keys": keys, "metrics": per_image}])
     means = _write_validation(accelerator, config, step, output_dir, gathered)
