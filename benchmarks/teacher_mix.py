@@ -1,11 +1,13 @@
 """Are two teachers' mean labels closer to the truth than the better teacher's? The demo's scenes and stand-in teacher.
 
     python benchmarks/teacher_mix.py [--train-scenes 256] [--test-scenes 32] [--steps 400] [--seeds 0 1]
+                                     [--disjoint] [--out benchmarks/results/teacher_mix.json]
 
 1. Renders ``--train-scenes`` generated scenes at 512x384 (``shards.tools.scenes``, seeds from 0, as the demo) and
    fits the demo's stand-in teacher (``demo.teacher.fit_teacher``: the tiny DPT, the project's SSI loss, a fixed
    number of steps) once per seed in ``--seeds``: teachers that differ only by their initial weights and the order
-   of their batches.
+   of their batches. With ``--disjoint`` each teacher sees its own ``--train-scenes`` scenes (the first from seed 0,
+   the second from seed ``--train-scenes``), as two real teachers trained on different data do.
 2. Renders ``--test-scenes`` held-out scenes (seeds from 100,000 with sensor-like holes, as the demo's validation
    scenes) and labels them with both teachers in one run of the labelling stage (``--teacher.model '[A, B]'``): one
    sample, two labels.
@@ -17,7 +19,8 @@
    more), the expected error of ``random`` (the mean of A's and B's per-image errors: each step draws one of them),
    and a constant map.
 
-Writes ``benchmarks/results/teacher_mix.json``; the work folder goes to ``--work`` (a temporary folder by default).
+Writes ``--out`` (``benchmarks/results/teacher_mix.json``); the work folder goes to ``--work`` (a temporary folder by
+default).
 """
 
 from __future__ import annotations
@@ -117,27 +120,33 @@ def main() -> None:
     parser.add_argument("--test-scenes", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400, help="teacher fitting steps (the demo's 400)")
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], help="the two teachers' seeds")
+    parser.add_argument("--disjoint", action="store_true", help="fit each teacher on its own scenes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="teacher_mix_"))
     started = time.perf_counter()
-    write_scene_folder(work / "train", args.train_scenes, seed=0, width=512, height=384)
+    folders = [work / (f"train_{i}" if args.disjoint else "train") for i in range(2)]
+    for i, folder in enumerate(folders[:2 if args.disjoint else 1]):
+        write_scene_folder(folder, args.train_scenes, seed=i * args.train_scenes, width=512, height=384)
     write_scene_folder(work / "test", args.test_scenes, seed=HELD_OUT_SEED, width=512, height=384, holes=True)
-    fits = {seed: fit_teacher(work / "train", work / f"teacher_{seed}", args.steps, seed=seed) for seed in args.seeds}
+    fits = {seed: fit_teacher(folder, work / f"teacher_{seed}", args.steps, limit=args.train_scenes, seed=seed)
+            for seed, folder in zip(args.seeds, folders)}
     teachers = [work / f"teacher_{seed}" for seed in args.seeds]
     label_held_out(teachers, work / "test", work / "shards")
     result = summarise(score_samples(work / "shards", work / "test"))
     result.update(
         command="python benchmarks/teacher_mix.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k != "work"),
+            for k, v in vars(args).items() if k not in ("work", "disjoint") and v is not False) + (
+            " --disjoint" if args.disjoint else ""),
         seeds=args.seeds, teacher_fits={str(seed): fit for seed, fit in fits.items()}, seconds=round(
             time.perf_counter() - started, 1), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}",
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'labels':<20} {'AbsRel':>8} {'delta1':>8} {'RMSE (m)':>9}")
     for name, row in result["table"].items():
         print(f"{name:<20} {row['abs_rel']:8.4f} {row['delta1']:8.4f} {row['rmse']:9.4f}")
