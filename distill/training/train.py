@@ -484,14 +484,8 @@ class TrainingRun:
 # Validation and pictures
 
 
-def _example_grid(
-    image: torch.Tensor,
-    target: torch.Tensor,
-    valid: torch.Tensor,
-    prediction: torch.Tensor,
-    is_metric: torch.Tensor,
-    count: int,
-) -> np.ndarray:
+def _example_grid(image: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, prediction: torch.Tensor,
+                  is_metric: torch.Tensor, count: int) -> np.ndarray:
     """Input, label and prediction for ``count`` samples, in the pictures' one convention (docs/evaluation.md): a
     metric label and its prediction in metres, a relative label and its prediction in the teacher's units, near =
     warm in both. ``target`` and ``prediction`` are inverse depth; the prediction is aligned to the label there
