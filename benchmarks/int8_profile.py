@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,7 +79,8 @@ def conv_class(node: onnx.NodeProto) -> str:
 
 
 def profile(path: Path, batch: np.ndarray, work: Path, calls: int = 50) -> dict[str, float]:
-    """Milliseconds per call by operator type (convolutions by kind) over ``calls`` profiled calls."""
+    """Milliseconds per call by operator type (convolutions by kind) over ``calls`` profiled calls, the first (cold)
+    call of each node left out."""
     prefix = work / f"profile_{path.stem}"
     runner = session(path, prefix)
     name = runner.get_inputs()[0].name
@@ -88,10 +90,14 @@ def profile(path: Path, batch: np.ndarray, work: Path, calls: int = 50) -> dict[
     graph = onnx.load(str(prefix) + ".optimized.onnx").graph
     kinds = {node.name: conv_class(node) for node in graph.node if "Conv" in node.op_type}
     totals: collections.Counter = collections.Counter()
+    seen: set[str] = set()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             node = event["name"][: -len("_kernel_time")]
-            totals[kinds.get(node, event["args"]["op_name"])] += event["dur"] / 1000 / calls
+            if node not in seen:
+                seen.add(node)
+                continue
+            totals[kinds.get(node, event["args"]["op_name"])] += event["dur"] / 1000 / (calls - 1)
     return {key: round(value, 3) for key, value in totals.most_common()}
 
 
@@ -163,6 +169,7 @@ def main() -> None:
         "variants": time_variants(variants(fp32, batches, work), batches[0], args.rounds),
         "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d"), "onnxruntime": ort.__version__,
     }
+    shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for kind, table in result["profile_ms"].items():

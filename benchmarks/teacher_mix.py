@@ -139,7 +139,9 @@ def main() -> None:
     result.update(
         command="python benchmarks/teacher_mix.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in ("work", "disjoint") and v is not False) + (
+            for k, v in vars(args).items() if k not in ("work", "disjoint", "out")) + (
+            f" --out {args.out.resolve().relative_to(REPO) if args.out.resolve().is_relative_to(REPO) else args.out}"
+            ) + (
             " --disjoint" if args.disjoint else ""),
         seeds=args.seeds, teacher_fits={str(seed): fit for seed, fit in fits.items()}, seconds=round(
             time.perf_counter() - started, 1), date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, "
