@@ -7,7 +7,8 @@
    depend on their values) at 256x192, exports it to ONNX and to the project's int8 (``distill.deploy.export``:
    QDQ, per-channel int8 weights, uint8 activations, 16 generated calibration scenes).
 2. Profiles both files with ONNX Runtime's profiler, one thread, full graph optimisation: kernel time per operator
-   type, and the convolutions split into depthwise, 1x1 and full kernels (read from the optimised graph).
+   type, and the convolutions split into depthwise (by kernel size), 1x1 and full kernels (read from the optimised
+   graph).
 3. Times quantisation variants of the same graph in one process, ``--rounds`` interleaved rounds of 30 calls after
    5 warm-up calls (median of the rounds' medians): QOperator format, uint8 weights, per-tensor weights, and every
    layer int8 but the depthwise ones; each with its mean |difference| to fp32 relative to the fp32 map's range.
@@ -74,13 +75,14 @@ def session(path: Path, profile_prefix: Path | None = None) -> ort.InferenceSess
 def conv_class(node: onnx.NodeProto) -> str:
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if attributes.get("group", 1) > 1:
-        return "depthwise conv"
+        return "depthwise conv " + "x".join(map(str, attributes.get("kernel_shape", [])))
     return "1x1 conv" if list(attributes.get("kernel_shape", [])) == [1, 1] else "full conv"
 
 
-def profile(path: Path, batch: np.ndarray, work: Path, calls: int = 50) -> dict[str, float]:
-    """Milliseconds per call by operator type (convolutions by kind) over ``calls`` profiled calls, the first (cold)
-    call of each node left out."""
+def profile(path: Path, batch: np.ndarray, work: Path, calls: int = 50) -> dict[str, dict[str, float]]:
+    """Milliseconds per call over ``calls`` profiled calls (the first, cold call of each node left out): ``parts``
+    by operator type (convolutions by kind), ``depthwise_layers`` by kernel and width (ONNX Runtime's fast int8
+    depthwise kernel takes widths that are multiples of 16 only)."""
     prefix = work / f"profile_{path.stem}"
     runner = session(path, prefix)
     name = runner.get_inputs()[0].name
@@ -89,7 +91,10 @@ def profile(path: Path, batch: np.ndarray, work: Path, calls: int = 50) -> dict[
     events = json.loads(Path(runner.end_profiling()).read_text())
     graph = onnx.load(str(prefix) + ".optimized.onnx").graph
     kinds = {node.name: conv_class(node) for node in graph.node if "Conv" in node.op_type}
-    totals: collections.Counter = collections.Counter()
+    widths = {node.name: onnx.helper.get_attribute_value(a) for node in graph.node for a in node.attribute
+              if a.name == "group" and node.name in kinds and kinds[node.name].startswith("depthwise")}
+    parts: collections.Counter = collections.Counter()
+    layers: collections.Counter = collections.Counter()
     seen: set[str] = set()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
@@ -97,8 +102,12 @@ def profile(path: Path, batch: np.ndarray, work: Path, calls: int = 50) -> dict[
             if node not in seen:
                 seen.add(node)
                 continue
-            totals[kinds.get(node, event["args"]["op_name"])] += event["dur"] / 1000 / (calls - 1)
-    return {key: round(value, 3) for key, value in totals.most_common()}
+            milliseconds = event["dur"] / 1000 / (calls - 1)
+            parts[kinds.get(node, event["args"]["op_name"])] += milliseconds
+            if node in widths:
+                layers[f"{kinds[node][len('depthwise conv '):]}, {widths[node]} channels"] += milliseconds
+    return {"parts": {key: round(value, 3) for key, value in parts.most_common()},
+            "depthwise_layers": {key: round(value, 3) for key, value in layers.most_common()}}
 
 
 def variants(fp32: Path, batches: list[np.ndarray], work: Path) -> dict[str, Path]:
@@ -106,7 +115,8 @@ def variants(fp32: Path, batches: list[np.ndarray], work: Path) -> dict[str, Pat
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     graph = onnx.load(str(prepared)).graph
-    depthwise = [node.name for node in graph.node if node.op_type == "Conv" and conv_class(node) == "depthwise conv"]
+    depthwise = [node.name for node in graph.node
+                 if node.op_type == "Conv" and conv_class(node).startswith("depthwise")]
     base = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8)
     settings = {
@@ -172,8 +182,9 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for kind, table in result["profile_ms"].items():
-        print(f"{kind}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in list(table.items())[:8]) + " (ms per call)")
+    for kind, tables in result["profile_ms"].items():
+        for table in tables.values():
+            print(f"{kind}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in list(table.items())[:8]) + " (ms per call)")
     for label, row in result["variants"].items():
         print(f"{label:<48} {row['median_ms']:7.2f} ms   difference {row['relative_difference']:.4f}")
 
