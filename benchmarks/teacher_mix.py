@@ -1,13 +1,15 @@
 """Are two teachers' mean labels closer to the truth than the better teacher's? The demo's scenes and stand-in teacher.
 
     python benchmarks/teacher_mix.py [--train-scenes 256] [--test-scenes 32] [--steps 400] [--seeds 0 1]
-                                     [--disjoint] [--out benchmarks/results/teacher_mix.json]
+        [--architectures dpt dpt] [--disjoint] [--out benchmarks/results/teacher_mix.json]
 
 1. Renders ``--train-scenes`` generated scenes at 512x384 (``shards.tools.scenes``, seeds from 0, as the demo) and
    fits the demo's stand-in teacher (``demo.teacher.fit_teacher``: the tiny DPT, the project's SSI loss, a fixed
    number of steps) once per seed in ``--seeds``: teachers that differ only by their initial weights and the order
-   of their batches. With ``--disjoint`` each teacher sees its own ``--train-scenes`` scenes (the first from seed 0,
-   the second from seed ``--train-scenes``), as two real teachers trained on different data do.
+   of their batches; ``--architectures dpt depth_anything`` makes the second a tiny Depth Anything (another family,
+   as the real pair DPT-Hybrid + Depth Anything V2). With ``--disjoint`` each teacher sees its own
+   ``--train-scenes`` scenes (the first from seed 0, the second from seed ``--train-scenes``), as two real teachers
+   trained on different data do.
 2. Renders ``--test-scenes`` held-out scenes (seeds from 100,000 with sensor-like holes, as the demo's validation
    scenes) and labels them with both teachers in one run of the labelling stage (``--teacher.model '[A, B]'``): one
    sample, two labels.
@@ -120,6 +122,8 @@ def main() -> None:
     parser.add_argument("--test-scenes", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400, help="teacher fitting steps (the demo's 400)")
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], help="the two teachers' seeds")
+    parser.add_argument("--architectures", nargs=2, default=["dpt", "dpt"], choices=["dpt", "depth_anything"],
+                        help="the two teachers' families (the demo's tiny DPT; a tiny Depth Anything)")
     parser.add_argument("--disjoint", action="store_true", help="fit each teacher on its own scenes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=None)
@@ -131,8 +135,9 @@ def main() -> None:
     for i, folder in enumerate(folders[:2 if args.disjoint else 1]):
         write_scene_folder(folder, args.train_scenes, seed=i * args.train_scenes, width=512, height=384)
     write_scene_folder(work / "test", args.test_scenes, seed=HELD_OUT_SEED, width=512, height=384, holes=True)
-    fits = {seed: fit_teacher(folder, work / f"teacher_{seed}", args.steps, limit=args.train_scenes, seed=seed)
-            for seed, folder in zip(args.seeds, folders)}
+    fits = {seed: fit_teacher(folder, work / f"teacher_{seed}", args.steps, limit=args.train_scenes, seed=seed,
+                              architecture=architecture)
+            for seed, folder, architecture in zip(args.seeds, folders, args.architectures)}
     teachers = [work / f"teacher_{seed}" for seed in args.seeds]
     label_held_out(teachers, work / "test", work / "shards")
     result = summarise(score_samples(work / "shards", work / "test"))

@@ -67,13 +67,26 @@ def random_crops(
     return crop_images, crop_depths
 
 
-def fit_teacher(scenes: Path, out: Path, steps: int, batch_size: int = 8, limit: int = 256, seed: int = 0) -> dict:
-    """Fit the tiny teacher for ``steps`` optimizer steps (seeded: the same teacher on every machine), save it."""
+def tiny_teacher_depth(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Normalised CROP-sized pixels (B, 3, H, W) -> the teacher's map (B, 1, H, W): DPT through the pipeline's
+    grid-aware forward; Depth Anything (patches of 14) on the nearest multiple of 14, its map resized back."""
+    if model.config.model_type == "dpt":
+        return dpt_depth(model, pixels)[:, None]
+    size = [max(14, round(side / 14) * 14) for side in pixels.shape[-2:]]
+    resized = torch.nn.functional.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
+    depth = model(pixel_values=resized).predicted_depth[:, None]
+    return torch.nn.functional.interpolate(depth, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def fit_teacher(scenes: Path, out: Path, steps: int, batch_size: int = 8, limit: int = 256, seed: int = 0,
+                architecture: str = "dpt") -> dict:
+    """Fit the tiny teacher (``dpt``, or ``depth_anything`` for a second family) for ``steps`` optimizer steps
+    (seeded: the same teacher on every machine), save it."""
     torch.manual_seed(seed)
     images, depths = load_scene_folder(scenes, limit)
-    save_tiny_teacher(out, "dpt", seed)  # config, preprocessor config, initial weights
+    save_tiny_teacher(out, architecture, seed)  # config, preprocessor config, initial weights
     model = AutoModelForDepthEstimation.from_pretrained(out).train()
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in DEFAULT_NORMALISATION["dpt"])
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in DEFAULT_NORMALISATION[architecture])
     loss_function = build_loss(LossConfig(name="ssi"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
@@ -84,7 +97,7 @@ def fit_teacher(scenes: Path, out: Path, steps: int, batch_size: int = 8, limit:
         pixels = (crop_images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std  # (B, 3, 192, 256)
         metres = crop_depths[:, None]  # (B, 1, 192, 256), 0 = invalid
         target, valid = target_in_space(metres, metres > 0, torch.ones(batch_size, dtype=torch.bool))  # 1 / metres
-        prediction = dpt_depth(model, pixels)[:, None]  # (B, 1, 192, 256) relative inverse depth
+        prediction = tiny_teacher_depth(model, pixels)  # (B, 1, 192, 256) relative inverse depth
         parts = loss_function(prediction, target, valid)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -93,7 +106,8 @@ def fit_teacher(scenes: Path, out: Path, steps: int, batch_size: int = 8, limit:
         if step % 25 == 0:
             logger.info("step %d  loss %.4f  (%.0f s)", step, np.mean(losses[-25:]), time.perf_counter() - started)
     model.eval().save_pretrained(out)
-    record = {"steps": steps, "seconds": round(time.perf_counter() - started, 1), "first_loss": losses[0],
+    record = {"architecture": architecture, "steps": steps, "seconds": round(time.perf_counter() - started, 1),
+              "first_loss": losses[0],
               "last_loss": float(np.mean(losses[-10:])), "scenes": len(images)}
     logger.info("teacher fitted: %s -> %s", record, out)
     return record
