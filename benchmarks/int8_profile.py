@@ -36,11 +36,11 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
 from benchmarks.compare_students import RECIPES  # noqa: E402
-from distill.deploy.export import calibration_pictures, export, int8_path_for  # noqa: E402
+from distill.deploy.export import CalibrationReader, calibration_pictures, export, int8_path_for  # noqa: E402
 from distill.deploy.runtime import images_to_batch  # noqa: E402
 from distill.students import create_student  # noqa: E402
 from distill.training.config import DistillConfig  # noqa: E402
@@ -48,16 +48,6 @@ from shards.cli.config import parse_config  # noqa: E402
 
 WIDTH, HEIGHT = 256, 192
 RESULTS = ROOT / "benchmarks" / "results" / "int8_profile.json"
-
-
-class Batches(CalibrationDataReader):
-    """Calibration batches for ``quantize_static``, once each."""
-
-    def __init__(self, name: str, batches: list[np.ndarray]) -> None:
-        self.items = iter([{name: batch} for batch in batches])
-
-    def get_next(self) -> dict | None:
-        return next(self.items, None)
 
 
 def session(path: Path, profile_prefix: Path | None = None) -> ort.InferenceSession:
@@ -126,11 +116,10 @@ def variants(fp32: Path, batches: list[np.ndarray], work: Path) -> dict[str, Pat
         "per-tensor weights": {**base, "per_channel": False},
         "depthwise layers kept fp32": {**base, "nodes_to_exclude": depthwise},
     }
-    name = graph.input[0].name
     paths = {"fp32": fp32}
     for index, (label, options) in enumerate(settings.items()):
         paths[label] = work / f"variant_{index}.onnx"
-        quantize_static(str(prepared), str(paths[label]), Batches(name, batches), **options)
+        quantize_static(str(prepared), str(paths[label]), CalibrationReader(batches), **options)
     return paths
 
 

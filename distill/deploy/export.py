@@ -359,7 +359,7 @@ def _file_parity(model: nn.Module, format: str, path: Path, height: int, width: 
 # int8 with ONNX Runtime: calibration pictures, quantisation, and how far the outputs move
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """Feeds calibration batches (one picture each) to ONNX Runtime's static quantiser."""
 
     def __init__(self, batches: list[np.ndarray]) -> None:
@@ -433,7 +433,7 @@ def quantize_int8(
             quantize_static(
                 str(source),
                 str(out_path),
-                _CalibrationReader(batches),
+                CalibrationReader(batches),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
